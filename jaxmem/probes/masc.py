@@ -1,0 +1,415 @@
+"""MASC, the Minimum Angle Subspace Classifier (SPEC §4), batched over classes and a leading member axis.
+
+Per class c, with grouping labels g: G_c = X_cᵀX_c (uncentred: the reference's ±-augmented covariance equals it up
+to scale; never mean-centre). Its eigenvalues λ₁ ≥ λ₂ ≥ … give r_j = (λ₁+…+λ_j)/Σλ and, for a variance fraction
+0 < n < 1, k = #{j : r_j ≤ n} + 1 components (the "+1" is the reference's rule); an integer n ≥ 1 keeps the top n.
+A sample h gets cos²θ_c = ‖U_c h‖²/‖h‖² and the prediction argmax_c cos²θ_c = argmin_c θ_c (ties → lowest index).
+
+Degenerate cases (all documented behaviour, tested):
+- a class with no samples, or whose activations are all zero, has k = 0: it scores −inf and is never predicted
+  (unless every class is empty, when class 0 is returned); its angles are NaN;
+- an all-zero sample h (possible after ReLU) has cos² = 0 for every non-empty class, so it is predicted as the
+  lowest-index non-empty class, and its angles are NaN (the reference's 0/0 gives NaN and ``argmin`` → class 0);
+- D = 1: every non-empty class spans the whole line, all classes tie and the lowest index wins;
+- k hitting D: k is clipped to D (then cos² = 1 for every h, the class is uninformative).
+
+Speed. Fit = Gram (N·D²) + one eigh per class (C·D³; or the dual N_c×N_c problem, N_c²·D + N_c³, for classes
+with fewer samples than dimensions). Scoring T samples needs ‖U_c h‖² for W = max_c min(k_c, D − k_c) columns
+per class, since ‖U_c h‖² = ‖h‖² − ‖U_⊥ h‖² when k > D/2: T·D·C·W·2 flops, one matmul against the stacked
+bases. ``precision="exact"`` runs every step in float64 (reproduces the numpy reference's predictions);
+``"fast"`` runs in float32 with full-precision (HIGHEST) matmuls.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem.probes.gram import HIGHEST, ChunkSchedule, GramState, accumulate, chunk_schedule, gram_init
+
+PRECISIONS = ("fast", "exact")
+
+
+class MascProbe(NamedTuple):
+    """A fitted MASC probe; every field may carry a leading member axis [M, ...]."""
+
+    basis: jax.Array  # [C, D, W] scoring columns: the top-k eigenvectors, or the complement's (zero-padded)
+    complement: jax.Array  # [C] bool: cos² = 1 − ‖basisᵀh‖²/‖h‖² (chosen when k > D/2)
+    num_components: jax.Array  # [C] int32 k (0 for an empty or all-zero class)
+    eigenvalues: jax.Array  # [C, D] descending spectrum of G_c (zero-padded for the dual problem)
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+def check_variance(variance) -> float | int:
+    """A fraction 0 < n < 1, or an integer number of components n ≥ 1."""
+    if isinstance(variance, bool) or not isinstance(variance, (int, float, np.integer, np.floating)):
+        raise ValueError(f"variance must be a fraction in (0, 1) or an integer >= 1, got {variance!r}")
+    if 0 < variance < 1:
+        return float(variance)
+    if variance >= 1 and float(variance).is_integer():
+        return int(variance)
+    raise ValueError(f"variance must be a fraction in (0, 1) or an integer >= 1, got {variance!r}")
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def _precision_context(exact: bool):
+    return jax.enable_x64(True) if exact else contextlib.nullcontext()
+
+
+def _in_probe_precision(function):
+    """Run a function of (probe, ...) with float64 enabled when the probe was fitted in exact mode."""
+
+    @functools.wraps(function)
+    def wrapped(probe, *args, **kwargs):
+        with _precision_context(probe.basis.dtype == np.float64):
+            return function(probe, *args, **kwargs)
+
+    return wrapped
+
+
+def _with_member_axis(features, labels, num_classes):
+    """Validate and return (features [M|1, N, D] or [N, D], shared flag, labels [M, N] numpy)."""
+    features_ndim = np.ndim(features)
+    if features_ndim not in (2, 3):
+        raise ValueError(f"features must be [N, D] or [M, N, D], got shape {np.shape(features)}")
+    labels = np.asarray(labels)
+    if labels.ndim not in (1, 2):
+        raise ValueError(f"labels must be [N] or [M, N], got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), found values in [{labels.min()}, {labels.max()}]"
+        )
+    n = np.shape(features)[-2]
+    if labels.shape[-1] != n:
+        raise ValueError(f"features have {n} samples but labels have {labels.shape[-1]}")
+    if features_ndim == 3 and labels.ndim == 2 and labels.shape[0] != np.shape(features)[0]:
+        raise ValueError(
+            f"member axes differ: features {np.shape(features)[0]}, labels {labels.shape[0]}"
+        )
+    if labels.ndim == 1:
+        labels = np.broadcast_to(labels, (np.shape(features)[0] if features_ndim == 3 else 1, n))
+    return features_ndim == 2, labels
+
+
+# -------------------------------------------------------------------------------------------- pure kernels
+
+
+def num_components(eigenvalues: jax.Array, count: jax.Array, variance) -> jax.Array:
+    """The k rule of SPEC §4 on descending ``eigenvalues`` [..., R]; 0 where ``count`` is 0 or Σλ = 0."""
+    rank_limit = eigenvalues.shape[-1]
+    total = eigenvalues.sum(-1)
+    if isinstance(variance, int):
+        k = jnp.full(total.shape, min(variance, rank_limit), jnp.int32)
+    else:
+        ratios = jnp.cumsum(eigenvalues, -1) / total[..., None]
+        # "+1": the reference keeps the first component whose cumulative ratio exceeds n.
+        k = jnp.minimum(jnp.sum(ratios <= variance, -1, dtype=jnp.int32) + 1, rank_limit)
+    return jnp.where((count > 0) & (total > 0), k, 0)
+
+
+@jax.jit
+def spectrum(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Descending eigenvalues [..., D] and matching eigenvector columns [..., D, D] of symmetric ``gram``."""
+    values, vectors = jnp.linalg.eigh(gram)
+    return values[..., ::-1], vectors[..., ::-1]
+
+
+@functools.partial(jax.jit, static_argnames="width")
+def select_basis(vectors: jax.Array, k: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
+    """Scoring columns [P, D, W] from descending eigenvectors [P, D, D]: top-k, or the D−k complement."""
+    dim = vectors.shape[-1]
+    complement = (dim - k) < k
+    j = jnp.arange(width)
+    columns = jnp.where(complement[:, None], dim - width + j, j)  # complement: the W smallest directions
+    keep = jnp.where(complement[:, None], columns >= k[:, None], columns < k[:, None])
+    basis = jnp.take_along_axis(vectors, columns[:, None, :], axis=2) * keep[:, None, :]
+    return basis, complement
+
+
+@jax.jit
+def _dual_spectrum(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Dual problem for rows [P, Nmax, D] (zero-padded): eigenvalues [P, Nmax] and unit U columns [P, D, Nmax]."""
+    kernel = jnp.matmul(rows, jnp.swapaxes(rows, 1, 2), precision=HIGHEST)
+    values, vectors = spectrum(kernel)
+    # U = Xᵀ V Λ^{-1/2}; directions with (numerically) zero eigenvalue are not spanned by the class.
+    tol = values[:, :1] * rows.shape[-1] * jnp.finfo(rows.dtype).eps
+    scale = jnp.where(values > tol, jax.lax.rsqrt(jnp.maximum(values, tol)), 0)
+    basis = jnp.matmul(jnp.swapaxes(rows, 1, 2), vectors, precision=HIGHEST) * scale[:, None, :]
+    return jnp.maximum(values, 0), basis
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _scores(probe: MascProbe, features: jax.Array, chunk: int) -> jax.Array:
+    """cos²θ [T, C] for one member: features [T, D]; one matmul per chunk of rows against all classes."""
+    num_classes, dim, width = probe.basis.shape
+    stacked = jnp.transpose(probe.basis, (1, 0, 2)).reshape(dim, num_classes * width)
+    total = features.shape[0]
+    padded = -(-total // chunk) * chunk
+    rows = jnp.pad(features.astype(probe.basis.dtype), ((0, padded - total), (0, 0)))
+
+    def score_chunk(h):
+        projected = jnp.matmul(h, stacked, precision=HIGHEST).reshape(chunk, num_classes, width)
+        captured = jnp.sum(projected * projected, -1)  # [chunk, C]
+        norm2 = jnp.sum(h * h, -1, keepdims=True)
+        inside = jnp.where(probe.complement, norm2 - captured, captured)
+        cos2 = jnp.where(norm2 > 0, inside / jnp.where(norm2 > 0, norm2, 1), 0)
+        return jnp.where(probe.num_components > 0, cos2, -jnp.inf)
+
+    out = jax.lax.map(score_chunk, rows.reshape(-1, chunk, dim))
+    return out.reshape(padded, num_classes)[:total]
+
+
+# ----------------------------------------------------------------------------------------------------- fit
+
+
+def _assemble(shape, dim, width, dtype, parts) -> MascProbe:
+    """Scatter per-(member, class) pair results into [M, C, ...] arrays."""
+    basis = jnp.zeros((*shape, dim, width), dtype)
+    complement = jnp.zeros(shape, bool)
+    k = jnp.zeros(shape, jnp.int32)
+    values = jnp.zeros((*shape, dim), dtype)
+    for (m, c), (part_basis, part_complement, part_k, part_values) in parts:
+        if len(m) == 0:
+            continue
+        part_basis = part_basis[..., :width]
+        pad = width - part_basis.shape[-1]
+        basis = basis.at[m, c].set(jnp.pad(part_basis, ((0, 0), (0, 0), (0, pad))))
+        complement = complement.at[m, c].set(part_complement)
+        k = k.at[m, c].set(part_k)
+        values = values.at[m, c].set(jnp.pad(part_values, ((0, 0), (0, dim - part_values.shape[-1]))))
+    return MascProbe(basis, complement, k, values)
+
+
+def _primal_part(gram_pairs, counts, variance):
+    values, vectors = spectrum(gram_pairs)
+    k = num_components(values, jnp.asarray(counts), variance)
+    return values, vectors, k
+
+
+def _finish(shape, dim, dtype, primal, dual) -> MascProbe:
+    """Choose the static scoring width on the host from the fitted k, then build the probe."""
+    (pm, pc, p_values, p_vectors, p_k), (dm, dc, d_values, d_basis, d_k) = primal, dual
+    k_primal, k_dual = np.asarray(p_k), np.asarray(d_k)
+    width = max(
+        int(np.minimum(k_primal, dim - k_primal).max(initial=0)), int(k_dual.max(initial=0)), 1
+    )
+    parts = []
+    if len(pm):
+        basis, complement = select_basis(p_vectors, p_k, width)
+        parts.append(((pm, pc), (basis, complement, p_k, p_values)))
+    if len(dm):
+        keep = jnp.arange(d_basis.shape[-1]) < d_k[:, None]
+        parts.append(((dm, dc), (d_basis * keep[:, None, :], jnp.zeros(len(dm), bool), d_k, d_values)))
+    return _assemble(shape, dim, width, dtype, parts)
+
+
+def fit(
+    features,
+    labels,
+    num_classes: int,
+    variance: float | int = 0.99,
+    precision: str = "fast",
+    *,
+    chunk_size: int = 512,
+    dual: str | bool = "auto",
+) -> MascProbe:
+    """Fit MASC subspaces per class (and per member).
+
+    Args:
+      features: [N, D] activations shared by all members, or [M, N, D] per member.
+      labels: [N] or [M, N] integer grouping labels (corrupted or true) in [0, num_classes).
+      num_classes: C.
+      variance: fraction 0 < n < 1 of the (uncentred) variance to keep, or an integer number of components.
+      precision: "fast" (float32) or "exact" (float64, reproduces the numpy reference).
+      chunk_size: rows per class-pure Gram chunk (padding ≤ C·chunk_size rows in all).
+      dual: "auto" solves the N_c×N_c dual problem for classes with 0 < N_c < D; True/False force it on/off.
+
+    Returns:
+      A :class:`MascProbe` with a leading member axis when features or labels have one.
+    """
+    _check_precision(precision)
+    variance = check_variance(variance)
+    has_member_axis = np.ndim(features) == 3 or np.ndim(labels) == 2
+    shared, labels = _with_member_axis(features, labels, num_classes)
+    exact = precision == "exact"
+    with _precision_context(exact):
+        dtype = jnp.float64 if exact else jnp.float32
+        features = jnp.asarray(features, dtype)
+        if not bool(jnp.isfinite(features).all()):
+            raise ValueError("features contain NaN or infinite values")
+        members, n = labels.shape
+        dim = features.shape[-1]
+        counts = np.stack([np.bincount(y, minlength=num_classes) for y in labels])  # [M, C]
+        use_dual = (counts > 0) & (counts < dim) if dual == "auto" else (counts > 0) & bool(dual)
+        use_primal = (counts > 0) & ~use_dual
+        primal = _fit_primal(features, shared, labels, counts, use_primal, num_classes, variance, chunk_size)
+        dual_part = _fit_dual(features, shared, labels, counts, use_dual, variance)
+        probe = _finish((members, num_classes), dim, dtype, primal, dual_part)
+    return probe if has_member_axis else jax.tree.map(lambda a: a[0], probe)
+
+
+def _fit_primal(features, shared, labels, counts, use_primal, num_classes, variance, chunk_size):
+    pm, pc = np.nonzero(use_primal)
+    if len(pm) == 0:
+        return pm, pc, None, None, np.zeros(0, np.int32)
+    keep = use_primal[np.arange(len(labels))[:, None], labels]  # [M, N] samples of primal classes
+    schedule = chunk_schedule(labels, num_classes, chunk_size, keep=keep)
+    dim = features.shape[-1]
+    grams = _accumulate_members(features, schedule, num_classes, dim, shared)
+    values, vectors, k = _primal_part(grams.gram[pm, pc], counts[pm, pc], variance)
+    return pm, pc, values, vectors, k
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "dim", "shared"))
+def _accumulate_members(features, schedule: ChunkSchedule, num_classes, dim, shared) -> GramState:
+    init = gram_init(num_classes, dim, features.dtype)
+    one = lambda x, index, chunk_class: accumulate(init, x, ChunkSchedule(index, chunk_class))  # noqa: E731
+    return jax.vmap(one, in_axes=(None if shared else 0, 0, 0))(features, schedule.index, schedule.chunk_class)
+
+
+def _fit_dual(features, shared, labels, counts, use_dual, variance):
+    dm, dc = np.nonzero(use_dual)
+    if len(dm) == 0:
+        return dm, dc, None, None, np.zeros(0, np.int32)
+    longest = int(counts[dm, dc].max())
+    index = np.full((len(dm), longest), -1, np.int64)
+    for i, (m, c) in enumerate(zip(dm, dc)):
+        rows_of_c = np.flatnonzero(labels[m] == c)
+        index[i, : len(rows_of_c)] = rows_of_c
+    safe = np.maximum(index, 0)
+    rows = features[safe] if shared else features[dm[:, None], safe]
+    rows = jnp.where(jnp.asarray(index >= 0)[..., None], rows, 0)
+    values, basis = _dual_spectrum(rows)
+    k = num_components(values, jnp.asarray(counts[dm, dc]), variance)
+    return dm, dc, values, basis, k
+
+
+def fit_from_gram(state: GramState, variance: float | int = 0.99, precision: str = "fast") -> MascProbe:
+    """Fit from accumulated second moments (the streaming path; primal problem for every class).
+
+    ``state`` fields may have a leading member axis: gram [M, C, D, D], count [M, C].
+    """
+    _check_precision(precision)
+    variance = check_variance(variance)
+    exact = precision == "exact"
+    with _precision_context(exact):
+        dtype = jnp.float64 if exact else jnp.float32
+        gram, count = jnp.asarray(state.gram, dtype), np.asarray(state.count)
+        has_member_axis = gram.ndim == 4
+        if not has_member_axis:
+            gram, count = gram[None], count[None]
+        shape, dim = count.shape, gram.shape[-1]
+        pm, pc = np.nonzero(count > 0)
+        values, vectors, k = _primal_part(gram[pm, pc], count[pm, pc], variance)
+        empty = (np.zeros(0, int), np.zeros(0, int), None, None, np.zeros(0, np.int32))
+        probe = _finish(shape, dim, dtype, (pm, pc, values, vectors, k), empty)
+    return probe if has_member_axis else jax.tree.map(lambda a: a[0], probe)
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+
+
+@_in_probe_precision
+def scores(probe: MascProbe, features, *, chunk: int = 2048) -> jax.Array:
+    """cos²θ_c per sample and class: [T, C], or [M, T, C] for a probe with a member axis.
+
+    ``features`` is [T, D] (shared by all members) or [M, T, D]. Empty classes score −inf.
+    """
+    features = jnp.asarray(features, probe.basis.dtype)
+    dim = probe.basis.shape[-2]
+    if features.ndim not in (2, 3) or features.shape[-1] != dim:
+        raise ValueError(f"features must be [T, {dim}] or [M, T, {dim}], got shape {features.shape}")
+    chunk = max(1, min(chunk, features.shape[-2]))
+    if probe.basis.ndim == 3:
+        if features.ndim != 2:
+            raise ValueError("a probe without a member axis scores [T, D] features")
+        return _scores(probe, features, chunk)
+    members = probe.basis.shape[0]
+    if features.ndim == 3 and features.shape[0] != members:
+        raise ValueError(f"probe has {members} members but features have {features.shape[0]}")
+    in_axes = (0, None if features.ndim == 2 else 0)
+    return jax.vmap(lambda p, x: _scores(p, x, chunk), in_axes=in_axes)(probe, features)
+
+
+@_in_probe_precision
+def predict(probe: MascProbe, features, *, chunk: int = 2048) -> jax.Array:
+    """Predicted class per sample: argmin of the angle (ties → lowest class index). [T] or [M, T]."""
+    return jnp.argmax(scores(probe, features, chunk=chunk), axis=-1).astype(jnp.int32)
+
+
+@_in_probe_precision
+def angles(probe: MascProbe, features, *, chunk: int = 2048) -> jax.Array:
+    """Angles θ_c in degrees between each sample and each class subspace; NaN where undefined."""
+    cos2 = scores(probe, features, chunk=chunk)
+    norms = jnp.linalg.norm(jnp.asarray(features, cos2.dtype), axis=-1)[..., None]
+    theta = jnp.degrees(jnp.arccos(jnp.sqrt(jnp.clip(cos2, 0, 1))))
+    return jnp.where(jnp.isfinite(cos2) & (norms > 0), theta, jnp.nan)
+
+
+@_in_probe_precision
+def projectors(probe: MascProbe) -> jax.Array:
+    """Explicit projectors P_c = U_cᵀU_c onto each class subspace: [..., C, D, D] (small D only)."""
+    outer = jnp.einsum("...dw,...ew->...de", probe.basis, probe.basis, precision=HIGHEST)
+    eye = jnp.eye(probe.basis.shape[-2], dtype=probe.basis.dtype)
+    return jnp.where(probe.complement[..., None, None], eye - outer, outer)
+
+
+@_in_probe_precision
+def quadratic_scores(probe: MascProbe, features) -> jax.Array:
+    """Paper 2's quadratic form hᵀP_c h: [T, C] (or [M, T, C]); argmax equals the MASC prediction (SPEC §6).
+
+    Costs T·D²·C (dense projectors); use :func:`scores` for speed.
+    """
+    p = projectors(probe)
+    h = jnp.asarray(features, p.dtype)
+    quad = jnp.einsum("...td,...cde,...te->...tc", h, p, h, precision=HIGHEST)
+    return jnp.where(probe.num_components[..., None, :] > 0, quad, -jnp.inf)
+
+
+def mean_components(probe: MascProbe) -> np.ndarray:
+    """Mean number of components over classes: [] or [M]."""
+    return np.asarray(probe.num_components, np.float64).mean(-1)
+
+
+def scoring_flops(probe: MascProbe, num_samples: int) -> float:
+    """Matmul flops of scoring ``num_samples`` samples (per member): T·D·C·W·2."""
+    num_classes, dim, width = probe.basis.shape[-3:]
+    return 2.0 * num_samples * dim * num_classes * width
+
+
+def fit_flops(num_samples: int, dim: int, num_classes: int) -> float:
+    """Nominal flops of the primal fit: Gram N·D²·2 plus C symmetric eigendecompositions (≈ 9·D³ each)."""
+    return 2.0 * num_samples * dim**2 + num_classes * 9.0 * dim**3
+
+
+__all__ = [
+    "MascProbe",
+    "fit",
+    "fit_from_gram",
+    "predict",
+    "scores",
+    "angles",
+    "projectors",
+    "quadratic_scores",
+    "num_components",
+    "mean_components",
+    "spectrum",
+    "select_basis",
+    "check_variance",
+    "scoring_flops",
+    "fit_flops",
+]

@@ -1,0 +1,1 @@
+"""Independent reference implementations used as oracles (numpy MASC; Keras MLP and PyTorch CNN, imported lazily)."""
