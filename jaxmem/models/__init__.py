@@ -1,0 +1,71 @@
+"""The model zoo of SPEC §2, chosen by name: every model maps NHWC images to (logits, probe-layer activations).
+
+All models are Flax linen modules with default initialisers (the framework cross-checks of SPEC §9 load our
+weights rather than re-initialising) and are pure: ``model.init`` / ``model.apply`` on a params pytree, so a
+member axis is ``jax.vmap(model.apply)`` over stacked params. ``model.apply(variables, x, train=…)`` returns
+``(logits [B, K], {layer: [B, D]})`` with exactly :func:`probe_layers` as keys, in that order.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+
+from jaxmem.models import alexnet, cnn, mlp, resnet
+from jaxmem.models.alexnet import AlexNet
+from jaxmem.models.cnn import CNN
+from jaxmem.models.mlp import MLP
+from jaxmem.models.resnet import ResNet18
+
+MODEL_NAMES = ("mlp", "cnn", "alexnet_cifar100", "alexnet_tiny_imagenet", "resnet18")
+DROPOUT_MODELS = ("cnn", "resnet18")
+
+_PROBE_LAYERS = {
+    "mlp": mlp.PROBE_LAYERS,
+    "cnn": cnn.PROBE_LAYERS,
+    "alexnet_cifar100": alexnet.PROBE_LAYERS,
+    "alexnet_tiny_imagenet": alexnet.PROBE_LAYERS,
+    "resnet18": resnet.PROBE_LAYERS,
+}
+
+
+def _check_name(name: str) -> None:
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+
+
+def get_model(name: str, num_classes: int, *, dropout: float = 0.0) -> nn.Module:
+    """The SPEC §2 model ``name`` with a ``num_classes``-way head; ``dropout`` only for ``cnn`` and ``resnet18``."""
+    _check_name(name)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if dropout > 0 and name not in DROPOUT_MODELS:
+        raise ValueError(f"dropout={dropout} given for model {name!r}; only {', '.join(DROPOUT_MODELS)} take dropout")
+    if name == "mlp":
+        return MLP(num_classes)
+    if name == "cnn":
+        return CNN(num_classes, dropout=dropout)
+    if name == "alexnet_cifar100":
+        return AlexNet(num_classes, convs=alexnet.CIFAR100_CONVS)
+    if name == "alexnet_tiny_imagenet":
+        return AlexNet(num_classes, convs=alexnet.TINY_IMAGENET_CONVS)
+    return ResNet18(num_classes, dropout=dropout)
+
+
+def probe_layers(name: str) -> tuple[str, ...]:
+    """The probe-layer names of model ``name``, in SPEC §2 order (the keys of its activation dict)."""
+    _check_name(name)
+    return _PROBE_LAYERS[name]
+
+
+def count_params(params) -> int:
+    """Number of scalars in one member's params pytree (pass ``variables["params"]``, not ``batch_stats``)."""
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+
+
+__all__ = [
+    "AlexNet", "CNN", "DROPOUT_MODELS", "MLP", "MODEL_NAMES", "ResNet18", "count_params", "get_model", "probe_layers",
+]

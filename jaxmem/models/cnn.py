@@ -1,0 +1,45 @@
+"""The small VGG-style CNN of SPEC §2 (MNIST, Fashion-MNIST, CIFAR-10), with optional dropout (paper 2)."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+PROBE_LAYERS = ("input", "flat", "fc1", "fc2", "fc3")
+CONV_WIDTHS = (16, 16, 32, 32, 64, 64)  # a 2×2/2 VALID max-pool follows every second conv
+DENSE_WIDTH = 250
+
+
+class CNN(nn.Module):
+    """Convs ``conv1 … conv6`` (3×3, stride 1, padding 1 per side, ReLU), Dense ``fc1 … fc3``, ``out`` (no bias).
+
+    2×2/2 VALID pools after conv2, conv4, conv6 map 28→14→7→3 and 32→16→8→4, so ``flat`` is 576 wide for
+    28×28×1 and 1024 for 32×32×3. ``flat`` is in NHWC (row, column, channel) order, so a PyTorch model that
+    flattens ``[C, H, W]`` needs its ``fc1`` rows permuted. Flax default initialisers.
+
+    ``__call__(x [B, H, W, C], train=False) -> (logits [B, K], {"input", "flat", "fc1", "fc2", "fc3": [B, D]})``.
+    With ``dropout > 0`` and ``train=True``, dropout (rng collection ``"dropout"``) follows each hidden Dense; the
+    probe activations are the post-ReLU outputs *before* dropout, and with ``train=False`` dropout is the identity.
+    """
+
+    num_classes: int
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+        batch = x.shape[0]
+        activations = {"input": x.reshape((batch, -1))}
+        hidden = x
+        for index, width in enumerate(CONV_WIDTHS, start=1):
+            conv = nn.Conv(width, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), name=f"conv{index}")
+            hidden = nn.relu(conv(hidden))
+            if index % 2 == 0:
+                hidden = nn.max_pool(hidden, (2, 2), strides=(2, 2), padding="VALID")
+        hidden = hidden.reshape((batch, -1))
+        activations["flat"] = hidden
+        for index in range(1, 4):
+            name = f"fc{index}"
+            hidden = nn.relu(nn.Dense(DENSE_WIDTH, name=name)(hidden))
+            activations[name] = hidden
+            hidden = nn.Dropout(self.dropout, deterministic=not train)(hidden)
+        logits = nn.Dense(self.num_classes, use_bias=False, name="out")(hidden)
+        return logits, activations

@@ -1,0 +1,93 @@
+"""ResNet-18 for CIFAR-10 (SPEC §2): 3×3 stem, four stages of two BasicBlocks, global average pool, Dense head.
+
+Parameter names follow torchvision so a PyTorch state dict maps one-to-one: ``conv1``/``bn1`` (stem),
+``layer{s}_{b}`` for stage ``s`` in 1..4 and block ``b`` in 0..1 (each with ``conv1``, ``bn1``, ``conv2``, ``bn2`` and,
+when the shape changes, ``shortcut_conv``/``shortcut_bn``), and ``out``. Convs have no bias and explicit symmetric
+padding (PyTorch semantics). BatchNorm has ``momentum=0.9``, ``epsilon=1e-5`` (PyTorch's ``momentum=0.1``,
+``eps=1e-5``); unlike PyTorch, Flax updates the running variance with the biased batch variance.
+
+Probing (SPEC §2) uses eval mode, ``train=False``: BatchNorm normalises with the running averages. The reference
+probed in train mode with batch 1, where each sample is normalised by its own spatial statistics, so its
+activations differ from ours.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PROBE_LAYERS = ("l0", "l0_1", "l0_2", "l0_3", "l1", "l2", "l3", "l4", "pool")
+STAGE_WIDTHS = (64, 128, 256, 512)
+STAGE_STRIDES = (1, 2, 2, 2)
+BLOCKS_PER_STAGE = 2
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def _conv3x3(features: int, stride: int, name: str) -> nn.Conv:
+    return nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)), use_bias=False, name=name)
+
+
+def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+    return x.reshape((x.shape[0], -1))
+
+
+class BasicBlock(nn.Module):
+    """conv3×3/s → BN → ReLU → conv3×3 → BN, plus identity or 1×1/s conv + BN shortcut, then ReLU.
+
+    ``__call__(x [B, H, W, C], train) -> (output [B, H/s, W/s, F], first_relu [B, H/s, W/s, F])``.
+    """
+
+    features: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+        first_relu = nn.relu(_batch_norm(train, "bn1")(_conv3x3(self.features, self.stride, "conv1")(x)))
+        residual = _batch_norm(train, "bn2")(_conv3x3(self.features, 1, "conv2")(first_relu))
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != self.features:
+            strides = (self.stride, self.stride)
+            shortcut = nn.Conv(self.features, (1, 1), strides=strides, padding="VALID", use_bias=False,
+                               name="shortcut_conv")(x)
+            shortcut = _batch_norm(train, "shortcut_bn")(shortcut)
+        return nn.relu(residual + shortcut), first_relu
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 (CIFAR stem) with the SPEC §2 probe layers; Flax default initialisers.
+
+    ``__call__(x [B, 32, 32, 3], train=False) -> (logits [B, K], {layer: [B, D]})`` with widths
+    l0, l0_1, l0_2, l0_3, l1 = 16·16·64; l2 = 8·8·128; l3 = 4·4·256; l4 = 2·2·512; pool = 512.
+    ``train=True`` normalises with batch statistics and updates ``batch_stats`` (pass ``mutable=["batch_stats"]``).
+    With ``dropout > 0`` and ``train=True``, dropout (rng ``"dropout"``) acts on ``pool`` before ``out``; the
+    ``pool`` probe activation is taken before dropout.
+    """
+
+    num_classes: int
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+        hidden = nn.relu(_batch_norm(train, "bn1")(_conv3x3(STAGE_WIDTHS[0], 1, "conv1")(x)))
+        hidden = nn.max_pool(hidden, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf
+        activations = {"l0": _flatten(hidden)}
+        for stage, (width, stride) in enumerate(zip(STAGE_WIDTHS, STAGE_STRIDES), start=1):
+            for block in range(BLOCKS_PER_STAGE):
+                block_stride = stride if block == 0 else 1
+                hidden, first_relu = BasicBlock(width, block_stride, name=f"layer{stage}_{block}")(hidden, train=train)
+                if (stage, block) == (1, 0):
+                    activations["l0_1"] = _flatten(first_relu)
+                    activations["l0_2"] = _flatten(hidden)
+                elif (stage, block) == (1, 1):
+                    activations["l0_3"] = _flatten(first_relu)
+            activations[f"l{stage}"] = _flatten(hidden)
+        hidden = jnp.mean(hidden, axis=(1, 2))
+        activations["pool"] = hidden
+        hidden = nn.Dropout(self.dropout, deterministic=not train)(hidden)
+        logits = nn.Dense(self.num_classes, name="out")(hidden)
+        return logits, activations
