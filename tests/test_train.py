@@ -1,0 +1,323 @@
+"""Tests for jaxmem.train and jaxmem.members: the member grid, the pure step, the vmapped epoch, the stop rule,
+results rows, Orbax checkpoints and resume. Real digits data (a 300-sample slice) and the real SPEC MLP."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmem import results
+from jaxmem.config import MemberSpec, paper_train_spec
+from jaxmem.data import load_dataset, member_train_labels, normalize
+from jaxmem.members import check_members, member_grid, member_keys
+from jaxmem.models import get_model
+from jaxmem.train import (batch_order, cross_entropy, device_data, epoch_keys, fit_members, init_member,
+                          load_member_params, make_epoch_fn, make_member_epoch, make_optimizer,
+                          paper2_epoch_schedule, read_run_config, split_member_keys, steps_per_epoch, train_step)
+
+NUM_TRAIN = 300  # 300 = 4·64 + 44: every epoch ends with a padded, masked batch
+EPOCHS = 4
+SCHEDULE = (0, 1, 2, 3)
+TARGET = 0.5  # the clean member passes it after an epoch or two; the fully shuffled ones do not within EPOCHS
+MEMBERS = [MemberSpec("digits", "mlp", 0.0, 0), MemberSpec("digits", "mlp", 1.0, 0),
+           MemberSpec("digits", "mlp", 1.0, 1)]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    full = load_dataset("digits")
+    return dataclasses.replace(full, x_train=full.x_train[:NUM_TRAIN], y_train=full.y_train[:NUM_TRAIN])
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return paper_train_spec("digits", "mlp").replace(batch_size=64, target_train_accuracy=TARGET)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return get_model("mlp", 10)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, digits, spec):
+    """One uninterrupted run; eval batch 128 does not divide 300 or 360, so evaluation padding is exercised."""
+    out = tmp_path_factory.mktemp("full")
+    return fit_members(digits, MEMBERS, spec, out, max_epochs=EPOCHS, checkpoint_epochs=SCHEDULE,
+                       progress=False, eval_batch_size=128)
+
+
+def _member(tree, m: int):
+    return jax.tree.map(lambda leaf: leaf[m], tree)
+
+
+def _assert_trees(check, a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        check(np.asarray(x), np.asarray(y))
+
+
+def _trees_equal(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _logits(model, params, x) -> np.ndarray:
+    logits, _ = model.apply({"params": params}, jnp.asarray(x))
+    return np.asarray(logits, np.float64)
+
+
+def _numpy_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -log_probs[np.arange(len(labels)), labels]
+
+
+def _model_rows(out_dir):
+    table = results.read_rows(out_dir / "results.csv")
+    return table[table.probe == "model"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Members and labels
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_member_grid_is_degree_major_and_validated():
+    grid = member_grid("digits", "mlp", [0.0, 0.5], [3, 7], label_rule="per_member")
+    assert [(m.degree, m.seed) for m in grid] == [(0.0, 3), (0.0, 7), (0.5, 3), (0.5, 7)]
+    assert {m.label_rule for m in grid} == {"per_member"}
+    with pytest.raises(ValueError, match="duplicates"):
+        member_grid("digits", "mlp", [0.2, 0.2], [0])
+    with pytest.raises(ValueError, match="seeds is empty"):
+        member_grid("digits", "mlp", [0.2], [])
+    with pytest.raises(ValueError, match="one model"):
+        check_members([MemberSpec("digits", "mlp", 0.0, 0), MemberSpec("digits", "cnn", 0.0, 0)])
+    with pytest.raises(ValueError, match="repeat"):
+        check_members([MemberSpec("digits", "mlp", 0.0, 0)] * 2)
+    with pytest.raises(ValueError, match="seeds must be integers"):
+        check_members([MemberSpec("digits", "mlp", 0.0, -1)])
+    keys = member_keys(grid)
+    assert np.array_equal(jax.random.key_data(keys[1]), jax.random.key_data(jax.random.key(7)))
+
+
+def test_member_labels_differ_by_degree_and_agree_across_reference_seeds(digits):
+    labels = member_train_labels(digits, member_grid("digits", "mlp", [0.0, 0.6], [0, 1]))
+    assert np.array_equal(labels[0], digits.y_train) and np.array_equal(labels[1], digits.y_train)
+    assert np.array_equal(labels[2], labels[3])  # reference rule: one corruption per degree
+    assert (labels[2] != digits.y_train).mean() > 0.3  # 0.6 · 9/10 expected to change
+    per_member = member_train_labels(digits, member_grid("digits", "mlp", [0.6], [0, 1], label_rule="per_member"))
+    assert not np.array_equal(per_member[0], per_member[1])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batches, loss and one step
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_fixed_order_is_arange_and_shuffle_differs_per_member_and_epoch(spec):
+    num = 150  # 2·64 + 22
+    indices, weights = batch_order(spec, jax.random.key(0), num)
+    assert indices.shape == weights.shape == (steps_per_epoch(spec, num), 64) == (3, 64)
+    assert np.array_equal(np.asarray(indices).ravel()[:num], np.arange(num))
+    assert np.asarray(weights).sum() == num and np.all(np.asarray(weights).ravel()[num:] == 0)
+
+    shuffle = spec.replace(order="shuffle")
+    _, train_keys = split_member_keys(member_grid("digits", "mlp", [0.0], [0, 1]))
+    orders = {}
+    for m in range(2):
+        for epoch in (1, 2):
+            order_key, _ = epoch_keys(train_keys[m], jnp.int32(epoch))
+            indices, weights = batch_order(shuffle, order_key, num)
+            real = np.asarray(indices).ravel()[np.asarray(weights).ravel() == 1]
+            assert np.array_equal(np.sort(real), np.arange(num))  # each sample exactly once
+            orders[m, epoch] = real
+    for a in orders:
+        for b in orders:
+            if a != b:
+                assert not np.array_equal(orders[a], orders[b]), (a, b)
+    again, _ = epoch_keys(train_keys[1], jnp.int32(2))  # the same (member, epoch) repeats its order
+    assert np.array_equal(np.asarray(batch_order(shuffle, again, num)[0]).ravel()[:num], orders[1, 2])
+
+
+def test_padded_batch_loss_and_step_equal_the_real_samples_alone(model, digits, spec):
+    x = normalize("digits", digits.x_train[:8])
+    y = jnp.asarray(digits.y_train[:8])
+    weights = jnp.asarray([1, 1, 1, 1, 1, 0, 0, 0], jnp.float32)
+    tx = make_optimizer(spec)
+    state = init_member(model, tx, jax.random.key(0), x[:1])
+    logits = model.apply({"params": state.params}, x)[0]
+    expected = _numpy_cross_entropy(np.asarray(logits, np.float64), np.asarray(y))[:5].mean()
+    np.testing.assert_allclose(cross_entropy(logits, y, weights), expected, rtol=1e-6)
+
+    padded = x.copy()
+    padded[5:] = 7.0  # junk in the padding rows must not matter
+    step = jax.jit(lambda s, x, y, w: train_step(model, tx, s, x, y, w, jax.random.key(1)))
+    new_padded, loss_padded = step(state, padded, y, weights)
+    new_real, loss_real = step(state, x[:5], y[:5], jnp.ones(5, jnp.float32))
+    np.testing.assert_allclose(loss_padded, loss_real, rtol=1e-6)
+    _assert_trees(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), new_padded, new_real)
+    assert not _trees_equal(new_real.params, state.params)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The vmapped epoch
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_member_axis_of_one_equals_the_unbatched_epoch(model, digits, spec):
+    small = dataclasses.replace(digits, x_train=digits.x_train[:100], y_train=digits.y_train[:100])
+    data = device_data(small)
+    tx = make_optimizer(spec)
+    labels = jnp.asarray(small.y_train)
+    state = init_member(model, tx, jax.random.key(3), data.x_train[:1])
+    key = jax.random.key(4)
+    single, single_metrics = jax.jit(make_member_epoch(model, tx, spec, 100))(state, labels, key, jnp.int32(1), data)
+    stacked = jax.tree.map(lambda leaf: leaf[None], (state, labels, key))
+    batched, batched_metrics = make_epoch_fn(model, tx, spec, 100)(*stacked, jnp.int32(1), data)
+    _assert_trees(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), _member(batched, 0), single)
+    assert not _trees_equal(single.params, state.params)
+    np.testing.assert_allclose(batched_metrics.train_loss[0], single_metrics.train_loss, rtol=1e-5)
+
+
+class _CountingModel:
+    """The real model, counting how often its ``apply`` is traced."""
+
+    def __init__(self, model):
+        self.model, self.traces = model, 0
+
+    def init(self, *args, **kwargs):
+        return self.model.init(*args, **kwargs)
+
+    def apply(self, *args, **kwargs):
+        self.traces += 1
+        return self.model.apply(*args, **kwargs)
+
+
+def test_second_epoch_does_not_recompile_nor_transfer(model, digits, spec):
+    small = dataclasses.replace(digits, x_train=digits.x_train[:64], y_train=digits.y_train[:64])
+    data = device_data(small)
+    counting = _CountingModel(model)
+    tx = make_optimizer(spec)
+    members = member_grid("digits", "mlp", [0.0], [0, 1])
+    init_keys, train_keys = split_member_keys(members)
+    state = jax.vmap(lambda k: init_member(model, tx, k, data.x_train[:1]))(init_keys)
+    labels = jnp.asarray(member_train_labels(small, members))
+    epoch_fn = make_epoch_fn(counting, tx, spec, 64)
+    state, _ = epoch_fn(state, labels, train_keys, jnp.int32(1), data)
+    traces = counting.traces
+    assert traces > 0
+    epoch = jax.device_put(jnp.int32(2))
+    with jax.transfer_guard("disallow"):
+        state, metrics = epoch_fn(state, labels, train_keys, epoch, data)
+    assert counting.traces == traces
+    assert metrics.train_correct.shape == (2,)
+
+
+def test_vmapped_member_equals_a_single_member_run(full_run, digits, spec, tmp_path):
+    single = fit_members(digits, MEMBERS[1:2], spec, tmp_path, max_epochs=3, progress=False)
+    params, _ = load_member_params(full_run.out_dir, 3)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    _assert_trees(close, _member(params, 1), _member(single.state.params, 0))
+    np.testing.assert_allclose(single.metrics.train_loss[:, 0], full_run.metrics.train_loss[:4, 1], rtol=1e-4)
+    assert not _trees_equal(_member(params, 1), _member(params, 2))  # same labels, other seed: another run
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stop rule, rows, checkpoints, resume
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_stop_rule_freezes_a_member_while_others_train(full_run, digits, model):
+    stop = int(full_run.stop_epoch[0])
+    assert 1 <= stop < EPOCHS - 1, "setup: the clean member should stop early"
+    assert list(full_run.stop_epoch[1:]) == [-1, -1]
+    assert list(np.asarray(full_run.state.active)) == [False, True, True]
+
+    x = normalize("digits", digits.x_train)
+    accuracy = {e: (_logits(model, _member(load_member_params(full_run.out_dir, e)[0], 0), x).argmax(1)
+                    == digits.y_train).mean() for e in SCHEDULE}
+    assert stop == min(e for e in SCHEDULE if accuracy[e] >= TARGET)  # independent accuracies (degree 0)
+
+    frozen = [_member(load_member_params(full_run.out_dir, e)[0], 0) for e in SCHEDULE if e >= stop]
+    frozen.append(_member(full_run.state.params, 0))
+    assert all(_trees_equal(frozen[0], p) for p in frozen[1:])
+    at_stop, last = (_member(load_member_params(full_run.out_dir, e)[0], 1) for e in (stop, SCHEDULE[-1]))
+    assert not _trees_equal(at_stop, last)
+
+    rows = _model_rows(full_run.out_dir)
+    assert sorted(set(rows[rows.member == 0].epoch)) == list(range(stop + 1))
+    assert sorted(set(rows[rows.member == 2].epoch)) == list(range(EPOCHS + 1))
+    assert len(rows) == 3 * (stop + 1 + 2 * (EPOCHS + 1))
+
+
+def test_rows_and_metrics_match_a_direct_evaluation(full_run, digits, model):
+    labels = member_train_labels(digits, MEMBERS)
+    x_train, x_test = normalize("digits", digits.x_train), normalize("digits", digits.x_test)
+    rows = _model_rows(full_run.out_dir)
+    for m in range(len(MEMBERS)):
+        params = _member(full_run.state.params, m)
+        train_logits, test_logits = _logits(model, params, x_train), _logits(model, params, x_test)
+        last = rows[rows.member == m]
+        last = last[last.epoch == last.epoch.max()].set_index(["split", "scored_against"])
+        assert last.loc[("train", "corrupted"), "n_correct"] == (train_logits.argmax(1) == labels[m]).sum()
+        assert last.loc[("train", "true"), "n_correct"] == (train_logits.argmax(1) == digits.y_train).sum()
+        assert last.loc[("test", "true"), "n_correct"] == (test_logits.argmax(1) == digits.y_test).sum()
+        assert last.loc[("test", "true"), "n_seen"] == len(digits.y_test)
+        np.testing.assert_allclose(last.loc[("train", "corrupted"), "loss"],
+                                   _numpy_cross_entropy(train_logits, labels[m]).mean(), rtol=1e-5)
+        assert last.loc[("train", "corrupted"), "n_correct"] == full_run.metrics.train_correct[-1, m]
+    assert full_run.metrics.train_correct.shape == (EPOCHS + 1, len(MEMBERS))
+    assert (rows.accuracy == rows.n_correct / rows.n_seen).all()
+
+
+def test_checkpoints_restore_final_and_scheduled_parameters(full_run, digits, model, spec):
+    params, batch_stats = load_member_params(full_run.out_dir)
+    assert batch_stats == {}
+    _assert_trees(np.testing.assert_array_equal, params, full_run.state.params)
+    saved = sorted(int(p.name) for p in (full_run.out_dir / "epochs").iterdir())
+    assert saved == list(SCHEDULE)
+    initial, _ = load_member_params(full_run.out_dir, 0)
+    x = normalize("digits", digits.x_train[:1])
+    for m, member in enumerate(MEMBERS):
+        init_key = jax.random.split(jax.random.key(member.seed))[0]
+        _assert_trees(np.testing.assert_array_equal, _member(initial, m), model.init({"params": init_key}, x)["params"])
+    with pytest.raises(FileNotFoundError, match="saved epochs"):
+        load_member_params(full_run.out_dir, 7)
+    assert read_run_config(full_run.out_dir) == (spec, MEMBERS)
+    assert json.loads((full_run.out_dir / "config.json").read_text())["data"]["num_train"] == NUM_TRAIN
+
+
+def test_resume_equals_uninterrupted(full_run, digits, spec, tmp_path):
+    first = fit_members(digits, MEMBERS, spec, tmp_path, max_epochs=2, checkpoint_epochs=SCHEDULE, progress=False,
+                        eval_batch_size=128)
+    assert first.metrics.train_correct.shape[0] == 3
+    stale = results.read_rows(tmp_path / "results.csv").iloc[:2].to_dict("records")
+    results.append_rows(tmp_path / "results.csv", stale)  # rows of an epoch killed before its checkpoint
+    resumed = fit_members(digits, MEMBERS, spec, tmp_path, max_epochs=EPOCHS, checkpoint_epochs=SCHEDULE,
+                          progress=False, eval_batch_size=128)
+    _assert_trees(np.testing.assert_array_equal, resumed.state, full_run.state)
+    assert (tmp_path / "results.csv").read_text() == (full_run.out_dir / "results.csv").read_text()
+    _assert_trees(np.testing.assert_array_equal, resumed.metrics, full_run.metrics)
+    assert np.array_equal(resumed.stop_epoch, full_run.stop_epoch)
+
+
+def test_resume_with_another_config_is_an_error(full_run, digits, spec):
+    before = (full_run.out_dir / "results.csv").read_text()
+    with pytest.raises(ValueError, match="different run"):
+        fit_members(digits, MEMBERS, spec.replace(learning_rate=0.5), full_run.out_dir, progress=False)
+    with pytest.raises(ValueError, match="different run"):
+        fit_members(digits, MEMBERS[:2], spec, full_run.out_dir, progress=False)
+    assert (full_run.out_dir / "results.csv").read_text() == before
+
+
+def test_paper2_epoch_schedule():
+    schedule = paper2_epoch_schedule()
+    assert schedule[:13] == (0, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 20, 25) and schedule[-1] == 500
+    assert len(schedule) == 11 + 97
+    assert paper2_epoch_schedule(12, dense_until=4, sparse_step=4) == (0, 1, 3, 8, 12)
+    with pytest.raises(ValueError, match="sparse_step"):
+        paper2_epoch_schedule(sparse_step=0)
