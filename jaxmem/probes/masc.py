@@ -62,7 +62,8 @@ def _check_precision(precision: str) -> None:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
-def _precision_context(exact: bool):
+def precision_context(exact: bool):
+    """float64 enabled for exact mode; the caller's setting otherwise."""
     return jax.enable_x64(True) if exact else contextlib.nullcontext()
 
 
@@ -71,7 +72,7 @@ def _in_probe_precision(function):
 
     @functools.wraps(function)
     def wrapped(probe, *args, **kwargs):
-        with _precision_context(probe.basis.dtype == np.float64):
+        with precision_context(probe.basis.dtype == np.float64):
             return function(probe, *args, **kwargs)
 
     return wrapped
@@ -124,7 +125,7 @@ def num_components(eigenvalues: jax.Array, count: jax.Array, variance) -> jax.Ar
 @jax.jit
 def spectrum(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Descending eigenvalues [..., D] and matching eigenvector columns [..., D, D] of symmetric ``gram``."""
-    values, vectors = jnp.linalg.eigh(gram)
+    values, vectors = jnp.linalg.eigh(gram, symmetrize_input=False)  # LAPACK reads one triangle
     return values[..., ::-1], vectors[..., ::-1]
 
 
@@ -154,23 +155,20 @@ def _dual_spectrum(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 @functools.partial(jax.jit, static_argnames=("chunk",))
 def _scores(probe: MascProbe, features: jax.Array, chunk: int) -> jax.Array:
-    """cos²θ [T, C] for one member: features [T, D]; one matmul per chunk of rows against all classes."""
+    """cos²θ [T, C] for one member: features [T, D]; rows are scored ``chunk`` at a time, each chunk with one
+    matmul against the stacked bases of all classes."""
     num_classes, dim, width = probe.basis.shape
     stacked = jnp.transpose(probe.basis, (1, 0, 2)).reshape(dim, num_classes * width)
-    total = features.shape[0]
-    padded = -(-total // chunk) * chunk
-    rows = jnp.pad(features.astype(probe.basis.dtype), ((0, padded - total), (0, 0)))
 
-    def score_chunk(h):
-        projected = jnp.matmul(h, stacked, precision=HIGHEST).reshape(chunk, num_classes, width)
-        captured = jnp.sum(projected * projected, -1)  # [chunk, C]
-        norm2 = jnp.sum(h * h, -1, keepdims=True)
+    def score_row(h):  # [D] -> [C]; vmapped over a chunk by lax.map
+        projected = jnp.matmul(h, stacked, precision=HIGHEST).reshape(num_classes, width)
+        captured = jnp.sum(projected * projected, -1)
+        norm2 = jnp.dot(h, h, precision=HIGHEST)
         inside = jnp.where(probe.complement, norm2 - captured, captured)
         cos2 = jnp.where(norm2 > 0, inside / jnp.where(norm2 > 0, norm2, 1), 0)
         return jnp.where(probe.num_components > 0, cos2, -jnp.inf)
 
-    out = jax.lax.map(score_chunk, rows.reshape(-1, chunk, dim))
-    return out.reshape(padded, num_classes)[:total]
+    return jax.lax.map(score_row, features.astype(probe.basis.dtype), batch_size=chunk)
 
 
 # ----------------------------------------------------------------------------------------------------- fit
@@ -246,7 +244,7 @@ def fit(
     has_member_axis = np.ndim(features) == 3 or np.ndim(labels) == 2
     shared, labels = _with_member_axis(features, labels, num_classes)
     exact = precision == "exact"
-    with _precision_context(exact):
+    with precision_context(exact):
         dtype = jnp.float64 if exact else jnp.float32
         features = jnp.asarray(features, dtype)
         if not bool(jnp.isfinite(features).all()):
@@ -306,7 +304,7 @@ def fit_from_gram(state: GramState, variance: float | int = 0.99, precision: str
     _check_precision(precision)
     variance = check_variance(variance)
     exact = precision == "exact"
-    with _precision_context(exact):
+    with precision_context(exact):
         dtype = jnp.float64 if exact else jnp.float32
         gram, count = jnp.asarray(state.gram, dtype), np.asarray(state.count)
         has_member_axis = gram.ndim == 4

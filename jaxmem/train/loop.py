@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import shutil
+import time
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
@@ -359,10 +360,11 @@ def load_member_params(out_dir: str | Path, epoch: int | str = "final"):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _check_fit_args(max_epochs: int, checkpoint_epochs: Iterable[int], checkpoint_every: int) -> frozenset[int]:
+def _check_fit_args(max_epochs: int, checkpoint_epochs: Iterable[int], checkpoint_every: int | None
+                    ) -> frozenset[int]:
     if max_epochs < 0:
         raise ValueError(f"max_epochs must be >= 0, got {max_epochs}")
-    if checkpoint_every < 1:
+    if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     epochs = list(checkpoint_epochs)
     if any(not isinstance(e, (int, np.integer)) or e < 0 for e in epochs):
@@ -381,7 +383,8 @@ def _start_fresh(out_dir: Path) -> None:
 
 def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
                 max_epochs: int | None = None, checkpoint_epochs: Iterable[int] = (), resume: bool = True,
-                progress: bool = True, checkpoint_every: int = 1,
+                progress: bool = True, checkpoint_every: int | None = None,
+                checkpoint_seconds: float | None = 60.0,
                 eval_batch_size: int = EVAL_BATCH_SIZE) -> TrainResult:
     """Train all members of one (dataset, model) together until each memorises its labels (SPEC §3).
 
@@ -398,7 +401,10 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
         e.g. :func:`paper2_epoch_schedule`.
       resume: continue from ``out_dir``'s latest checkpoint; ``False`` deletes this run's previous outputs.
       progress: show a tqdm bar over epochs.
-      checkpoint_every: save the full state every this many epochs (and always at the end).
+      checkpoint_every: save the full state every this many epochs (and always at the end) ...
+      checkpoint_seconds: ... and whenever this much wall time has passed since the last save, so that an
+        interruption loses at most about a minute of work while fast epochs are not slowed by saving.
+        Where checkpoints fall never changes the results: a resumed run repeats the same keys and batches.
       eval_batch_size: batch of the per-epoch evaluation (memory only).
     """
     members = check_members(members)
@@ -451,7 +457,7 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
     if epoch < max_epochs and active.any():
         results.truncate_rows(results_path, rows_written)
     epoch_fn = make_epoch_fn(model, tx, spec, num_train, eval_batch_size=eval_batch_size)
-    saved_epoch = restored_epoch
+    saved_epoch, last_save = restored_epoch, time.monotonic()
     bar = tqdm(total=max_epochs, initial=epoch, disable=not progress, unit="epoch",
                desc=f"{members[0].dataset}×{members[0].model} ×{num_members}")
     while epoch < max_epochs and active.any():
@@ -464,9 +470,10 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
             results_path, model_rows(members, epoch, metrics, trained, num_train, num_test))
         if epoch in checkpoint_epochs:
             checkpoints.save_epoch_params(epoch, state)
-        if epoch % checkpoint_every == 0:
+        if (checkpoint_every and epoch % checkpoint_every == 0) or (
+                checkpoint_seconds is not None and time.monotonic() - last_save >= checkpoint_seconds):
             checkpoints.save(epoch, state, _checkpoint_meta(epoch, rows_written, history))
-            saved_epoch = epoch
+            saved_epoch, last_save = epoch, time.monotonic()
         bar.update(1)
         bar.set_postfix(_progress_postfix(metrics, trained, active, num_train, num_test))
     bar.close()

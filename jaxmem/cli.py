@@ -1,0 +1,229 @@
+"""The ``jaxmem`` command: thin argparse subcommands that build specs and call one library function each."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jaxmem.config import LABEL_RULES, MemberSpec
+
+
+def parse_floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def parse_ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parse_variance(text: str) -> float | int:
+    from jaxmem.probes.masc import check_variance
+
+    try:
+        return check_variance(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "digits") -> None:
+    parser.add_argument("--dataset", default=default_dataset,
+                        help="mnist, fashion_mnist, cifar10, cifar100, tiny_imagenet or digits (embedded)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
+    parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
+
+
+def add_member_arguments(parser: argparse.ArgumentParser, degrees: str, seeds: str = "0") -> None:
+    parser.add_argument("--degrees", type=parse_floats, default=parse_floats(degrees),
+                        help=f"comma-separated label corruption degrees p in [0, 1] (default {degrees})")
+    parser.add_argument("--seeds", type=parse_ints, default=parse_ints(seeds),
+                        help=f"comma-separated seeds (default {seeds})")
+    parser.add_argument("--label-rule", default="reference", choices=LABEL_RULES,
+                        help="reference: SPEC §1.2 numpy rule (seed 42, same noise for all seeds); "
+                             "per_member: independent JAX noise per seed")
+
+
+def print_table(header: list[str], rows: list[list]) -> None:
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    for row in cells:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+
+
+# --------------------------------------------------------------------------------------------------- probe
+
+
+def add_probe_parser(subparsers) -> None:
+    parser = subparsers.add_parser("probe", help="MASC on the input layer at given corruption degrees",
+                                   description="Fit MASC on the flattened inputs with corrupted (or true) labels "
+                                               "and report test/train accuracies and components per class.")
+    add_data_arguments(parser)
+    add_member_arguments(parser, degrees="0")
+    parser.add_argument("--variance", type=parse_variance, default=0.99,
+                        help="fraction of variance kept (0 < n < 1) or an integer number of components")
+    parser.add_argument("--precision", default="fast", choices=["fast", "exact"])
+    parser.add_argument("--subspace-labels", default="corrupted", choices=["corrupted", "true"])
+    parser.add_argument("--out", type=Path, help="append the result rows to this CSV table")
+    parser.set_defaults(run=cmd_probe)
+
+
+def cmd_probe(args) -> None:
+    from jaxmem.data import load_dataset
+    from jaxmem.experiments.probing import probe_input_layer
+    from jaxmem.results import append_rows
+
+    dataset = load_dataset(args.dataset, args.data_dir, args.source)
+    members = [MemberSpec(args.dataset, "none", p, s, args.label_rule) for p in args.degrees for s in args.seeds]
+    rows = probe_input_layer(dataset, members, variance=args.variance, precision=args.precision,
+                             subspace_labels=args.subspace_labels)
+    by_member: dict[int, dict] = {}
+    for row in rows:
+        by_member.setdefault(row["member"], {"row": row})[(row["split"], row["scored_against"])] = row["accuracy"]
+    print(f"MASC on the input layer of {args.dataset} ({args.subspace_labels}-label subspaces, "
+          f"n = {args.variance}, {args.precision} mode)")
+    print_table(
+        ["degree", "seed", "test acc", "train vs corrupted", "train vs true", "components/class"],
+        [[v["row"]["degree"], v["row"]["seed"], v[("test", "true")], v[("train", "corrupted")],
+          v[("train", "true")], v["row"]["size"]] for v in by_member.values()],
+    )
+    if args.out:
+        append_rows(args.out, rows)
+        print(f"wrote {len(rows)} rows to {args.out}")
+
+
+# ------------------------------------------------------------------------------------------- train and run
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, *, degrees: str) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--model", default=None, help="mlp, cnn, alexnet_cifar100, alexnet_tiny_imagenet, "
+                                                      "resnet18 (default: the dataset's paper model)")
+    add_member_arguments(parser, degrees=degrees)
+    parser.add_argument("--order", default=None, choices=["fixed", "shuffle"],
+                        help="batch order: fixed (paper preset) or shuffled per member and epoch")
+    parser.add_argument("--max-epochs", type=int, default=None, help="epoch cap (default: the preset's)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="override the preset's learning rate")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    parser.add_argument("--dropout", type=float, default=None, help="dropout after hidden Dense layers (CNN)")
+    parser.add_argument("--checkpoint-epochs", default="",
+                        help="epochs whose parameters are kept for dynamics: comma-separated, or 'paper2'")
+    parser.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<dataset>-<model>)")
+    parser.add_argument("--no-resume", action="store_true", help="start over, deleting this run's outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def training_setup(args):
+    """Dataset, members, TrainSpec, run directory and checkpoint epochs from the parsed arguments."""
+    from jaxmem.config import DEFAULT_MODEL, paper_train_spec
+    from jaxmem.data import load_dataset
+    from jaxmem.members import member_grid
+    from jaxmem.train import paper2_epoch_schedule
+
+    model = args.model or DEFAULT_MODEL.get(args.dataset, "mlp")
+    spec = paper_train_spec(args.dataset, model)
+    overrides = {"order": args.order, "max_epochs": args.max_epochs, "learning_rate": args.learning_rate,
+                 "batch_size": args.batch_size, "dropout": args.dropout}
+    spec = spec.replace(**{k: v for k, v in overrides.items() if v is not None})
+    dataset = load_dataset(args.dataset, args.data_dir, args.source)
+    members = member_grid(args.dataset, model, args.degrees, args.seeds, args.label_rule)
+    out = args.out or Path("runs") / f"{args.dataset}-{model}"
+    if args.checkpoint_epochs == "paper2":
+        checkpoint_epochs = paper2_epoch_schedule(spec.max_epochs)
+    else:
+        checkpoint_epochs = parse_ints(args.checkpoint_epochs) if args.checkpoint_epochs else []
+    return dataset, members, spec, out, checkpoint_epochs
+
+
+def add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train members (degrees × seeds) to memorisation, all at once",
+                                   description="Train every member of a (dataset, model) in one jitted, vmapped "
+                                               "program; resumable; model accuracies per epoch go to "
+                                               "OUT/results.csv.")
+    add_training_arguments(parser, degrees="0,0.4,0.8")
+    parser.set_defaults(run=cmd_train)
+
+
+def cmd_train(args) -> None:
+    from jaxmem.train import fit_members
+
+    dataset, members, spec, out, checkpoint_epochs = training_setup(args)
+    result = fit_members(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
+                         checkpoint_epochs=checkpoint_epochs)
+    final = result.metrics
+    print_table(["member", "degree", "seed", "stop epoch", "train acc", "test acc"],
+                [[m, member.degree, member.seed, int(result.stop_epoch[m]),
+                  float(final.train_correct[-1, m]) / result.num_train,
+                  float(final.test_correct[-1, m]) / result.num_test] for m, member in enumerate(members)])
+    print(f"run directory: {out}")
+
+
+def add_run_parser(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="the main job: train members across degrees, probe every layer "
+                                               "with MASC, print the summary and write a plot",
+                                   description="Train members across corruption degrees to memorisation, probe "
+                                               "every layer with MASC (corrupted- and true-label subspaces), "
+                                               "print per degree the model's test accuracy and the best layer's "
+                                               "MASC test accuracy, and write OUT/results.csv, OUT/summary.md "
+                                               "and OUT/layers.png. Default: the embedded digits data, offline.")
+    add_training_arguments(parser, degrees="0,0.4,0.8")
+    parser.add_argument("--variance", type=parse_variance, default=0.99)
+    parser.add_argument("--precision", default="fast", choices=["fast", "exact"])
+    parser.add_argument("--memory-budget-gib", type=float, default=2.0,
+                        help="layers whose activations exceed this are probed by streaming their Grams")
+    parser.set_defaults(run=cmd_run)
+
+
+def cmd_run(args) -> None:
+    from jaxmem.experiments.memorize import run_memorization
+    from jaxmem.report import plot_layers, summary, summary_markdown
+
+    dataset, members, spec, out, checkpoint_epochs = training_setup(args)
+    table = run_memorization(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
+                             checkpoint_epochs=checkpoint_epochs, variance=args.variance,
+                             precision=args.precision, memory_budget=args.memory_budget_gib * 2**30)
+    rows = summary(table)
+    rows = rows[rows["probe"] == "masc"]
+    best = {kind: rows[rows["subspace_labels"] == kind].set_index("degree") for kind in ("corrupted", "true")}
+    print(f"\n{dataset.name} × {members[0].model}: test accuracy (%, mean over seeds) after memorisation")
+    print_table(
+        ["degree", "model", "MASC corrupted", "layer", "MASC true", "layer"],
+        [[degree, 100 * r["model_test"], 100 * r["best_test"], r["best_layer"],
+          100 * best["true"].loc[degree, "best_test"], best["true"].loc[degree, "best_layer"]]
+         for degree, r in best["corrupted"].iterrows()],
+    )
+    (out / "summary.md").write_text(summary_markdown(table) + "\n")
+    plot = plot_layers(table, out / "layers.png")
+    print(f"results: {out / 'results.csv'}; summary: {out / 'summary.md'}; plot: {plot}")
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxmem", description="Latent generalisation during memorisation, in JAX.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_probe_parser(subparsers)
+    add_train_parser(subparsers)
+    add_run_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, not a traceback
+        print(f"jaxmem {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""MASC on the layers of members: the input layer (no model) and every probe layer of trained members.
+
+Rows follow SPEC §4.6: per layer, test accuracy vs true labels and train accuracy vs corrupted and vs true labels,
+with the mean number of components as the probe size. For the input layer all members (corruption degrees ×
+seeds) share the features and differ only in their grouping labels, so one batched fit serves them all.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from jaxmem import masc
+from jaxmem.config import MemberSpec
+from jaxmem.data import Dataset, member_train_labels, normalize
+from jaxmem.features import collect_activations, layer_widths, stream_grams, stream_predictions
+from jaxmem.models import probe_layers
+from jaxmem.results import accuracy_row
+
+
+def masc_rows(
+    members: Sequence[MemberSpec],
+    probe: masc.MascProbe,
+    *,
+    layer: str,
+    epoch: int | Sequence[int],
+    subspace_labels: str,
+    train_predictions: np.ndarray,
+    test_predictions: np.ndarray,
+    corrupted_labels: np.ndarray,
+    true_train_labels: np.ndarray,
+    test_labels: np.ndarray,
+) -> list[dict]:
+    """Rows for one layer: test vs true labels, train vs corrupted and vs true labels, per member.
+
+    Predictions and ``corrupted_labels`` are [M, N]; true labels are shared; ``epoch`` is one or per member.
+    """
+    sizes = masc.mean_components(probe)
+    epochs = np.broadcast_to(epoch, (len(members),))
+    rows = []
+    for m, member in enumerate(members):
+        common = dict(epoch=epochs[m], probe="masc", layer=layer, subspace_labels=subspace_labels, size=sizes[m])
+        scored = [
+            ("train", "corrupted", train_predictions[m], corrupted_labels[m]),
+            ("train", "true", train_predictions[m], true_train_labels),
+            ("test", "true", test_predictions[m], test_labels),
+        ]
+        for split, against, predicted, target in scored:
+            rows.append(accuracy_row(m, member, split=split, scored_against=against,
+                                     n_correct=np.sum(predicted == target), n_seen=len(target), **common))
+    return rows
+
+
+def probe_input_layer(
+    dataset: Dataset,
+    members: Sequence[MemberSpec],
+    *,
+    variance: float | int = 0.99,
+    precision: str = "fast",
+    subspace_labels: str = "corrupted",
+) -> list[dict]:
+    """Fit MASC on the flattened, normalised inputs with each member's labels and score train and test."""
+    if subspace_labels not in ("corrupted", "true"):
+        raise ValueError(f"subspace_labels must be 'corrupted' or 'true', got {subspace_labels!r}")
+    x_train = normalize(dataset.name, dataset.x_train).reshape(len(dataset.x_train), -1)
+    x_test = normalize(dataset.name, dataset.x_test).reshape(len(dataset.x_test), -1)
+    corrupted = member_train_labels(dataset, members)
+    grouping = corrupted if subspace_labels == "corrupted" else np.broadcast_to(dataset.y_train, corrupted.shape)
+    probe = masc.fit(x_train, grouping, dataset.num_classes, variance, precision)
+    return masc_rows(
+        members, probe, layer="input", epoch=-1, subspace_labels=subspace_labels,
+        train_predictions=np.asarray(masc.predict(probe, x_train)),
+        test_predictions=np.asarray(masc.predict(probe, x_test)),
+        corrupted_labels=corrupted, true_train_labels=dataset.y_train, test_labels=dataset.y_test,
+    )
+
+
+def _fit_and_score_in_memory(model, variables, x_train, x_test, layers, grouping, num_classes, variance,
+                             precision, batch_size):
+    train_acts = collect_activations(model, variables, x_train, layers, batch_size=batch_size)
+    test_acts = collect_activations(model, variables, x_test, layers, batch_size=batch_size)
+    out = {}
+    for name in layers:
+        for kind, labels in grouping.items():
+            probe = masc.fit(train_acts[name], labels, num_classes, variance, precision)
+            out[name, kind] = (probe, np.asarray(masc.predict(probe, train_acts[name])),
+                               np.asarray(masc.predict(probe, test_acts[name])))
+        del train_acts[name], test_acts[name]
+    return out
+
+
+def _fit_and_score_streaming(model, variables, x_train, x_test, layers, grouping, num_classes, variance,
+                             precision, batch_size):
+    out = {}
+    for kind, labels in grouping.items():
+        grams = stream_grams(model, variables, x_train, labels, num_classes, layers, precision=precision)
+        probes = {name: masc.fit_from_gram(grams[name], variance, precision) for name in layers}
+        del grams
+        train_pred = stream_predictions(model, variables, x_train, probes, batch_size=batch_size)
+        test_pred = stream_predictions(model, variables, x_test, probes, batch_size=batch_size)
+        for name in layers:
+            out[name, kind] = (probes[name], train_pred[name], test_pred[name])
+    return out
+
+
+def probe_members(
+    model,
+    model_name: str,
+    variables,
+    dataset: Dataset,
+    members: Sequence[MemberSpec],
+    *,
+    epoch: int | Sequence[int],
+    subspaces: Sequence[str] = ("corrupted", "true"),
+    variance: float | int = 0.99,
+    precision: str = "fast",
+    memory_budget: float = 2**31,
+    batch_size: int = 1024,
+    layers: Sequence[str] | None = None,
+) -> list[dict]:
+    """MASC rows for every probe layer (or the given ``layers``) of every member (member axis on ``variables``).
+
+    Layers whose train activations for all members fit ``memory_budget`` bytes are fitted in memory (dual
+    problem for small classes); larger layers stream their per-class Grams chunk by chunk.
+    """
+    corrupted = member_train_labels(dataset, members)
+    grouping = {"corrupted": corrupted, "true": np.broadcast_to(dataset.y_train, corrupted.shape)}
+    grouping = {kind: grouping[kind] for kind in subspaces}
+    x_train = normalize(dataset.name, dataset.x_train)
+    x_test = normalize(dataset.name, dataset.x_test)
+    layers = tuple(layers or probe_layers(model_name))
+    widths = layer_widths(model, variables, x_train, layers)
+    in_memory, streamed, used = [], [], 0.0
+    for name in sorted(layers, key=widths.get):
+        size = 4.0 * len(members) * (len(x_train) + len(x_test)) * widths[name]
+        fits = used + size <= memory_budget
+        (in_memory if fits else streamed).append(name)
+        used += size if fits else 0
+    common = (model, variables, x_train, x_test)
+    fitted = {}
+    if in_memory:
+        fitted.update(_fit_and_score_in_memory(*common, tuple(in_memory), grouping, dataset.num_classes,
+                                               variance, precision, batch_size))
+    if streamed:
+        fitted.update(_fit_and_score_streaming(*common, tuple(streamed), grouping, dataset.num_classes,
+                                               variance, precision, batch_size))
+    rows = []
+    for name in layers:
+        for kind in grouping:
+            probe, train_pred, test_pred = fitted[name, kind]
+            rows += masc_rows(members, probe, layer=name, epoch=epoch, subspace_labels=kind,
+                              train_predictions=train_pred, test_predictions=test_pred,
+                              corrupted_labels=corrupted, true_train_labels=dataset.y_train,
+                              test_labels=dataset.y_test)
+    return rows

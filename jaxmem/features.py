@@ -1,0 +1,108 @@
+"""Layer activations of all members, batch by batch, and the probes' two ways to consume them.
+
+* In memory: :func:`collect_activations` returns ``{layer: [M, N, D]}`` for the layers that fit a byte budget;
+  MASC then fits on them directly (and takes the cheap dual problem when a class has fewer samples than D).
+* Streaming: :func:`stream_grams` visits each member's samples in its own class-sorted chunk order
+  (:func:`jaxmem.probes.gram.chunk_schedule`), applies the model to one chunk at a time and adds the chunk's
+  activations into every layer's per-class Gram, so ``[M, N, D]`` is never materialised.
+  :func:`stream_predictions` scores the probes chunk by chunk in the same way.
+
+The model is applied in eval mode (BatchNorm running averages; no dropout).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem import masc
+from jaxmem.probes.gram import ChunkSchedule, GramState, gram_init, gram_update
+from jaxmem.probes.masc import precision_context
+
+
+def member_variables(params, batch_stats=None) -> dict:
+    """Flax variables with a leading member axis."""
+    return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+
+
+@functools.partial(jax.jit, static_argnames=("model", "layers"))
+def _apply_members(model, variables, x, layers):
+    """Activations {layer: [M, B, D]} of all members on one shared batch x [B, ...]."""
+
+    def one(v):
+        _, acts = model.apply(v, x, train=False)
+        return {name: acts[name] for name in layers}
+
+    return jax.vmap(one)(variables)
+
+
+def collect_activations(
+    model, variables, x, layers: Sequence[str], *, batch_size: int = 1024
+) -> dict[str, jax.Array]:
+    """Activations {layer: [M, N, D]} of every member on the shared inputs x [N, ...] (float32, normalised)."""
+    layers = tuple(layers)
+    parts = {name: [] for name in layers}
+    for start in range(0, len(x), batch_size):
+        acts = _apply_members(model, variables, jnp.asarray(x[start : start + batch_size]), layers)
+        for name in layers:
+            parts[name].append(acts[name])
+    return {name: jnp.concatenate(chunks, axis=1) for name, chunks in parts.items()}
+
+
+def layer_widths(model, variables, sample_x, layers: Sequence[str]) -> dict[str, int]:
+    """Width D of each probe layer (shape inference only, nothing is computed)."""
+    one = jax.tree.map(lambda a: a[0], variables)
+    out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False)[1], one, jnp.asarray(sample_x[:1]))
+    return {name: int(out[name].shape[-1]) for name in layers}
+
+
+@functools.partial(jax.jit, static_argnames=("model", "layers", "num_classes", "widths", "dtype"))
+def _stream_grams(model, variables, x, index, chunk_class, layers, num_classes, widths, dtype):
+    def one_member(v, member_index, member_chunk_class):
+        init = {name: gram_init(num_classes, widths[i], dtype) for i, name in enumerate(layers)}
+
+        def step(states, chunk):
+            rows, cls = chunk
+            valid = rows >= 0
+            _, acts = model.apply(v, x[jnp.where(valid, rows, 0)], train=False)
+            return {name: gram_update(states[name], acts[name], cls, valid) for name in layers}, None
+
+        states, _ = jax.lax.scan(step, init, (member_index, member_chunk_class))
+        return states
+
+    return jax.vmap(one_member)(variables, index, chunk_class)
+
+
+def stream_grams(
+    model, variables, x, labels, num_classes: int, layers: Sequence[str], *, chunk_size: int = 256,
+    precision: str = "fast",
+) -> dict[str, GramState]:
+    """Per-class Grams {layer: GramState with [M, C, D, D]} without materialising activations.
+
+    ``labels`` is [M, N] (each member's grouping labels) and ``x`` [N, ...] the shared normalised inputs. The
+    model runs in float32; ``precision="exact"`` accumulates the Grams in float64.
+    """
+    layers = tuple(layers)
+    widths = layer_widths(model, variables, x, layers)
+    schedule: ChunkSchedule = masc.chunk_schedule(np.asarray(labels), num_classes, chunk_size)
+    exact = precision == "exact"
+    with precision_context(exact):
+        return _stream_grams(model, variables, jnp.asarray(x), jnp.asarray(schedule.index),
+                             jnp.asarray(schedule.chunk_class), layers, num_classes,
+                             tuple(widths[name] for name in layers), jnp.float64 if exact else jnp.float32)
+
+
+def stream_predictions(
+    model, variables, x, probes: Mapping[str, masc.MascProbe], *, batch_size: int = 1024
+) -> dict[str, np.ndarray]:
+    """MASC predictions {layer: [M, N]} for every member, computing the activations batch by batch."""
+    layers = tuple(probes)
+    parts = {name: [] for name in layers}
+    for start in range(0, len(x), batch_size):
+        acts = _apply_members(model, variables, jnp.asarray(x[start : start + batch_size]), layers)
+        for name in layers:
+            parts[name].append(np.asarray(masc.predict(probes[name], acts[name])))
+    return {name: np.concatenate(chunks, axis=1) for name, chunks in parts.items()}

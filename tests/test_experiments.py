@@ -1,0 +1,147 @@
+"""Probing experiments, the CLI and the report, on the embedded digits data and tiny synthetic tables."""
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxmem import masc
+from jaxmem.cli import main
+from jaxmem.config import MemberSpec
+from jaxmem.data import corrupt_labels, load_dataset, normalize
+from jaxmem.experiments.probing import probe_input_layer, probe_members
+from jaxmem.features import collect_activations, member_variables, stream_grams, stream_predictions
+from jaxmem.models import get_model
+from jaxmem.report import final_model_rows, plot_layers, summary, summary_markdown
+from jaxmem.results import read_rows
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def two_mlps(digits):
+    """Two randomly initialised MLP members (stacked params) for the digits shape."""
+    model = get_model("mlp", 10)
+    x = normalize("digits", digits.x_train[:1])
+    params = jax.vmap(lambda k: model.init(k, x)["params"])(jax.random.split(jax.random.key(0), 2))
+    return model, member_variables(params)
+
+
+def test_input_probe_rows_match_a_direct_fit(digits):
+    members = [MemberSpec("digits", "none", p, 0) for p in (0.0, 0.6)]
+    rows = pd.DataFrame(probe_input_layer(digits, members, precision="exact"))
+    assert len(rows) == 6 and set(rows["layer"]) == {"input"}
+    x_train = normalize("digits", digits.x_train).reshape(len(digits.x_train), -1)
+    x_test = normalize("digits", digits.x_test).reshape(len(digits.x_test), -1)
+    for m, p in enumerate((0.0, 0.6)):
+        labels = corrupt_labels(digits.y_train, p, 10)
+        probe = masc.fit(x_train, labels, 10, precision="exact")
+        mine = rows[(rows["member"] == m)].set_index(["split", "scored_against"])
+        expected_test = np.mean(np.asarray(masc.predict(probe, x_test)) == digits.y_test)
+        expected_train = np.mean(np.asarray(masc.predict(probe, x_train)) == labels)
+        assert mine.loc[("test", "true"), "accuracy"] == pytest.approx(expected_test)
+        assert mine.loc[("train", "corrupted"), "accuracy"] == pytest.approx(expected_train)
+        assert mine.loc[("test", "true"), "size"] == pytest.approx(float(masc.mean_components(probe)))
+
+
+def test_streamed_and_in_memory_probing_agree(digits, two_mlps):
+    model, variables = two_mlps
+    x = normalize("digits", digits.x_train)
+    labels = np.stack([digits.y_train, corrupt_labels(digits.y_train, 0.5, 10)])
+    layers = ("fc1", "fc2")
+    grams = stream_grams(model, variables, x, labels, 10, layers, chunk_size=64, precision="exact")
+    acts = collect_activations(model, variables, x, layers, batch_size=500)
+    assert acts["fc2"].shape == (2, len(x), 512)
+    for name in layers:
+        streamed = masc.fit_from_gram(grams[name], 0.99, "exact")
+        direct = masc.fit(acts[name], labels, 10, 0.99, "exact")  # dual problem: N_c < 2048
+        np.testing.assert_array_equal(np.asarray(streamed.num_components), np.asarray(direct.num_components))
+        predicted = stream_predictions(model, variables, x, {name: streamed}, batch_size=300)[name]
+        agreement = np.mean(predicted == np.asarray(masc.predict(direct, acts[name])))
+        assert agreement >= 0.995  # model activations are float32; near-ties may flip
+
+
+def test_probe_members_streams_layers_over_the_budget(digits, two_mlps):
+    model, variables = two_mlps
+    members = [MemberSpec("digits", "mlp", p, 0) for p in (0.0, 0.5)]
+    kwargs = dict(epoch=[3, 4], subspaces=("corrupted",), precision="exact", layers=("input", "fc1", "fc2"))
+    everything = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, **kwargs))
+    streamed = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, memory_budget=0, **kwargs))
+    assert list(dict.fromkeys(everything["layer"])) == ["input", "fc1", "fc2"]
+    assert set(everything["epoch"]) == {3, 4}
+    merged = everything.merge(streamed, on=["member", "layer", "split", "scored_against"])
+    assert np.abs(merged["accuracy_x"] - merged["accuracy_y"]).max() <= 0.01
+    np.testing.assert_array_equal(merged["size_x"], merged["size_y"])
+
+
+def test_cli_probe_writes_rows(tmp_path, capsys):
+    out = tmp_path / "probe.csv"
+    assert main(["probe", "--degrees", "0,0.5", "--seeds", "0,1", "--label-rule", "per_member",
+                 "--out", str(out)]) == 0
+    table = read_rows(out)
+    assert len(table) == 12
+    np.testing.assert_allclose(table["accuracy"], table["n_correct"] / table["n_seen"])
+    printed = capsys.readouterr().out
+    assert "test acc" in printed and "components/class" in printed
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["probe", "--degrees", "1.5"], "corruption degree must be in [0, 1]"),
+    (["probe", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "original files not found"),
+    (["probe", "--dataset", "imagenet"], "unknown dataset"),
+])
+def test_cli_reports_bad_input_in_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_variance():
+    with pytest.raises(SystemExit):
+        main(["probe", "--variance", "2.5"])
+
+
+def synthetic_table():
+    """Two degrees × two seeds; model rows at two epochs, probe rows on two layers."""
+    rows = []
+    for member, (degree, seed) in enumerate([(0.0, 0), (0.0, 1), (0.8, 0), (0.8, 1)]):
+        base = dict(member=member, dataset="mnist", model="mlp", degree=degree, seed=seed, label_rule="reference",
+                    n_correct=0, n_seen=1, size=np.nan, loss=np.nan)
+        for epoch, acc in [(1, 0.5), (9, 0.9 - degree / 2 + seed / 100)]:
+            rows.append({**base, "epoch": epoch, "probe": "model", "layer": "output", "subspace_labels": "none",
+                         "split": "test", "scored_against": "true", "accuracy": acc})
+        for layer, acc in [("fc1", 0.7), ("fc2", 0.85 - degree / 10 + seed / 100)]:
+            rows.append({**base, "epoch": 9, "probe": "masc", "layer": layer, "subspace_labels": "corrupted",
+                         "split": "test", "scored_against": "true", "accuracy": acc, "size": 5.0})
+    return pd.DataFrame(rows)
+
+
+def test_report_summary_and_plot(tmp_path):
+    table = synthetic_table()
+    assert set(final_model_rows(table)["epoch"]) == {9}
+    rows = summary(table).set_index("degree")
+    assert rows.loc[0.8, "model_test"] == pytest.approx(0.505)
+    assert rows.loc[0.8, "model_test_std"] == pytest.approx(np.std([0.5, 0.51], ddof=1))
+    assert rows.loc[0.8, "best_layer"] == "fc2"
+    assert rows.loc[0.8, "best_test"] == pytest.approx(0.775)
+    assert rows.loc[0.0, "seeds"] == 2
+    markdown = summary_markdown(table)
+    assert "| mnist | mlp | 0.8 | 2 | 50.5 ± 0.7 | masc | corrupted | fc2 | 77.5 ± 0.7 |" in markdown
+    png = plot_layers(table, tmp_path / "layers.png")
+    assert png.stat().st_size > 1000
+
+
+def test_run_trains_probes_and_resumes_without_reprobing(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--degrees", "0,0.8", "--max-epochs", "2", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    first = read_rows(out / "results.csv")
+    masc_rows = first[first["probe"] == "masc"]
+    assert len(masc_rows) == 2 * 5 * 2 * 3  # members × layers × subspace kinds × (split, scored-against)
+    assert set(masc_rows["epoch"]) == {2}
+    assert (out / "layers.png").exists() and "| digits | mlp |" in (out / "summary.md").read_text()
+    printed = capsys.readouterr().out
+    assert "MASC corrupted" in printed
+    assert main(argv) == 0  # resumes: training and probing are done, nothing is recomputed
+    pd.testing.assert_frame_equal(read_rows(out / "results.csv"), first)
