@@ -37,6 +37,18 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "
     parser.add_argument("--data-dir", default=None,
                         help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
     parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
+    parser.add_argument("--train-subset", type=int, default=None,
+                        help="use only the first N training samples (corruption then applies to them)")
+    parser.add_argument("--test-subset", type=int, default=None, help="use only the first N test samples")
+
+
+def load_data(args):
+    from jaxmem.data import load_dataset, subset
+
+    dataset = load_dataset(args.dataset, args.data_dir, args.source)
+    if args.train_subset or args.test_subset:
+        dataset = subset(dataset, args.train_subset, args.test_subset)
+    return dataset
 
 
 def add_member_arguments(parser: argparse.ArgumentParser, degrees: str, seeds: str = "0") -> None:
@@ -75,11 +87,10 @@ def add_probe_parser(subparsers) -> None:
 
 
 def cmd_probe(args) -> None:
-    from jaxmem.data import load_dataset
     from jaxmem.experiments.probing import probe_input_layer
     from jaxmem.results import append_rows
 
-    dataset = load_dataset(args.dataset, args.data_dir, args.source)
+    dataset = load_data(args)
     members = [MemberSpec(args.dataset, "none", p, s, args.label_rule) for p in args.degrees for s in args.seeds]
     rows = probe_input_layer(dataset, members, variance=args.variance, precision=args.precision,
                              subspace_labels=args.subspace_labels)
@@ -122,7 +133,6 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, degrees: str) -> 
 def training_setup(args):
     """Dataset, members, TrainSpec, run directory and checkpoint epochs from the parsed arguments."""
     from jaxmem.config import DEFAULT_MODEL, paper_train_spec
-    from jaxmem.data import load_dataset
     from jaxmem.members import member_grid
     from jaxmem.train import paper2_epoch_schedule
 
@@ -131,7 +141,7 @@ def training_setup(args):
     overrides = {"order": args.order, "max_epochs": args.max_epochs, "learning_rate": args.learning_rate,
                  "batch_size": args.batch_size, "dropout": args.dropout}
     spec = spec.replace(**{k: v for k, v in overrides.items() if v is not None})
-    dataset = load_dataset(args.dataset, args.data_dir, args.source)
+    dataset = load_data(args)
     members = member_grid(args.dataset, model, args.degrees, args.seeds, args.label_rule)
     out = args.out or Path("runs") / f"{args.dataset}-{model}"
     if args.checkpoint_epochs == "paper2":

@@ -20,6 +20,7 @@ import gzip
 import os
 import pickle
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -405,6 +406,20 @@ def _load_digits() -> Dataset:
 # ----------------------------------------------------------------------------------------------------------
 # Normalisation
 # ----------------------------------------------------------------------------------------------------------
+
+
+def subset(dataset: Dataset, num_train: int | None = None, num_test: int | None = None) -> Dataset:
+    """The first ``num_train`` training and ``num_test`` test samples (original order), e.g. for CPU runs.
+
+    Label corruption is then applied to the subset's labels, so the reference counts of SPEC §1.2 (which are
+    for the full training set) do not apply.
+    """
+    for split, n, total in (("train", num_train, len(dataset.y_train)), ("test", num_test, len(dataset.y_test))):
+        if n is not None and not 1 <= n <= total:
+            raise ValueError(f"{split} subset must be between 1 and {total} samples, got {n}")
+    source = dataset.source + (f" (first {num_train} train, {num_test} test)" if num_train or num_test else "")
+    return dataclasses.replace(dataset, x_train=dataset.x_train[:num_train], y_train=dataset.y_train[:num_train],
+                               x_test=dataset.x_test[:num_test], y_test=dataset.y_test[:num_test], source=source)
 
 
 def normalize(name: str, x) -> np.ndarray:

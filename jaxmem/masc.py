@@ -4,12 +4,14 @@ from jaxmem.probes.masc import (
     MascProbe,
     angles,
     fit,
+    fit_flops,
     fit_from_gram,
     mean_components,
     predict,
     projectors,
     quadratic_scores,
     scores,
+    scoring_flops,
 )
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "angles",
     "chunk_schedule",
     "fit",
+    "fit_flops",
     "fit_from_gram",
     "gram_init",
     "gram_update",
@@ -26,4 +29,5 @@ __all__ = [
     "projectors",
     "quadratic_scores",
     "scores",
+    "scoring_flops",
 ]

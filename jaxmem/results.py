@@ -107,15 +107,6 @@ def truncate_rows(path: str | Path, keep: int) -> None:
         f.writelines(lines[: keep + 1])
 
 
-def count_rows(path: str | Path) -> int:
-    """Number of data rows in a results CSV (0 when absent)."""
-    path = Path(path)
-    if not path.exists():
-        return 0
-    with path.open(newline="") as f:
-        return max(sum(1 for _ in f) - 1, 0)
-
-
 def write_member_table(path: str | Path, members: Sequence[MemberSpec]) -> None:
     """``members.csv``: member index → configuration, written beside the results."""
     path = Path(path)

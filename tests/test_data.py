@@ -464,3 +464,15 @@ def test_member_train_labels_uses_strict_rule_for_tiny_imagenet():
         assert labels[0, 11] == ds.y_train[11] or not strict
     with pytest.raises(ValueError, match=r"members name dataset\(s\) \['mnist'\]"):
         member_train_labels(ds, [MemberSpec("mnist", "mlp", 0.2, 0)])
+
+
+def test_subset_keeps_the_first_samples_in_order():
+    from jaxmem.data import subset
+
+    digits = load_dataset("digits")
+    small = subset(digits, 100, 20)
+    np.testing.assert_array_equal(small.x_train, digits.x_train[:100])
+    np.testing.assert_array_equal(small.y_test, digits.y_test[:20])
+    assert "first 100 train" in small.source
+    with pytest.raises(ValueError, match="between 1 and 1437"):
+        subset(digits, 5000)
