@@ -213,6 +213,35 @@ def cmd_run(args) -> None:
     print(f"results: {out / 'results.csv'}; summary: {out / 'summary.md'}; plot: {plot}")
 
 
+# --------------------------------------------------------------------------------------------------- verify
+
+
+def add_verify_parser(subparsers) -> None:
+    parser = subparsers.add_parser("verify", help="cross-check jaxmem against a TensorFlow MLP and a PyTorch CNN",
+                                   description="Forward pass, one optimiser step, a short fixed-order trajectory "
+                                               "and MASC predictions, jaxmem vs the reference frameworks, on "
+                                               "MNIST- and CIFAR-shaped inputs (real files when found in "
+                                               "--data-dir, synthetic images otherwise). Needs jaxmem[reference].")
+    parser.add_argument("--data-dir", default=None, help="folder with the original files (default: $JAXMEM_DATA_DIR)")
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated subset of mlp (vs TensorFlow), "
+                                                            "cnn (vs PyTorch)")
+    parser.add_argument("--datasets", default="mnist,cifar10", help="input shapes: mnist (28×28×1), cifar10 (32×32×3)")
+    parser.add_argument("--steps", type=int, default=50, help="MLP trajectory length (float32)")
+    parser.add_argument("--cnn-steps", type=int, default=20, help="CNN trajectory length (float64)")
+    parser.add_argument("--seed", type=int, default=0, help="jaxmem's initialisation seed")
+    parser.set_defaults(run=cmd_verify)
+
+
+def cmd_verify(args) -> int:
+    from jaxmem import verify
+
+    split = lambda text: tuple(v.strip() for v in text.split(",") if v.strip())
+    results = verify.run_all(args.data_dir, steps=args.steps, cnn_steps=args.cnn_steps, seed=args.seed,
+                             models=split(args.models), datasets=split(args.datasets))
+    print(verify.format_report(results))
+    return 1 if any(verify.status(r) == "FAIL" for r in results) else 0
+
+
 # ---------------------------------------------------------------------------------------------------- main
 
 
@@ -222,17 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_probe_parser(subparsers)
     add_train_parser(subparsers)
     add_run_parser(subparsers)
+    add_verify_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, not a traceback
         print(f"jaxmem {args.command}: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
