@@ -15,8 +15,8 @@ from jaxmem.config import MemberSpec, paper_train_spec
 from jaxmem.data import load_dataset, member_train_labels, normalize
 from jaxmem.members import check_members, member_grid, member_keys
 from jaxmem.models import get_model
-from jaxmem.train import (batch_order, cross_entropy, device_data, epoch_keys, fit_members, init_member,
-                          load_member_params, make_epoch_fn, make_member_epoch, make_optimizer,
+from jaxmem.train import (batch_order, cross_entropy, default_member_chunk, device_data, epoch_keys, fit_members,
+                          init_member, load_member_params, make_epoch_fn, make_member_epoch, make_optimizer,
                           paper2_epoch_schedule, read_run_config, split_member_keys, steps_per_epoch, train_step)
 
 NUM_TRAIN = 300  # 300 = 4·64 + 44: every epoch ends with a padded, masked batch
@@ -181,6 +181,33 @@ def test_member_axis_of_one_equals_the_unbatched_epoch(model, digits, spec):
     _assert_trees(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), _member(batched, 0), single)
     assert not _trees_equal(single.params, state.params)
     np.testing.assert_allclose(batched_metrics.train_loss[0], single_metrics.train_loss, rtol=1e-5)
+
+
+def test_member_chunks_give_the_full_vmap_result_and_frozen_members_stay_put(model, digits, spec):
+    small = dataclasses.replace(digits, x_train=digits.x_train[:96], y_train=digits.y_train[:96])
+    data = device_data(small)
+    tx = make_optimizer(spec)
+    members = member_grid("digits", "mlp", [0.0, 0.5, 1.0], [0])
+    init_keys, train_keys = split_member_keys(members)
+    state = jax.vmap(lambda k: init_member(model, tx, k, data.x_train[:1]))(init_keys)
+    state = state._replace(active=jnp.array([True, False, True]))  # member 1 is frozen
+    labels = jnp.asarray(member_train_labels(small, members))
+    run = lambda chunk: make_epoch_fn(model, tx, spec, 96, member_chunk=chunk)(
+        jax.tree.map(jnp.copy, state), labels, train_keys, jnp.int32(1), data)
+    (full, full_metrics), (ones, ones_metrics), (twos, _) = run(3), run(1), run(2)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_trees(close, ones.params, full.params)
+    _assert_trees(close, twos.params, full.params)
+    np.testing.assert_array_equal(ones_metrics.train_correct, full_metrics.train_correct)
+    _assert_trees(np.testing.assert_array_equal, _member(ones.params, 1), _member(state.params, 1))
+    assert not _trees_equal(_member(ones.params, 0), _member(state.params, 0))
+    with pytest.raises(ValueError, match="member_chunk"):
+        make_epoch_fn(model, tx, spec, 96, member_chunk=0)
+
+
+def test_default_member_chunk_is_member_major_on_cpu_and_a_full_vmap_elsewhere():
+    assert default_member_chunk(8, "cpu") == 1
+    assert default_member_chunk(8, "gpu") == 8
 
 
 class _CountingModel:
