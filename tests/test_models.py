@@ -6,6 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.linen as nn
 import pytest
 
 from jaxmem.models import MODEL_NAMES, count_params, get_model, probe_layers
@@ -457,3 +458,11 @@ def test_vmap_over_resnet_members_with_batch_stats():
         np.testing.assert_allclose(updates["batch_stats"]["layer4_1"]["bn2"]["var"][m],
                                    one_updates["batch_stats"]["layer4_1"]["bn2"]["var"], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(eval_logits[m], model.apply(variables, x)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 7, 3), (1, 32, 32, 16), (3, 6, 9, 2)])
+def test_reshape_max_pool_equals_flax_max_pool(shape):
+    from jaxmem.models.cnn import max_pool_2x2
+
+    x = jax.random.normal(jax.random.key(0), shape)
+    np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID"))

@@ -9,6 +9,19 @@ CONV_WIDTHS = (16, 16, 32, 32, 64, 64)  # a 2×2/2 VALID max-pool follows every 
 DENSE_WIDTH = 250
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2×2/2 VALID max-pool of ``[B, H, W, C]`` (odd edges dropped) as a reshape and a max.
+
+    Same values as ``nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")``; its gradient is an elementwise
+    mask instead of XLA's select-and-scatter, which made the CNN's training step ~2× slower on CPU. (Exact ties
+    in a window share the gradient instead of sending it to the first maximum; after a ReLU ties occur at 0, where
+    the ReLU's own gradient is 0.)
+    """
+    batch, height, width, channels = x.shape
+    x = x[:, : height // 2 * 2, : width // 2 * 2]
+    return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
+
+
 class CNN(nn.Module):
     """Convs ``conv1 … conv6`` (3×3, stride 1, padding 1 per side, ReLU), Dense ``fc1 … fc3``, ``out`` (no bias).
 
@@ -33,7 +46,7 @@ class CNN(nn.Module):
             conv = nn.Conv(width, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), name=f"conv{index}")
             hidden = nn.relu(conv(hidden))
             if index % 2 == 0:
-                hidden = nn.max_pool(hidden, (2, 2), strides=(2, 2), padding="VALID")
+                hidden = max_pool_2x2(hidden)
         hidden = hidden.reshape((batch, -1))
         activations["flat"] = hidden
         for index in range(1, 4):
