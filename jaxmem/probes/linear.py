@@ -1,0 +1,166 @@
+"""The paper-2 linear probe (SPEC §5): per class, the leading eigenvector of the uncentred Gram; no bias.
+
+Per class c, with grouping labels g: v_c = the unit eigenvector of the largest eigenvalue of G_c = X_cᵀX_c (the
+same uncentred G_c as MASC, SPEC §4; never mean-centre), its sign fixed so that the mean of v_cᵀh over ALL training
+samples (every class) is ≥ 0, i.e. v_cᵀμ ≥ 0 for the training mean μ. A sample scores v_cᵀh per class and is
+predicted as argmax_c v_cᵀh (ties → lowest index). Stacked as rows the vectors are a bias-free Dense kernel
+[D, C] = vectorsᵀ, which :mod:`jaxmem.editing` puts into a model's last layer.
+
+Degenerate cases (documented behaviour, tested):
+- a class with no samples, or whose activations are all zero, gets v_c = 0 and scores 0 for every sample, so it
+  is predicted only where no fitted class scores above 0 (ties → lowest index). For non-negative (post-ReLU)
+  features G_c is entrywise non-negative, so v_c is non-negative (Perron–Frobenius; up to rounding, barring a
+  repeated top eigenvalue) and every score is ≥ 0: such a class then wins only where every fitted class scores
+  exactly 0 and no lower-index class ties. For signed features (the normalised ``input`` layer) it also wins
+  wherever every fitted class scores below 0;
+- an all-zero sample scores 0 for every class and is predicted as class 0.
+
+Speed. Fit = Gram (N·D²) + one eigh per class (C·D³), or the dual N_c×N_c problem (N_c²·D + N_c³) for classes
+with fewer samples than dimensions — MASC's own machinery (:mod:`jaxmem.probes.masc`). Scoring T samples is one
+matmul, T·D·C·2 flops. ``precision="exact"`` runs in float64; ``"fast"`` in float32 with full-precision
+(HIGHEST) matmuls.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem.probes.gram import HIGHEST, GramState
+from jaxmem.probes.masc import (
+    _check_precision,
+    _fit_dual,
+    _fit_primal,
+    _with_member_axis,
+    precision_context,
+    spectrum,
+)
+
+_TOP_COMPONENT = 1  # the MASC helpers also return a component count k; only the leading eigenvector is used here
+
+
+class LinearProbe(NamedTuple):
+    """A fitted linear probe; ``vectors`` may carry a leading member axis [M, C, D]."""
+
+    vectors: jax.Array  # [C, D] unit leading eigenvector per class (rows); 0 for an empty or all-zero class
+
+
+def _leading(values: jax.Array, vectors: jax.Array) -> jax.Array:
+    """Leading eigenvector [..., D] from descending ``values`` [..., R] and columns [..., D, R]; 0 where λ₁ ≤ 0."""
+    return jnp.where(values[..., :1] > 0, vectors[..., 0], 0)
+
+
+@jax.jit
+def _orient(vectors: jax.Array, mean_feature: jax.Array) -> jax.Array:
+    """Flip each row v_c of ``vectors`` [..., C, D] so that v_cᵀμ ≥ 0 for the training mean μ [..., D]."""
+    projection = jnp.sum(vectors * mean_feature[..., None, :], -1)
+    return jnp.where(projection[..., None] < 0, -vectors, vectors)
+
+
+def fit(
+    features,
+    labels,
+    num_classes: int,
+    precision: str = "fast",
+    *,
+    chunk_size: int = 512,
+    dual: str | bool = "auto",
+) -> LinearProbe:
+    """Fit one leading direction per class (and per member).
+
+    Args:
+      features: [N, D] training activations shared by all members, or [M, N, D] per member.
+      labels: [N] or [M, N] integer grouping labels (corrupted or true) in [0, num_classes).
+      num_classes: C.
+      precision: "fast" (float32) or "exact" (float64).
+      chunk_size: rows per class-pure Gram chunk (see :mod:`jaxmem.probes.gram`).
+      dual: "auto" solves the N_c×N_c dual problem for classes with 0 < N_c < D; True/False force it on/off.
+
+    Returns:
+      A :class:`LinearProbe`, vectors [C, D], or [M, C, D] when features or labels have a member axis. The sign
+      rule uses each member's own training mean (the mean over all N samples, whatever their labels).
+    """
+    _check_precision(precision)
+    has_member_axis = np.ndim(features) == 3 or np.ndim(labels) == 2
+    shared, labels = _with_member_axis(features, labels, num_classes)
+    exact = precision == "exact"
+    with precision_context(exact):
+        dtype = jnp.float64 if exact else jnp.float32
+        features = jnp.asarray(features, dtype)
+        if not bool(jnp.isfinite(features).all()):
+            raise ValueError("features contain NaN or infinite values")
+        members, dim = labels.shape[0], features.shape[-1]
+        counts = np.stack([np.bincount(y, minlength=num_classes) for y in labels])  # [M, C]
+        use_dual = (counts > 0) & (counts < dim) if dual == "auto" else (counts > 0) & bool(dual)
+        use_primal = (counts > 0) & ~use_dual
+        vectors = jnp.zeros((members, num_classes, dim), dtype)
+        pm, pc, values, eigenvectors, _ = _fit_primal(
+            features, shared, labels, counts, use_primal, num_classes, _TOP_COMPONENT, chunk_size
+        )
+        if len(pm):
+            vectors = vectors.at[pm, pc].set(_leading(values, eigenvectors))
+        dm, dc, values, basis, _ = _fit_dual(features, shared, labels, counts, use_dual, _TOP_COMPONENT)
+        if len(dm):
+            vectors = vectors.at[dm, dc].set(_leading(values, basis))
+        vectors = _orient(vectors, features.mean(-2))
+    return LinearProbe(vectors if has_member_axis else vectors[0])
+
+
+def fit_from_gram(state: GramState, mean_feature, precision: str = "fast") -> LinearProbe:
+    """Fit from accumulated second moments (the streaming path; primal problem for every class).
+
+    Args:
+      state: per-class Grams, gram [C, D, D] or [M, C, D, D] (``count`` is not needed: an empty class has G = 0).
+      mean_feature: [D] or [M, D] mean activation over ALL training samples, for the sign rule.
+      precision: "fast" (float32) or "exact" (float64).
+    """
+    _check_precision(precision)
+    exact = precision == "exact"
+    with precision_context(exact):
+        dtype = jnp.float64 if exact else jnp.float32
+        gram = jnp.asarray(state.gram, dtype)
+        mean_feature = jnp.asarray(mean_feature, dtype)
+        if gram.ndim not in (3, 4) or gram.shape[-1] != gram.shape[-2]:
+            raise ValueError(f"state.gram must be [C, D, D] or [M, C, D, D], got shape {gram.shape}")
+        dim = gram.shape[-1]
+        if mean_feature.shape not in ((dim,), (*gram.shape[:-3], dim)):
+            raise ValueError(
+                f"mean_feature must be [{dim}] or {[*gram.shape[:-3], dim]} to match gram {gram.shape}, "
+                f"got shape {mean_feature.shape}"
+            )
+        values, eigenvectors = spectrum(gram)
+        return LinearProbe(_orient(_leading(values, eigenvectors), mean_feature))
+
+
+@jax.jit
+def _scores(vectors: jax.Array, features: jax.Array) -> jax.Array:
+    return jnp.matmul(features, jnp.swapaxes(vectors, -1, -2), precision=HIGHEST)
+
+
+def scores(probe: LinearProbe, features) -> jax.Array:
+    """v_cᵀh per sample and class: features @ vectorsᵀ, [T, C], or [M, T, C] for a probe with a member axis.
+
+    ``features`` is [T, D] (shared by all members) or [M, T, D]. Empty classes score 0.
+    """
+    with precision_context(probe.vectors.dtype == np.float64):
+        vectors = probe.vectors
+        features = jnp.asarray(features, vectors.dtype)
+        dim = vectors.shape[-1]
+        if features.ndim not in (2, 3) or features.shape[-1] != dim:
+            raise ValueError(f"features must be [T, {dim}] or [M, T, {dim}], got shape {features.shape}")
+        if vectors.ndim == 2 and features.ndim != 2:
+            raise ValueError(f"a probe without a member axis scores [T, {dim}] features, got shape {features.shape}")
+        if features.ndim == 3 and features.shape[0] != vectors.shape[0]:
+            raise ValueError(f"probe has {vectors.shape[0]} members but features have {features.shape[0]}")
+        return _scores(vectors, features)
+
+
+def predict(probe: LinearProbe, features) -> jax.Array:
+    """Predicted class per sample, argmax_c v_cᵀh (ties → lowest class index): [T] or [M, T] int32."""
+    with precision_context(probe.vectors.dtype == np.float64):
+        return jnp.argmax(scores(probe, features), axis=-1).astype(jnp.int32)
+
+
+__all__ = ["LinearProbe", "fit", "fit_from_gram", "predict", "scores"]
