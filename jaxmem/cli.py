@@ -187,6 +187,9 @@ def add_run_parser(subparsers) -> None:
     parser.add_argument("--precision", default="fast", choices=["fast", "exact"])
     parser.add_argument("--memory-budget-gib", type=float, default=2.0,
                         help="layers whose activations exceed this are probed by streaming their Grams")
+    parser.add_argument("--probes", default="",
+                        help="extra probes besides MASC, comma-separated: linear, ncm, knn, lda, qda, logreg "
+                             "(on the layers held in memory)")
     parser.set_defaults(run=cmd_run)
 
 
@@ -197,7 +200,8 @@ def cmd_run(args) -> None:
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
     table = run_memorization(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
                              checkpoint_epochs=checkpoint_epochs, variance=args.variance,
-                             precision=args.precision, memory_budget=args.memory_budget_gib * 2**30)
+                             precision=args.precision, memory_budget=args.memory_budget_gib * 2**30,
+                             extra_probes=[name.strip() for name in args.probes.split(",") if name.strip()])
     rows = summary(table)
     rows = rows[rows["probe"] == "masc"]
     best = {kind: rows[rows["subspace_labels"] == kind].set_index("degree") for kind in ("corrupted", "true")}

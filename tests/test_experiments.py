@@ -7,7 +7,7 @@ import pytest
 from jaxmem import masc
 from jaxmem.cli import main
 from jaxmem.config import MemberSpec
-from jaxmem.data import corrupt_labels, load_dataset, normalize
+from jaxmem.data import corrupt_labels, load_dataset, member_train_labels, normalize
 from jaxmem.experiments.probing import probe_input_layer, probe_members
 from jaxmem.features import collect_activations, member_variables, stream_grams, stream_predictions
 from jaxmem.models import get_model
@@ -145,3 +145,22 @@ def test_run_trains_probes_and_resumes_without_reprobing(tmp_path, capsys):
     assert "MASC corrupted" in printed
     assert main(argv) == 0  # resumes: training and probing are done, nothing is recomputed
     pd.testing.assert_frame_equal(read_rows(out / "results.csv"), first)
+
+
+def test_extra_probes_give_rows_that_match_the_probe_itself(digits, two_mlps):
+    from jaxmem.probes import linear
+
+    model, variables = two_mlps
+    members = [MemberSpec("digits", "mlp", p, 0) for p in (0.0, 0.5)]
+    rows = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, epoch=1, subspaces=("corrupted",),
+                                      layers=("fc1",), extra_probes=("linear", "ncm")))
+    assert set(rows["probe"]) == {"masc", "linear", "ncm"}
+    assert rows[rows["probe"] != "masc"]["size"].isna().all()
+    x_test = normalize("digits", digits.x_test)
+    acts = collect_activations(model, variables, normalize("digits", digits.x_train), ("fc1",))["fc1"]
+    probe = linear.fit(acts, member_train_labels(digits, members), 10)
+    predicted = np.asarray(linear.predict(probe, collect_activations(model, variables, x_test, ("fc1",))["fc1"]))
+    got = rows[(rows["probe"] == "linear") & (rows["split"] == "test")].sort_values("member")["n_correct"]
+    np.testing.assert_array_equal(got.to_numpy(), (predicted == digits.y_test).sum(axis=1))
+    with pytest.raises(ValueError, match="unknown probes"):
+        probe_members(model, "mlp", variables, digits, members, epoch=1, extra_probes=("svm",))

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset
-from jaxmem.experiments.probing import probe_members
+from jaxmem.experiments.probing import check_probes, probe_members
 from jaxmem.features import member_variables
 from jaxmem.models import get_model
 from jaxmem.report import final_model_rows
@@ -35,9 +35,15 @@ def run_memorization(
     precision: str = "fast",
     subspaces: Sequence[str] = ("corrupted", "true"),
     memory_budget: float = 2**31,
+    extra_probes: Sequence[str] = (),
 ):
-    """Train, probe all layers of every member at its final epoch, and return the results table (DataFrame)."""
+    """Train, probe all layers of every member at its final epoch, and return the results table (DataFrame).
+
+    MASC runs on every layer, ``extra_probes`` (see :data:`jaxmem.experiments.probing.EXTRA_PROBES`) on the
+    layers held in memory. Probing happens once per run directory: a rerun of a probed run only reads it.
+    """
     out_dir = Path(out_dir)
+    extra_probes = check_probes(extra_probes)
     fit_members(dataset, members, spec, out_dir, max_epochs=max_epochs, resume=resume, progress=progress,
                 checkpoint_epochs=checkpoint_epochs)
     table = read_rows(out_dir / RESULTS_FILE)
@@ -48,6 +54,6 @@ def run_memorization(
     model = get_model(members[0].model, dataset.num_classes, dropout=spec.dropout)
     rows = probe_members(model, members[0].model, member_variables(params, batch_stats), dataset, members,
                          epoch=final_epoch, subspaces=subspaces, variance=variance, precision=precision,
-                         memory_budget=memory_budget)
+                         memory_budget=memory_budget, extra_probes=extra_probes)
     append_rows(out_dir / RESULTS_FILE, rows)
     return read_rows(out_dir / RESULTS_FILE)

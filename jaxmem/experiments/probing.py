@@ -1,8 +1,10 @@
-"""MASC on the layers of members: the input layer (no model) and every probe layer of trained members.
+"""Probes on the layers of members: the input layer (no model) and every probe layer of trained members.
 
 Rows follow SPEC §4.6: per layer, test accuracy vs true labels and train accuracy vs corrupted and vs true labels,
-with the mean number of components as the probe size. For the input layer all members (corruption degrees ×
+with the mean number of components as MASC's probe size. For the input layer all members (corruption degrees ×
 seeds) share the features and differ only in their grouping labels, so one batched fit serves them all.
+Besides MASC, :data:`EXTRA_PROBES` (the paper-2 linear probe and the SPEC §5 baselines) can run on the layers
+whose activations are held in memory.
 """
 from __future__ import annotations
 
@@ -10,17 +12,38 @@ from typing import Sequence
 
 import numpy as np
 
+import jax
+
 from jaxmem import masc
 from jaxmem.config import MemberSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.features import collect_activations, layer_widths, stream_grams, stream_predictions
 from jaxmem.models import probe_layers
+from jaxmem.probes import linear
+from jaxmem.probes.baselines import BASELINES
 from jaxmem.results import accuracy_row
 
 
-def masc_rows(
+def _linear_fit_predict(train_features, train_labels, eval_features_list, num_classes, key):
+    probe = linear.fit(train_features, train_labels, num_classes)
+    return [linear.predict(probe, features) for features in eval_features_list]
+
+
+# name -> fit_predict(train_features, train_labels, [eval_features, ...], num_classes, key) -> [predictions, ...]
+EXTRA_PROBES = {"linear": _linear_fit_predict, **BASELINES}
+
+
+def check_probes(names: Sequence[str]) -> tuple[str, ...]:
+    """The extra probe names, validated (MASC always runs and is not listed)."""
+    unknown = [name for name in names if name not in EXTRA_PROBES]
+    if unknown:
+        raise ValueError(f"unknown probes {unknown}; choose from {sorted(EXTRA_PROBES)} (MASC always runs)")
+    return tuple(names)
+
+
+def probe_rows(
     members: Sequence[MemberSpec],
-    probe: masc.MascProbe,
+    probe: masc.MascProbe | None,
     *,
     layer: str,
     epoch: int | Sequence[int],
@@ -30,16 +53,18 @@ def masc_rows(
     corrupted_labels: np.ndarray,
     true_train_labels: np.ndarray,
     test_labels: np.ndarray,
+    probe_name: str = "masc",
 ) -> list[dict]:
     """Rows for one layer: test vs true labels, train vs corrupted and vs true labels, per member.
 
     Predictions and ``corrupted_labels`` are [M, N]; true labels are shared; ``epoch`` is one or per member.
+    ``probe`` is the fitted MASC probe (its mean components become the size), or None for ``probe_name``'s rows.
     """
-    sizes = masc.mean_components(probe)
+    sizes = masc.mean_components(probe) if probe is not None else np.full(len(members), np.nan)
     epochs = np.broadcast_to(epoch, (len(members),))
     rows = []
     for m, member in enumerate(members):
-        common = dict(epoch=epochs[m], probe="masc", layer=layer, subspace_labels=subspace_labels, size=sizes[m])
+        common = dict(epoch=epochs[m], probe=probe_name, layer=layer, subspace_labels=subspace_labels, size=sizes[m])
         scored = [
             ("train", "corrupted", train_predictions[m], corrupted_labels[m]),
             ("train", "true", train_predictions[m], true_train_labels),
@@ -67,7 +92,7 @@ def probe_input_layer(
     corrupted = member_train_labels(dataset, members)
     grouping = corrupted if subspace_labels == "corrupted" else np.broadcast_to(dataset.y_train, corrupted.shape)
     probe = masc.fit(x_train, grouping, dataset.num_classes, variance, precision)
-    return masc_rows(
+    return probe_rows(
         members, probe, layer="input", epoch=-1, subspace_labels=subspace_labels,
         train_predictions=np.asarray(masc.predict(probe, x_train)),
         test_predictions=np.asarray(masc.predict(probe, x_test)),
@@ -76,15 +101,19 @@ def probe_input_layer(
 
 
 def _fit_and_score_in_memory(model, variables, x_train, x_test, layers, grouping, num_classes, variance,
-                             precision, batch_size):
+                             precision, batch_size, extra_probes=(), seed=0):
     train_acts = collect_activations(model, variables, x_train, layers, batch_size=batch_size)
     test_acts = collect_activations(model, variables, x_test, layers, batch_size=batch_size)
     out = {}
     for name in layers:
         for kind, labels in grouping.items():
             probe = masc.fit(train_acts[name], labels, num_classes, variance, precision)
-            out[name, kind] = (probe, np.asarray(masc.predict(probe, train_acts[name])),
-                               np.asarray(masc.predict(probe, test_acts[name])))
+            out[name, kind, "masc"] = (probe, np.asarray(masc.predict(probe, train_acts[name])),
+                                       np.asarray(masc.predict(probe, test_acts[name])))
+            for probe_name in extra_probes:
+                train_pred, test_pred = EXTRA_PROBES[probe_name](
+                    train_acts[name], labels, [train_acts[name], test_acts[name]], num_classes, jax.random.key(seed))
+                out[name, kind, probe_name] = (None, np.asarray(train_pred), np.asarray(test_pred))
         del train_acts[name], test_acts[name]
     return out
 
@@ -99,7 +128,7 @@ def _fit_and_score_streaming(model, variables, x_train, x_test, layers, grouping
         train_pred = stream_predictions(model, variables, x_train, probes, batch_size=batch_size)
         test_pred = stream_predictions(model, variables, x_test, probes, batch_size=batch_size)
         for name in layers:
-            out[name, kind] = (probes[name], train_pred[name], test_pred[name])
+            out[name, kind, "masc"] = (probes[name], train_pred[name], test_pred[name])
     return out
 
 
@@ -117,12 +146,16 @@ def probe_members(
     memory_budget: float = 2**31,
     batch_size: int = 1024,
     layers: Sequence[str] | None = None,
+    extra_probes: Sequence[str] = (),
+    seed: int = 0,
 ) -> list[dict]:
-    """MASC rows for every probe layer (or the given ``layers``) of every member (member axis on ``variables``).
+    """Probe rows for every probe layer (or the given ``layers``) of every member (member axis on ``variables``).
 
     Layers whose train activations for all members fit ``memory_budget`` bytes are fitted in memory (dual
-    problem for small classes); larger layers stream their per-class Grams chunk by chunk.
+    problem for small classes); larger layers stream their per-class Grams chunk by chunk. MASC runs on every
+    layer; ``extra_probes`` (names from :data:`EXTRA_PROBES`, random state from ``seed``) on the in-memory ones.
     """
+    extra_probes = check_probes(extra_probes)
     corrupted = member_train_labels(dataset, members)
     grouping = {"corrupted": corrupted, "true": np.broadcast_to(dataset.y_train, corrupted.shape)}
     grouping = {kind: grouping[kind] for kind in subspaces}
@@ -140,16 +173,15 @@ def probe_members(
     fitted = {}
     if in_memory:
         fitted.update(_fit_and_score_in_memory(*common, tuple(in_memory), grouping, dataset.num_classes,
-                                               variance, precision, batch_size))
+                                               variance, precision, batch_size, extra_probes, seed))
     if streamed:
         fitted.update(_fit_and_score_streaming(*common, tuple(streamed), grouping, dataset.num_classes,
                                                variance, precision, batch_size))
     rows = []
-    for name in layers:
-        for kind in grouping:
-            probe, train_pred, test_pred = fitted[name, kind]
-            rows += masc_rows(members, probe, layer=name, epoch=epoch, subspace_labels=kind,
-                              train_predictions=train_pred, test_predictions=test_pred,
-                              corrupted_labels=corrupted, true_train_labels=dataset.y_train,
-                              test_labels=dataset.y_test)
+    order = {name: i for i, name in enumerate(layers)}
+    for (name, kind, probe_name), (probe, train_pred, test_pred) in sorted(fitted.items(),
+                                                                          key=lambda item: order[item[0][0]]):
+        rows += probe_rows(members, probe, layer=name, epoch=epoch, subspace_labels=kind, probe_name=probe_name,
+                          train_predictions=train_pred, test_predictions=test_pred,
+                          corrupted_labels=corrupted, true_train_labels=dataset.y_train, test_labels=dataset.y_test)
     return rows
