@@ -28,6 +28,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import linen as nn
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from jaxmem import results
@@ -433,7 +434,8 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
                 max_epochs: int | None = None, checkpoint_epochs: Iterable[int] = (), resume: bool = True,
                 progress: bool = True, checkpoint_every: int | None = None,
                 checkpoint_seconds: float | None = 60.0,
-                eval_batch_size: int = EVAL_BATCH_SIZE, member_chunk: int | None = None) -> TrainResult:
+                eval_batch_size: int = EVAL_BATCH_SIZE, member_chunk: int | None = None,
+                mesh: Mesh | None = None) -> TrainResult:
     """Train all members of one (dataset, model) together until each memorises its labels (SPEC §3).
 
     Every member trains until its train accuracy vs its own labels reaches ``spec.target_train_accuracy``
@@ -456,7 +458,13 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
       eval_batch_size: batch of the per-epoch evaluation (memory only).
       member_chunk: members vmapped together inside the one epoch program (:func:`make_epoch_fn`); ``None``
         picks :func:`default_member_chunk` for the backend.
+      mesh: a :func:`jaxmem.sharding.member_mesh` to split the members over its devices (each device vmaps its
+        own ``M / n`` members; ``M`` must be a multiple of the device count; ``member_chunk`` must be None).
+        One process only (a single host with several devices).
     """
+    if mesh is not None and member_chunk is not None:
+        raise ValueError(f"member_chunk={member_chunk} is for the single-device epoch; with a mesh each device "
+                         f"vmaps all of its members, pass member_chunk=None")
     members = check_members(members)
     max_epochs = spec.max_epochs if max_epochs is None else max_epochs
     checkpoint_epochs = _check_fit_args(max_epochs, checkpoint_epochs, checkpoint_every)
@@ -485,9 +493,14 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
     model = get_model(members[0].model, dataset.num_classes, dropout=spec.dropout)
     tx = make_optimizer(spec)
     data = device_data(dataset)
-    labels = jax.device_put(member_train_labels(dataset, members))  # [M, N]
+    labels = member_train_labels(dataset, members)  # [M, N]
     init_keys, train_keys = split_member_keys(members)
-    state = init_members(model, tx, init_keys, data.x_train[:1])
+    if mesh is None:
+        labels = jax.device_put(labels)
+        state = init_members(model, tx, init_keys, data.x_train[:1])
+    else:
+        from jaxmem import sharding  # not at the top: jaxmem.sharding imports this module
+        state, labels, train_keys, data = sharding.place_run(model, tx, mesh, labels, init_keys, train_keys, data)
     checkpoints = _Checkpoints(out_dir)
     restored_epoch = checkpoints.latest_epoch()
     if restored_epoch is not None:
@@ -506,7 +519,11 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
     active = np.asarray(jax.device_get(state.active))
     if epoch < max_epochs and active.any():
         results.truncate_rows(results_path, rows_written)
-    epoch_fn = make_epoch_fn(model, tx, spec, num_train, eval_batch_size=eval_batch_size, member_chunk=member_chunk)
+    if mesh is None:
+        epoch_fn = make_epoch_fn(model, tx, spec, num_train, eval_batch_size=eval_batch_size,
+                                 member_chunk=member_chunk)
+    else:
+        epoch_fn = sharding.sharded_epoch_fn(model, tx, spec, num_train, mesh, eval_batch_size)
     saved_epoch, last_save = restored_epoch, time.monotonic()
     bar = tqdm(total=max_epochs, initial=epoch, disable=not progress, unit="epoch",
                desc=f"{members[0].dataset}×{members[0].model} ×{num_members}")

@@ -1,0 +1,262 @@
+"""The member axis over a device mesh: placement, the sharded epoch and init, sharded MASC fits, multi-host setup.
+
+Members are independent, so the only parallelism needed is to split the leading member axis ``[M, ...]`` over a
+1-D :class:`jax.sharding.Mesh` with axis ``"members"``: every device holds ``M / n`` members (their state, labels
+and keys) and a full copy of the dataset, and runs the single-device vmapped program on its own members with no
+communication. JAX does the placement (:class:`~jax.sharding.NamedSharding`) and the per-device programs
+(:func:`jax.shard_map`); there is no scheduler here.
+
+``M`` must be a multiple of the device count (:func:`check_divisible`): padding with dummy members would train
+them and give them result rows, so choose ``M`` (seeds × degrees) or the device list instead.
+
+Multi-host: call :func:`initialize_distributed` first in every process; every process then builds the same host
+values (members, labels, dataset) and :func:`shard_members` / :func:`replicate` keep only the local shards.
+Device results are global arrays; :func:`gather_members` brings them to every host.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxmem.config import TrainSpec
+from jaxmem.probes import masc
+from jaxmem.train.loop import EVAL_BATCH_SIZE, epoch_compiler_options, make_member_epoch
+from jaxmem.train.step import DeviceData, MemberState, init_member
+
+MEMBER_AXIS = "members"
+
+
+def member_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh with axis ``"members"`` over ``devices`` (default: every device of every process)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("member_mesh needs at least one device, got an empty device list")
+    return Mesh(np.asarray(devices), (MEMBER_AXIS,))
+
+
+def member_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis split over ``"members"``, trailing axes whole."""
+    return NamedSharding(mesh, PartitionSpec(MEMBER_AXIS))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device of the mesh."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def check_divisible(num_members: int, mesh: Mesh) -> None:
+    """``ValueError`` unless ``num_members`` splits evenly over the mesh's devices."""
+    devices = mesh.devices.size
+    if num_members % devices:
+        fewer = max(d for d in range(1, devices + 1) if num_members % d == 0)
+        raise ValueError(
+            f"M = {num_members} members cannot be split evenly over {devices} devices; choose M a multiple of "
+            f"{devices} (e.g. {-(-num_members // devices) * devices} members: more seeds or degrees) or a mesh of "
+            f"{fewer} devices (member_mesh(jax.devices()[:{fewer}]))")
+
+
+def _is_key(leaf) -> bool:
+    return jnp.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+
+
+def _place(leaf, sharding: NamedSharding):
+    """One leaf on ``sharding``; in a multi-process run from the same host value in every process."""
+    if _is_key(leaf):
+        return jax.random.wrap_key_data(_place(jax.random.key_data(leaf), sharding), impl=jax.random.key_impl(leaf))
+    if jax.process_count() == 1 or (isinstance(leaf, jax.Array) and not leaf.is_fully_addressable):
+        return jax.device_put(leaf, sharding)
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def shard_members(tree, mesh: Mesh):
+    """Every leaf ``[M, ...]`` split over ``"members"`` (leaf ``i`` of member ``m`` on device ``m // (M / n)``).
+
+    Raises ``ValueError`` for a leaf without a leading axis, leaves with different ``M``, or ``M`` not a multiple
+    of the device count.
+    """
+    leaves = jax.tree.leaves(tree)
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+    if None in sizes or len(sizes) > 1:
+        raise ValueError(f"shard_members needs leaves with the same leading member axis, got leading sizes "
+                         f"{sorted(sizes, key=str)}")
+    if sizes:
+        check_divisible(sizes.pop(), mesh)
+    sharding = member_sharding(mesh)
+    return jax.tree.map(lambda leaf: _place(leaf, sharding), tree)
+
+
+def replicate(tree, mesh: Mesh):
+    """Every leaf copied whole to every device of the mesh (the shared dataset, scalars)."""
+    sharding = replicated_sharding(mesh)
+    return jax.tree.map(lambda leaf: _place(leaf, sharding), tree)
+
+
+def gather_members(tree):
+    """Global arrays as host numpy arrays on every process (``process_allgather``; a copy when single-process)."""
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _on_members(function: Callable, mesh: Mesh, num_member_args: int, num_shared_args: int) -> Callable:
+    """``function`` run per device on its local members: the first ``num_member_args`` arguments and all outputs
+    split over ``"members"``, the remaining ``num_shared_args`` replicated; no communication between devices.
+
+    ``check_vma=False``: the check only concerns collectives (there are none) and it rejects
+    ``jax.random.fold_in`` of a per-member typed key by a replicated epoch number (jax 0.10).
+    """
+    members, shared = PartitionSpec(MEMBER_AXIS), PartitionSpec()
+    return jax.shard_map(function, mesh=mesh, in_specs=(members,) * num_member_args + (shared,) * num_shared_args,
+                         out_specs=members, check_vma=False)
+
+
+def sharded_init_members(model: nn.Module, tx: optax.GradientTransformation, keys: jax.Array,
+                         sample_x: jax.Array, mesh: Mesh) -> MemberState:
+    """Stacked fresh states ``[M]`` created in place on their devices (never all on one device first).
+
+    Same values as :func:`jaxmem.train.loop.init_members` for the same typed init keys ``[M]``.
+    """
+    local = jax.vmap(partial(init_member, model, tx), in_axes=(0, None))
+    init = jax.jit(_on_members(local, mesh, 1, 1))
+    return init(shard_members(keys, mesh), replicate(sample_x, mesh))
+
+
+def place_run(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, labels, init_keys: jax.Array,
+              train_keys: jax.Array, data: DeviceData) -> tuple[MemberState, jax.Array, jax.Array, DeviceData]:
+    """A run's device inputs on the mesh, once: ``(state [M], labels [M, N], train_keys [M], data)``.
+
+    Fresh states come from :func:`sharded_init_members`; labels and keys are split over ``"members"``; the
+    dataset is replicated (so the epoch function does not copy it again every epoch).
+    """
+    return (sharded_init_members(model, tx, init_keys, data.x_train[:1], mesh), shard_members(labels, mesh),
+            shard_members(train_keys, mesh), replicate(data, mesh))
+
+
+def sharded_epoch_fn(model: nn.Module, tx: optax.GradientTransformation, spec: TrainSpec, num_train: int,
+                     mesh: Mesh, eval_batch_size: int = EVAL_BATCH_SIZE) -> Callable:
+    """``epoch_fn(state [M], labels [M, N], keys [M], epoch [], data) -> (state [M], EvalMetrics [M])``, jitted.
+
+    Same contract as :func:`jaxmem.train.loop.make_epoch_fn`, same results up to float rounding: each device
+    runs ``vmap`` of :func:`jaxmem.train.loop.make_member_epoch` over its own ``M / n`` members under
+    :func:`jax.shard_map`, so the compiled program is the single-device epoch on a member slice, with no
+    collectives (plain ``jit`` with shardings would leave it to the SPMD partitioner to carry the member split
+    through the scan, the gathers and the frozen-member select). State, labels and keys are split over
+    ``"members"`` (:func:`shard_members`, which explains a member count the mesh cannot split); ``epoch`` and
+    ``data`` are replicated (:func:`replicate`); host numpy inputs are placed automatically. Outputs stay split.
+    The input state is donated.
+    """
+    member_epoch = make_member_epoch(model, tx, spec, num_train, eval_batch_size=eval_batch_size)
+    local_epoch = jax.vmap(member_epoch, in_axes=(0, 0, 0, None, None))
+    split, whole = member_sharding(mesh), replicated_sharding(mesh)
+    return jax.jit(_on_members(local_epoch, mesh, 3, 2), donate_argnums=0,
+                   in_shardings=(split, split, split, whole, whole), out_shardings=split,
+                   compiler_options=epoch_compiler_options(mesh.devices.flat[0].platform))
+
+
+def _pad_width(probe: masc.MascProbe, width: int) -> masc.MascProbe:
+    """Zero scoring columns up to ``width``, where :func:`jaxmem.probes.masc.fit` would put them for that width:
+    after the top-k columns, before the complement columns (which are the trailing eigenvectors)."""
+    pad = width - probe.basis.shape[-1]
+    if pad == 0:
+        return probe
+    after = jnp.pad(probe.basis, ((0, 0), (0, 0), (0, 0), (0, pad)))
+    before = jnp.pad(probe.basis, ((0, 0), (0, 0), (0, 0), (pad, 0)))
+    return probe._replace(basis=jnp.where(probe.complement[..., None, None], before, after))
+
+
+def sharded_masc_fit(features, labels, num_classes: int, mesh: Mesh, variance: float | int = 0.99,
+                     precision: str = "fast", *, chunk_size: int = 512, dual: str | bool = "auto") -> masc.MascProbe:
+    """:func:`jaxmem.probes.masc.fit` of ``features [M, N, D]`` with every device fitting its own members.
+
+    Args:
+      features: ``[M, N, D]`` host array or global array (split over ``"members"`` if it is not already).
+      labels: ``[N]`` or ``[M, N]`` host integer grouping labels (every process passes all of them).
+      mesh: a :func:`member_mesh`; ``M`` must be a multiple of its device count.
+      variance, precision, chunk_size, dual: as for :func:`jaxmem.probes.masc.fit`.
+
+    Returns:
+      A :class:`~jaxmem.probes.masc.MascProbe` whose leaves ``[M, ...]`` are split over ``"members"``. The fit
+      is host-driven (per-class schedules, a data-dependent scoring width), so it is not one jitted program: each
+      local device's slice goes through ``masc.fit`` on that device (one thread per local device), and the
+      scoring width is the largest over all slices (an all-process maximum). Each member's fit is the unsharded
+      computation (bit-identical on one CPU host in ``tests/test_sharding.py``), except that dual-problem
+      classes (``0 < N_c < D``) solve a kernel padded to the longest such class of the slice rather than of all
+      members; XLA may round both differently on other layouts (2 processes: bases within 3e-6, same
+      predictions).
+    """
+    if np.ndim(features) != 3:
+        raise ValueError(f"features must be [M, N, D], got shape {np.shape(features)}")
+    num_members, num_samples = np.shape(features)[:2]
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        labels = np.broadcast_to(labels, (num_members, labels.shape[0]))
+    if labels.ndim != 2 or labels.shape != (num_members, num_samples):
+        raise ValueError(f"labels must be [N] or [M, N] = [{num_members}, {num_samples}] for features "
+                         f"{np.shape(features)}, got shape {labels.shape}")
+    check_divisible(num_members, mesh)
+    sharding = member_sharding(mesh)
+    if not (isinstance(features, jax.Array) and features.sharding.is_equivalent_to(sharding, 3)):
+        features = shard_members(features, mesh)
+
+    def fit_slice(shard):
+        members = shard.index[0]
+        with jax.default_device(shard.device):
+            return masc.fit(shard.data, labels[members], num_classes, variance, precision, chunk_size=chunk_size,
+                            dual=dual)
+
+    shards = features.addressable_shards
+    with ThreadPoolExecutor(len(shards)) as pool:  # device work overlaps; each device compiles its own programs
+        probes = list(pool.map(fit_slice, shards))
+    local_width = max(p.basis.shape[-1] for p in probes)
+    width = int(np.max(multihost_utils.process_allgather(np.asarray(local_width))))
+    with masc.precision_context(precision == "exact"):
+        probes = [jax.device_put(_pad_width(p, width), shard.device) for p, shard in zip(probes, shards)]
+        fields = []
+        for parts in zip(*probes):
+            shape = (num_members, *parts[0].shape[1:])
+            fields.append(jax.make_array_from_single_device_arrays(shape, sharding, list(parts)))
+    return masc.MascProbe(*fields)
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, **kwargs) -> None:
+    """Join a multi-host run: :func:`jax.distributed.initialize`, once per process, before any other JAX call.
+
+    Arguments left out come from ``JAX_COORDINATOR_ADDRESS`` (``host:port`` of process 0, read by JAX),
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (read here), else from JAX's cluster detection (SLURM, Open MPI,
+    Kubernetes, Cloud TPU). Afterwards :func:`jax.devices` lists every process's devices, so :func:`member_mesh`
+    spans all hosts. A single-process run needs no call. ``kwargs`` go to :func:`jax.distributed.initialize`
+    (e.g. ``local_device_ids``).
+    """
+    if num_processes is None and "JAX_NUM_PROCESSES" in os.environ:
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and "JAX_PROCESS_ID" in os.environ:
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id, **kwargs)
+
+
+__all__ = [
+    "MEMBER_AXIS",
+    "check_divisible",
+    "gather_members",
+    "initialize_distributed",
+    "member_mesh",
+    "member_sharding",
+    "place_run",
+    "replicate",
+    "replicated_sharding",
+    "shard_members",
+    "sharded_epoch_fn",
+    "sharded_init_members",
+    "sharded_masc_fit",
+]
