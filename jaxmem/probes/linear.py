@@ -33,8 +33,8 @@ from jaxmem.probes.masc import (
     _check_precision,
     _fit_dual,
     _fit_primal,
-    _with_member_axis,
     precision_context,
+    prepare_fit,
     spectrum,
 )
 
@@ -83,29 +83,20 @@ def fit(
       rule uses each member's own training mean (the mean over all N samples, whatever their labels).
     """
     _check_precision(precision)
-    has_member_axis = np.ndim(features) == 3 or np.ndim(labels) == 2
-    shared, labels = _with_member_axis(features, labels, num_classes)
     exact = precision == "exact"
     with precision_context(exact):
-        dtype = jnp.float64 if exact else jnp.float32
-        features = jnp.asarray(features, dtype)
-        if not bool(jnp.isfinite(features).all()):
-            raise ValueError("features contain NaN or infinite values")
-        members, dim = labels.shape[0], features.shape[-1]
-        counts = np.stack([np.bincount(y, minlength=num_classes) for y in labels])  # [M, C]
-        use_dual = (counts > 0) & (counts < dim) if dual == "auto" else (counts > 0) & bool(dual)
-        use_primal = (counts > 0) & ~use_dual
-        vectors = jnp.zeros((members, num_classes, dim), dtype)
+        x = prepare_fit(features, labels, num_classes, exact, dual)
+        vectors = jnp.zeros((x.labels.shape[0], num_classes, x.features.shape[-1]), x.features.dtype)
         pm, pc, values, eigenvectors, _ = _fit_primal(
-            features, shared, labels, counts, use_primal, num_classes, _TOP_COMPONENT, chunk_size
+            x.features, x.shared, x.labels, x.counts, x.use_primal, num_classes, _TOP_COMPONENT, chunk_size
         )
         if len(pm):
             vectors = vectors.at[pm, pc].set(_leading(values, eigenvectors))
-        dm, dc, values, basis, _ = _fit_dual(features, shared, labels, counts, use_dual, _TOP_COMPONENT)
+        dm, dc, values, basis, _ = _fit_dual(x.features, x.shared, x.labels, x.counts, x.use_dual, _TOP_COMPONENT)
         if len(dm):
             vectors = vectors.at[dm, dc].set(_leading(values, basis))
-        vectors = _orient(vectors, features.mean(-2))
-    return LinearProbe(vectors if has_member_axis else vectors[0])
+        vectors = _orient(vectors, x.features.mean(-2))
+    return LinearProbe(vectors if x.has_member_axis else vectors[0])
 
 
 def fit_from_gram(state: GramState, mean_feature, precision: str = "fast") -> LinearProbe:

@@ -106,6 +106,34 @@ def _with_member_axis(features, labels, num_classes):
     return features_ndim == 2, labels
 
 
+class FitInputs(NamedTuple):
+    """Validated inputs of a per-class fit (see :func:`prepare_fit`)."""
+
+    features: jax.Array  # [M|1, N, D] or [N, D] in the mode's dtype (float64 exact, float32 fast)
+    labels: np.ndarray  # [M, N] int
+    shared: bool  # features without a member axis, shared by all members
+    counts: np.ndarray  # [M, C] samples per class
+    use_primal: np.ndarray  # [M, C] bool: D × D Gram eigenproblem
+    use_dual: np.ndarray  # [M, C] bool: N_c × N_c problem (non-empty classes with fewer samples than D)
+    has_member_axis: bool  # the caller passed a member axis (features [M, N, D] or labels [M, N])
+
+
+def prepare_fit(features, labels, num_classes: int, exact: bool, dual="auto") -> FitInputs:
+    """Check and cast a fit's inputs and choose primal or dual per class; call inside :func:`precision_context`.
+
+    ``dual``: "auto" (dual where N_c < D), True (dual for every non-empty class) or False (never).
+    """
+    has_member_axis = np.ndim(features) == 3 or np.ndim(labels) == 2
+    shared, labels = _with_member_axis(features, labels, num_classes)
+    features = jnp.asarray(features, jnp.float64 if exact else jnp.float32)
+    if not bool(jnp.isfinite(features).all()):
+        raise ValueError("features contain NaN or infinite values")
+    counts = np.stack([np.bincount(y, minlength=num_classes) for y in labels])  # [M, C]
+    dim = features.shape[-1]
+    use_dual = (counts > 0) & (counts < dim) if dual == "auto" else (counts > 0) & bool(dual)
+    return FitInputs(features, labels, shared, counts, (counts > 0) & ~use_dual, use_dual, has_member_axis)
+
+
 # -------------------------------------------------------------------------------------------- pure kernels
 
 
@@ -241,23 +269,14 @@ def fit(
     """
     _check_precision(precision)
     variance = check_variance(variance)
-    has_member_axis = np.ndim(features) == 3 or np.ndim(labels) == 2
-    shared, labels = _with_member_axis(features, labels, num_classes)
     exact = precision == "exact"
     with precision_context(exact):
-        dtype = jnp.float64 if exact else jnp.float32
-        features = jnp.asarray(features, dtype)
-        if not bool(jnp.isfinite(features).all()):
-            raise ValueError("features contain NaN or infinite values")
-        members, n = labels.shape
-        dim = features.shape[-1]
-        counts = np.stack([np.bincount(y, minlength=num_classes) for y in labels])  # [M, C]
-        use_dual = (counts > 0) & (counts < dim) if dual == "auto" else (counts > 0) & bool(dual)
-        use_primal = (counts > 0) & ~use_dual
-        primal = _fit_primal(features, shared, labels, counts, use_primal, num_classes, variance, chunk_size)
-        dual_part = _fit_dual(features, shared, labels, counts, use_dual, variance)
-        probe = _finish((members, num_classes), dim, dtype, primal, dual_part)
-    return probe if has_member_axis else jax.tree.map(lambda a: a[0], probe)
+        x = prepare_fit(features, labels, num_classes, exact, dual)
+        primal = _fit_primal(x.features, x.shared, x.labels, x.counts, x.use_primal, num_classes, variance,
+                             chunk_size)
+        dual_part = _fit_dual(x.features, x.shared, x.labels, x.counts, x.use_dual, variance)
+        probe = _finish((x.labels.shape[0], num_classes), x.features.shape[-1], x.features.dtype, primal, dual_part)
+    return probe if x.has_member_axis else jax.tree.map(lambda a: a[0], probe)
 
 
 def _fit_primal(features, shared, labels, counts, use_primal, num_classes, variance, chunk_size):
