@@ -61,6 +61,10 @@ def add_member_arguments(parser: argparse.ArgumentParser, degrees: str, seeds: s
                              "per_member: independent JAX noise per seed")
 
 
+def split_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def print_table(header: list[str], rows: list[list]) -> None:
     cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
@@ -201,7 +205,7 @@ def cmd_run(args) -> None:
     table = run_memorization(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
                              checkpoint_epochs=checkpoint_epochs, variance=args.variance,
                              precision=args.precision, memory_budget=args.memory_budget_gib * 2**30,
-                             extra_probes=[name.strip() for name in args.probes.split(",") if name.strip()])
+                             extra_probes=split_names(args.probes))
     rows = summary(table)
     rows = rows[rows["probe"] == "masc"]
     best = {kind: rows[rows["subspace_labels"] == kind].set_index("degree") for kind in ("corrupted", "true")}
@@ -215,6 +219,73 @@ def cmd_run(args) -> None:
     (out / "summary.md").write_text(summary_markdown(table) + "\n")
     plot = plot_layers(table, out / "layers.png")
     print(f"results: {out / 'results.csv'}; summary: {out / 'summary.md'}; plot: {plot}")
+
+
+# ------------------------------------------------------------------------------------------ paper 2: dynamics, edit
+
+
+def add_dynamics_parser(subparsers) -> None:
+    parser = subparsers.add_parser("dynamics", help="train keeping parameters on the paper-2 epoch schedule, then "
+                                                    "probe every layer at every kept epoch",
+                                   description="Train members keeping their parameters at the epochs of "
+                                               "--checkpoint-epochs (default: paper2 = 0, 1, 3, …, 19, 20, 25, …), "
+                                               "then probe every layer at every kept epoch with MASC and the "
+                                               "extra probes; rows with their epoch go to OUT/results.csv. "
+                                               "Resumable.")
+    add_training_arguments(parser, degrees="0.8")
+    parser.set_defaults(checkpoint_epochs="paper2")
+    parser.add_argument("--variance", type=parse_variance, default=0.99)
+    parser.add_argument("--probes", default="linear", help="extra probes besides MASC (default: linear)")
+    parser.set_defaults(run=cmd_dynamics)
+
+
+def cmd_dynamics(args) -> None:
+    from jaxmem.experiments.dynamics import run_dynamics
+
+    dataset, members, spec, out, checkpoint_epochs = training_setup(args)
+    table = run_dynamics(dataset, members, spec, out, checkpoint_epochs=checkpoint_epochs,
+                         resume=not args.no_resume, progress=not args.quiet, variance=args.variance,
+                         extra_probes=split_names(args.probes))
+    tests = table[(table["split"] == "test") & (table["subspace_labels"] != "true")]
+    curves = tests.pivot_table(index="epoch", columns=["probe", "layer"], values="accuracy", aggfunc="mean")
+    print(f"test accuracy (mean over members) per epoch, {len(curves)} epochs:")
+    print((100 * curves).round(1).to_string())
+    print(f"results: {out / 'results.csv'}")
+
+
+def add_edit_parser(subparsers) -> None:
+    parser = subparsers.add_parser("edit", help="replace the last layer by the linear probe of the layer feeding it",
+                                   description="Train members (or reuse a finished run in OUT), fit the linear "
+                                               "probe on the layer feeding the last Dense layer (MLP fc4, CNN fc3, "
+                                               "AlexNet fc2, ResNet pool) and put its vectors into that layer's "
+                                               "kernel; print and append the edited model's accuracies.")
+    add_training_arguments(parser, degrees="0.8")
+    parser.add_argument("--keep-bias", action="store_true", help="keep the last layer's bias (default: zero)")
+    parser.add_argument("--subspace-labels", default="corrupted", choices=["corrupted", "true"])
+    parser.set_defaults(run=cmd_edit)
+
+
+def cmd_edit(args) -> None:
+    from jaxmem.experiments.dynamics import edit_rows
+    from jaxmem.report import final_model_rows
+    from jaxmem.results import append_rows, read_rows
+    from jaxmem.train import fit_members
+
+    dataset, members, spec, out, checkpoint_epochs = training_setup(args)
+    fit_members(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
+                checkpoint_epochs=checkpoint_epochs)
+    rows = edit_rows(dataset, members, spec, out, keep_bias=args.keep_bias, subspace_labels=args.subspace_labels)
+    model = final_model_rows(read_rows(out / "results.csv"))
+    append_rows(out / "results.csv", rows)
+    accuracy = {(r["member"], r["split"], r["scored_against"]): r["accuracy"] for r in rows}
+    model_acc = {(r.member, r.split, r.scored_against): r.accuracy for r in model.itertuples()}
+    keys = [("train", "corrupted"), ("train", "true"), ("test", "true")]
+    print(f"last layer edited with the linear probe ({args.subspace_labels} labels, bias "
+          f"{'kept' if args.keep_bias else 'zero'}): accuracy, model → edited")
+    print_table(["member", "degree", "seed"] + [f"{split} vs {against}" for split, against in keys],
+                [[m, member.degree, member.seed] + [f"{model_acc[(m, *key)]:.4f} → {accuracy[(m, *key)]:.4f}"
+                                                      for key in keys] for m, member in enumerate(members)])
+    print(f"results: {out / 'results.csv'}")
 
 
 # --------------------------------------------------------------------------------------------------- verify
@@ -239,9 +310,8 @@ def add_verify_parser(subparsers) -> None:
 def cmd_verify(args) -> int:
     from jaxmem import verify
 
-    split = lambda text: tuple(v.strip() for v in text.split(",") if v.strip())
     results = verify.run_all(args.data_dir, steps=args.steps, cnn_steps=args.cnn_steps, seed=args.seed,
-                             models=split(args.models), datasets=split(args.datasets))
+                             models=split_names(args.models), datasets=split_names(args.datasets))
     print(verify.format_report(results))
     return 1 if any(verify.status(r) == "FAIL" for r in results) else 0
 
@@ -255,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_probe_parser(subparsers)
     add_train_parser(subparsers)
     add_run_parser(subparsers)
+    add_dynamics_parser(subparsers)
+    add_edit_parser(subparsers)
     add_verify_parser(subparsers)
     return parser
 
