@@ -288,6 +288,32 @@ def cmd_edit(args) -> None:
     print(f"results: {out / 'results.csv'}")
 
 
+# --------------------------------------------------------------------------------------------------- report
+
+
+def add_report_parser(subparsers) -> None:
+    parser = subparsers.add_parser("report", help="summary table and plots from a results table",
+                                   description="Read a results.csv (any experiment) and write report.md with the "
+                                               "paper-style summary table and PNG plots into --out.")
+    parser.add_argument("results", type=Path, help="a results.csv written by jaxmem")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: beside the table)")
+    parser.add_argument("--title", default=None)
+    parser.set_defaults(run=cmd_report)
+
+
+def cmd_report(args) -> None:
+    from jaxmem.report import write_report
+    from jaxmem.results import read_rows
+
+    if not args.results.exists():
+        raise FileNotFoundError(f"no results table at {args.results}")
+    table = read_rows(args.results)
+    if table.empty:
+        raise ValueError(f"{args.results} has no rows")
+    page = write_report(table, args.out or args.results.parent, title=args.title or f"jaxmem report: {args.results}")
+    print(f"report: {page}")
+
+
 # --------------------------------------------------------------------------------------------------- verify
 
 
@@ -327,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(subparsers)
     add_dynamics_parser(subparsers)
     add_edit_parser(subparsers)
+    add_report_parser(subparsers)
     add_verify_parser(subparsers)
     return parser
 

@@ -1,7 +1,9 @@
 """Tables and plots derived from a results table alone (SPEC §8).
 
 ``summary`` is the paper-style table: per (dataset, model, degree), the model's final test accuracy and, per
-probe and subspace kind, the best layer's test accuracy (mean ± std over seeds; the layer chosen by the mean).
+probe and subspace kind, the best layer's test accuracy (mean ± std over seeds; the layer chosen by the mean) at
+each member's last probed epoch. ``write_report`` writes it with the plots (accuracy vs layer, vs degree and, for
+tables with several probed epochs, vs epoch) as a Markdown page.
 """
 from __future__ import annotations
 
@@ -19,8 +21,12 @@ def final_model_rows(df):
     return model[model["epoch"] == last]
 
 
-def _probe_test_rows(df):
-    return df[(df["probe"] != "model") & (df["split"] == "test") & (df["scored_against"] == "true")]
+def _probe_test_rows(df, *, last_epoch: bool = True):
+    """Probe rows scoring the test set against the true labels; by default only each member's last probed epoch."""
+    rows = df[(df["probe"] != "model") & (df["split"] == "test") & (df["scored_against"] == "true")]
+    if last_epoch and not rows.empty:
+        rows = rows[rows["epoch"] == rows.groupby("member")["epoch"].transform("max")]
+    return rows
 
 
 def summary(df):
@@ -62,11 +68,7 @@ def summary_markdown(df) -> str:
 
 def plot_layers(df, path: str | Path) -> Path:
     """Test accuracy vs layer, one line per degree, the model's final test accuracy as a dashed reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     probes = _probe_test_rows(df)
     model = final_model_rows(df)
     model = model[model["split"] == "test"].groupby("degree")["accuracy"].mean()
@@ -92,4 +94,90 @@ def plot_layers(df, path: str | Path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_degrees(df, path: str | Path) -> Path:
+    """Best-layer test accuracy vs corruption degree, one line per (probe, subspace kind), and the model's."""
+    plt = _pyplot()
+    table = summary(df)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    model = table.drop_duplicates("degree").sort_values("degree")
+    ax.plot(model["degree"], model["model_test"], "k--o", label="model")
+    for (probe, kind), rows in table.groupby(["probe", "subspace_labels"]):
+        rows = rows.sort_values("degree")
+        ax.errorbar(rows["degree"], rows["best_test"], yerr=rows["best_test_std"].fillna(0), marker="o",
+                    capsize=3, label=f"{probe} ({kind}), best layer")
+    ax.set_xlabel("corruption degree p")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_dynamics(df, path: str | Path) -> Path:
+    """Test accuracy vs epoch: one panel per (degree, probe) with a line per layer, the model's curve dashed."""
+    plt = _pyplot()
+    probes = _probe_test_rows(df, last_epoch=False)
+    probes = probes[probes["subspace_labels"] == "corrupted"]
+    model = df[(df["probe"] == "model") & (df["split"] == "test")].groupby(["degree", "epoch"])["accuracy"].mean()
+    panels = list(dict.fromkeys(zip(probes["degree"], probes["probe"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False, sharey=True)
+    for ax, (degree, probe) in zip(axes[0], panels):
+        rows = probes[(probes["degree"] == degree) & (probes["probe"] == probe)]
+        for layer, curve in rows.groupby("layer", sort=False):
+            curve = curve.groupby("epoch")["accuracy"].mean()
+            ax.plot(curve.index, curve.values, "o-", markersize=3, label=layer)
+        if degree in model.index.get_level_values(0):
+            ax.plot(model[degree].index, model[degree].values, "k--", label="model")
+        ax.set_title(f"p = {degree:g}, {probe} (corrupted labels)")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def peak_epochs(df):
+    """Per (degree, probe, layer) — the model as probe "model" — the epoch of the highest mean test accuracy."""
+    rows = df[(df["split"] == "test") & (df["scored_against"] == "true") & (df["subspace_labels"] != "true")]
+    curves = rows.groupby(["degree", "probe", "layer", "epoch"])["accuracy"].mean().reset_index()
+    best = curves.loc[curves.groupby(["degree", "probe", "layer"])["accuracy"].idxmax()]
+    return best.rename(columns={"epoch": "peak_epoch", "accuracy": "peak_test"}).reset_index(drop=True)
+
+
+def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report") -> Path:
+    """``out_dir/report.md`` with the summary table and the plots beside it (PNG); returns the page's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = [f"# {title}", "", "Test accuracy (%) after memorisation: the model, and each probe's best layer "
+             "(mean ± std over seeds).", "", summary_markdown(df), "",
+             f"![accuracy vs layer]({plot_layers(df, out_dir / 'layers.png').name})", "",
+             f"![accuracy vs degree]({plot_degrees(df, out_dir / 'degrees.png').name})"]
+    probed_epochs = df.loc[df["probe"] != "model", "epoch"].nunique()
+    if probed_epochs > 1:
+        peaks = peak_epochs(df)
+        parts += ["", "## Dynamics", "", f"![accuracy vs epoch]({plot_dynamics(df, out_dir / 'dynamics.png').name})",
+                  "", "| degree | probe | layer | peak epoch | peak test |", "|---|---|---|---|---|"]
+        parts += [f"| {r.degree:g} | {r.probe} | {r.layer} | {r.peak_epoch} | {100 * r.peak_test:.1f} |"
+                  for r in peaks.itertuples()]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(parts) + "\n")
     return path

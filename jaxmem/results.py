@@ -30,6 +30,9 @@ COLUMNS = MEMBER_COLUMNS + (
 )
 
 
+TEXT_COLUMNS = ("dataset", "model", "label_rule", "probe", "layer", "subspace_labels", "split", "scored_against")
+
+
 def member_fields(index: int, member: MemberSpec) -> dict:
     """The member columns of a row."""
     return {"member": index, **{k: v for k, v in dataclasses.asdict(member).items()}}
@@ -87,13 +90,18 @@ def append_rows(path: str | Path, rows: Iterable[Mapping]) -> int:
 
 
 def read_rows(path: str | Path):
-    """Read a results table as a pandas DataFrame (pandas is imported lazily)."""
+    """Read a results table as a pandas DataFrame (pandas is imported lazily).
+
+    Text columns are read as text even when every value looks like something else (e.g. ``scored_against`` all
+    "true" would otherwise become booleans).
+    """
     import pandas as pd
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no results table at {path}")
-    return pd.read_csv(path)
+    return pd.read_csv(path, dtype={name: str for name in TEXT_COLUMNS}, keep_default_na=False,
+                       na_values={name: ["", "nan", "NaN"] for name in COLUMNS if name not in TEXT_COLUMNS})
 
 
 def truncate_rows(path: str | Path, keep: int) -> None:

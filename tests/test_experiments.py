@@ -164,3 +164,19 @@ def test_extra_probes_give_rows_that_match_the_probe_itself(digits, two_mlps):
     np.testing.assert_array_equal(got.to_numpy(), (predicted == digits.y_test).sum(axis=1))
     with pytest.raises(ValueError, match="unknown probes"):
         probe_members(model, "mlp", variables, digits, members, epoch=1, extra_probes=("svm",))
+
+
+def test_report_page_from_a_tiny_table_with_dynamics(tmp_path):
+    table = synthetic_table()
+    early = table[(table["probe"] == "masc")].assign(epoch=1, accuracy=0.95)  # probes peak at epoch 1
+    table = pd.concat([table, early], ignore_index=True)
+    assert summary(table).set_index("degree").loc[0.8, "best_test"] == pytest.approx(0.775)  # last epoch only
+    path = tmp_path / "results.csv"
+    table.to_csv(path, index=False)
+    assert main(["report", str(path), "--out", str(tmp_path / "page")]) == 0
+    page = (tmp_path / "page" / "report.md").read_text()
+    assert "| mnist | mlp | 0.8 | 2 | 50.5 ± 0.7 | masc | corrupted | fc2 | 77.5 ± 0.7 |" in page
+    assert "| 0.8 | masc | fc1 | 1 | 95.0 |" in page and "| 0.8 | model | output | 9 | 50.5 |" in page
+    for name in ("layers.png", "degrees.png", "dynamics.png"):
+        assert f"({name})" in page and (tmp_path / "page" / name).stat().st_size > 1000
+    assert main(["report", str(tmp_path / "missing.csv")]) == 2
