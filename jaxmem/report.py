@@ -171,8 +171,8 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report") -> Pa
              "(mean ± std over seeds).", "", summary_markdown(df), "",
              f"![accuracy vs layer]({plot_layers(df, out_dir / 'layers.png').name})", "",
              f"![accuracy vs degree]({plot_degrees(df, out_dir / 'degrees.png').name})"]
-    probed_epochs = df.loc[df["probe"] != "model", "epoch"].nunique()
-    if probed_epochs > 1:
+    probed_epochs = df[df["probe"] != "model"].groupby("member")["epoch"].nunique()
+    if not probed_epochs.empty and probed_epochs.max() > 1:
         peaks = peak_epochs(df)
         parts += ["", "## Dynamics", "", f"![accuracy vs epoch]({plot_dynamics(df, out_dir / 'dynamics.png').name})",
                   "", "| degree | probe | layer | peak epoch | peak test |", "|---|---|---|---|---|"]
