@@ -262,6 +262,10 @@ def add_edit_parser(subparsers) -> None:
     add_training_arguments(parser, degrees="0.8")
     parser.add_argument("--keep-bias", action="store_true", help="keep the last layer's bias (default: zero)")
     parser.add_argument("--subspace-labels", default="corrupted", choices=["corrupted", "true"])
+    parser.add_argument("--edit-epoch", type=int, default=None,
+                        help="edit at this kept epoch (see --checkpoint-epochs) and continue training to "
+                             "--continue-to beside the unedited members; writes OUT/edit_continue_<E>.csv and .png")
+    parser.add_argument("--continue-to", type=int, default=100, help="last epoch of the continued training")
     parser.set_defaults(run=cmd_edit)
 
 
@@ -272,8 +276,13 @@ def cmd_edit(args) -> None:
     from jaxmem.train import fit_members
 
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
+    if args.edit_epoch is not None and args.edit_epoch not in checkpoint_epochs:
+        checkpoint_epochs = sorted({*checkpoint_epochs, args.edit_epoch})
     fit_members(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
                 checkpoint_epochs=checkpoint_epochs)
+    if args.edit_epoch is not None:
+        edit_continue(args, dataset, members, spec, out)
+        return
     rows = edit_rows(dataset, members, spec, out, keep_bias=args.keep_bias, subspace_labels=args.subspace_labels)
     model = final_model_rows(read_rows(out / "results.csv"))
     append_rows(out / "results.csv", rows)
@@ -286,6 +295,20 @@ def cmd_edit(args) -> None:
                 [[m, member.degree, member.seed] + [f"{model_acc[(m, *key)]:.4f} → {accuracy[(m, *key)]:.4f}"
                                                       for key in keys] for m, member in enumerate(members)])
     print(f"results: {out / 'results.csv'}")
+
+
+def edit_continue(args, dataset, members, spec, out) -> None:
+    from jaxmem.experiments.dynamics import edit_then_continue
+    from jaxmem.report import plot_edit_continue
+
+    table = edit_then_continue(dataset, members, spec, out, edit_epoch=args.edit_epoch,
+                               until_epoch=args.continue_to, keep_bias=args.keep_bias, progress=not args.quiet)
+    path = out / f"edit_continue_{args.edit_epoch}.csv"
+    table.to_csv(path, index=False)
+    test = table[(table["split"] == "test")].pivot_table(index="epoch", columns="probe", values="accuracy")
+    print(f"test accuracy (%), edited at epoch {args.edit_epoch} vs unedited:")
+    print((100 * test).round(1).iloc[[0, len(test) // 2, -1]].to_string())
+    print(f"table: {path}; plot: {plot_edit_continue(table, path.with_suffix('.png'))}")
 
 
 # --------------------------------------------------------------------------------------------------- report

@@ -177,3 +177,27 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report") -> Pa
     path = out_dir / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path
+
+
+def plot_edit_continue(df, path: str | Path) -> Path:
+    """Edit then continue: accuracy vs epoch, edited (solid) vs unedited (dashed), one panel per degree."""
+    plt = _pyplot()
+    curves = [("test", "true", "test"), ("train", "corrupted", "train vs corrupted"),
+              ("train_flipped", "corrupted", "flipped vs corrupted"), ("train_unflipped", "true", "unflipped")]
+    degrees = sorted(df["degree"].unique())
+    fig, axes = plt.subplots(1, len(degrees), figsize=(5 * len(degrees), 3.8), squeeze=False, sharey=True)
+    colors = plt.cm.tab10(np.arange(len(curves)))
+    for ax, degree in zip(axes[0], degrees):
+        rows = df[df["degree"] == degree]
+        for color, (split, against, name) in zip(colors, curves):
+            part = rows[(rows["split"] == split) & (rows["scored_against"] == against)]
+            for branch, style in (("edited", "-"), ("unedited", "--")):
+                curve = part[part["probe"] == branch].groupby("epoch")["accuracy"].mean()
+                ax.plot(curve.index, curve.values, style, color=color,
+                        label=f"{name} ({branch})" if degree == degrees[-1] else None)
+        ax.set_title(f"p = {degree:g}: edited (solid) vs unedited (dashed)")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][-1].legend(fontsize=6)
+    return _save(plt, fig, path)

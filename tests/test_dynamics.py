@@ -9,7 +9,8 @@ from jaxmem.cli import main
 from jaxmem.config import paper_train_spec
 from jaxmem.data import load_dataset, member_train_labels, normalize, subset
 from jaxmem.editing import edit_layer
-from jaxmem.experiments.dynamics import edit_rows, member_predictions, run_dynamics, saved_epochs
+from jaxmem.experiments.dynamics import (edit_rows, edit_then_continue, member_predictions, run_dynamics,
+                                         saved_epochs)
 from jaxmem.features import collect_activations, member_variables
 from jaxmem.members import member_grid
 from jaxmem.models import get_model
@@ -65,3 +66,30 @@ def test_cli_edit_appends_rows_and_prints_them(tmp_path, capsys):
     table = read_rows(out / "results.csv")
     assert (table["probe"] == "edited").sum() == 3
     assert "edited" in capsys.readouterr().out
+
+
+def test_edit_then_continue_starts_at_the_edit_and_trains_both_branches(run):
+    dataset, members, spec, out, _ = run
+    table = edit_then_continue(dataset, members, spec, out, edit_epoch=1, until_epoch=3, progress=False)
+    assert set(table["epoch"]) == {1, 2, 3} and set(table["probe"]) == {"unedited", "edited"}
+    start = table[(table["epoch"] == 1) & (table["split"] == "test")].set_index(["probe", "member"])["n_correct"]
+    edited_start = pd.DataFrame(edit_rows(dataset, members, spec, out, epoch=1))
+    expected = edited_start[edited_start["split"] == "test"].sort_values("member")["n_correct"].to_numpy()
+    np.testing.assert_array_equal(start.loc["edited"].sort_index().to_numpy(), expected)
+    flipped = member_train_labels(dataset, members) != dataset.y_train
+    parts = table[(table["split"] == "train_flipped") & (table["epoch"] == 3)].groupby("member")["n_seen"].first()
+    np.testing.assert_array_equal(parts.sort_index().to_numpy(), flipped.sum(axis=1))
+    moved = table[(table["split"] == "train") & (table["scored_against"] == "corrupted")].pivot_table(
+        index="epoch", columns=["probe", "member"], values="n_correct")
+    assert (moved.loc[3] != moved.loc[1]).any()  # training went on
+    with pytest.raises(ValueError, match="until_epoch"):
+        edit_then_continue(dataset, members, spec, out, edit_epoch=3, until_epoch=3)
+
+
+def test_cli_edit_then_continue_writes_its_table_and_plot(tmp_path):
+    out = tmp_path / "run"
+    argv = ["edit", "--degrees", "0.8", "--max-epochs", "2", "--train-subset", "300", "--test-subset", "100",
+            "--edit-epoch", "1", "--continue-to", "2", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    table = pd.read_csv(out / "edit_continue_1.csv")
+    assert set(table["epoch"]) == {1, 2} and (out / "edit_continue_1.png").stat().st_size > 1000

@@ -7,6 +7,7 @@ Both read a run directory written by :func:`jaxmem.train.fit_members` and append
   interrupted probing pass resumes where it stopped.
 * :func:`edit_rows` replaces the last Dense kernel with the linear-probe vectors of the layer that feeds it
   (:mod:`jaxmem.editing`) and scores the edited model (probe ``"edited"``, layer ``"output"``).
+* :func:`edit_then_continue` edits at a kept epoch and trains on, beside the unedited members (its own table).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
@@ -25,8 +27,9 @@ from jaxmem.experiments.probing import check_probes, probe_members, probe_rows
 from jaxmem.features import collect_activations, member_variables
 from jaxmem.models import get_model
 from jaxmem.probes import linear
-from jaxmem.results import append_rows, read_rows
-from jaxmem.train import fit_members, load_member_params, paper2_epoch_schedule
+from jaxmem.results import accuracy_row, append_rows, read_rows
+from jaxmem.train import (MemberState, device_data, fit_members, load_member_params, make_epoch_fn, make_optimizer,
+                          paper2_epoch_schedule, split_member_keys)
 from jaxmem.train.loop import EPOCHS_DIR, RESULTS_FILE
 
 
@@ -109,3 +112,70 @@ def edit_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, 
                       train_predictions=member_predictions(model, edited, x_train),
                       test_predictions=member_predictions(model, edited, x_test),
                       corrupted_labels=corrupted, true_train_labels=dataset.y_train, test_labels=dataset.y_test)
+
+
+def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
+                       edit_epoch: int, until_epoch: int = 100, keep_bias: bool = False, progress: bool = True):
+    """Edit the last layer at ``edit_epoch`` (a kept epoch of the run), then keep training on the corrupted labels
+    to ``until_epoch``, side by side with the same members unedited; returns the tidy table (DataFrame).
+
+    Both branches restart from the parameters kept at ``edit_epoch`` with a fresh optimiser state (a run keeps
+    parameters, not optimiser states) and see the run's own batches (epoch ``e`` uses ``fold_in(key, e)``); nobody
+    stops at memorisation. Rows per epoch (``edit_epoch`` = the state right after the edit): probe ``"unedited"``
+    or ``"edited"``, layer ``"output"``, splits ``train`` / ``test`` / ``train_flipped`` (corrupted ≠ true label) /
+    ``train_unflipped``, scored against the corrupted and the true labels.
+    """
+    if until_epoch <= edit_epoch:
+        raise ValueError(f"until_epoch ({until_epoch}) must be after edit_epoch ({edit_epoch})")
+    model_name = members[0].model
+    model = get_model(model_name, dataset.num_classes, dropout=spec.dropout)
+    tx = make_optimizer(spec)
+    params, batch_stats = load_member_params(out_dir, edit_epoch)
+    data = device_data(dataset)
+    corrupted = member_train_labels(dataset, members)
+    layer = edit_layer(model_name)
+    acts = collect_activations(model, member_variables(params, batch_stats), data.x_train, (layer,))[layer]
+    edited = edit_params(params, linear.fit(acts, corrupted, dataset.num_classes), keep_bias=keep_bias)
+    both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params, edited)  # [2M]: unedited, then edited
+    stats = jax.tree.map(lambda a: jnp.concatenate([a, a]), batch_stats)
+    state = fresh_states(both, stats, tx)
+    labels = jnp.asarray(np.concatenate([corrupted, corrupted]))
+    _, train_keys = split_member_keys(members)
+    keys = jnp.concatenate([train_keys, train_keys])
+    epoch_fn = make_epoch_fn(model, tx, spec, len(dataset.y_train), member_chunk=None)
+    flipped = corrupted != dataset.y_train  # [M, N]
+    x_train, x_test = np.asarray(data.x_train), np.asarray(data.x_test)
+    rows = []
+
+    def record(epoch, state):
+        variables = member_variables(state.params, state.batch_stats)
+        train_pred, test_pred = member_predictions(model, variables, x_train), member_predictions(model, variables,
+                                                                                                  x_test)
+        for branch, offset in (("unedited", 0), ("edited", len(members))):
+            for m, member in enumerate(members):
+                pred, own = train_pred[offset + m], corrupted[m]
+                scored = [("train", "corrupted", pred == own), ("train", "true", pred == dataset.y_train),
+                          ("test", "true", test_pred[offset + m] == dataset.y_test)]
+                for part, mask in (("train_flipped", flipped[m]), ("train_unflipped", ~flipped[m])):
+                    scored += [(part, "corrupted", (pred == own)[mask]),
+                               (part, "true", (pred == dataset.y_train)[mask])]
+                rows.extend(accuracy_row(m, member, epoch=epoch, probe=branch, layer="output",
+                                         subspace_labels="none", split=split, scored_against=against,
+                                         n_correct=int(hits.sum()), n_seen=int(hits.size))
+                            for split, against, hits in scored)
+
+    record(edit_epoch, state)
+    for epoch in range(edit_epoch + 1, until_epoch + 1):
+        state, _ = epoch_fn(state, labels, keys, jnp.asarray(epoch, jnp.int32), data)
+        state = state._replace(active=jnp.ones_like(state.active))  # no stop rule: train to until_epoch
+        record(epoch, state)
+        if progress:
+            print(f"epoch {epoch}/{until_epoch}", end="\r", flush=True)
+    return pd.DataFrame(rows)
+
+
+def fresh_states(params, batch_stats, tx) -> MemberState:
+    """Active members ``[M]`` with the given parameters and a fresh optimiser state."""
+    members = jax.tree.leaves(params)[0].shape[0]
+    return MemberState(params=params, batch_stats=batch_stats, opt_state=jax.vmap(tx.init)(params),
+                       active=jnp.ones(members, bool), stop_epoch=jnp.full(members, -1, jnp.int32))
