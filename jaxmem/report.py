@@ -132,7 +132,7 @@ def plot_dynamics(df, path: str | Path) -> Path:
     """Test accuracy vs epoch: one panel per (degree, probe) with a line per layer, the model's curve dashed."""
     plt = _pyplot()
     probes = _probe_test_rows(df, last_epoch=False)
-    probes = probes[probes["subspace_labels"] == "corrupted"]
+    probes = probes[(probes["subspace_labels"] == "corrupted") & (probes["layer"] != "output")]  # not "edited"
     model = df[(df["probe"] == "model") & (df["split"] == "test")].groupby(["degree", "epoch"])["accuracy"].mean()
     panels = list(dict.fromkeys(zip(probes["degree"], probes["probe"])))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False, sharey=True)
@@ -146,8 +146,8 @@ def plot_dynamics(df, path: str | Path) -> Path:
         ax.set_title(f"p = {degree:g}, {probe} (corrupted labels)")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     axes[0][0].set_ylabel("test accuracy")
-    axes[0][-1].legend(fontsize=7)
     return _save(plt, fig, path)
 
 
