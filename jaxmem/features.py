@@ -39,17 +39,30 @@ def _apply_members(model, variables, x, layers):
     return jax.vmap(one)(variables)
 
 
+@functools.partial(jax.jit, static_argnames="model")
+def _member_classes(model, variables, x):
+    """Predicted classes [M, B] of all members on one shared batch x [B, ...]."""
+    return jnp.argmax(jax.vmap(lambda v: model.apply(v, x, train=False)[0])(variables), axis=-1)
+
+
+def _over_batches(batch_fn, x, batch_size: int):
+    """``batch_fn`` on consecutive batches of the shared inputs x [N, ...] (host or device), its outputs (pytrees
+    of [M, B, ...] leaves) concatenated along the sample axis."""
+    parts = [batch_fn(jnp.asarray(x[start : start + batch_size])) for start in range(0, len(x), batch_size)]
+    return jax.tree.map(lambda *chunks: jnp.concatenate(chunks, axis=1), *parts)
+
+
 def collect_activations(
     model, variables, x, layers: Sequence[str], *, batch_size: int = 1024
 ) -> dict[str, jax.Array]:
     """Activations {layer: [M, N, D]} of every member on the shared inputs x [N, ...] (float32, normalised)."""
     layers = tuple(layers)
-    parts = {name: [] for name in layers}
-    for start in range(0, len(x), batch_size):
-        acts = _apply_members(model, variables, jnp.asarray(x[start : start + batch_size]), layers)
-        for name in layers:
-            parts[name].append(acts[name])
-    return {name: jnp.concatenate(chunks, axis=1) for name, chunks in parts.items()}
+    return _over_batches(lambda batch: _apply_members(model, variables, batch, layers), x, batch_size)
+
+
+def member_predictions(model, variables, x, *, batch_size: int = 1024) -> np.ndarray:
+    """The model's predicted classes [M, N] for every member on the shared inputs x [N, ...]."""
+    return np.asarray(_over_batches(lambda batch: _member_classes(model, variables, batch), x, batch_size))
 
 
 def layer_widths(model, variables, sample_x, layers: Sequence[str]) -> dict[str, int]:
@@ -100,9 +113,9 @@ def stream_predictions(
 ) -> dict[str, np.ndarray]:
     """MASC predictions {layer: [M, N]} for every member, computing the activations batch by batch."""
     layers = tuple(probes)
-    parts = {name: [] for name in layers}
-    for start in range(0, len(x), batch_size):
-        acts = _apply_members(model, variables, jnp.asarray(x[start : start + batch_size]), layers)
-        for name in layers:
-            parts[name].append(np.asarray(masc.predict(probes[name], acts[name])))
-    return {name: np.concatenate(chunks, axis=1) for name, chunks in parts.items()}
+
+    def predict(batch):
+        acts = _apply_members(model, variables, batch, layers)
+        return {name: masc.predict(probes[name], acts[name]) for name in layers}
+
+    return {name: np.asarray(pred) for name, pred in _over_batches(predict, x, batch_size).items()}

@@ -9,9 +9,8 @@ from jaxmem.cli import main
 from jaxmem.config import paper_train_spec
 from jaxmem.data import load_dataset, member_train_labels, normalize, subset
 from jaxmem.editing import edit_layer
-from jaxmem.experiments.dynamics import (edit_rows, edit_then_continue, member_predictions, run_dynamics,
-                                         saved_epochs)
-from jaxmem.features import collect_activations, member_variables
+from jaxmem.experiments.dynamics import edit_rows, edit_then_continue, run_dynamics, saved_epochs
+from jaxmem.features import collect_activations, member_predictions, member_variables
 from jaxmem.members import member_grid
 from jaxmem.models import get_model
 from jaxmem.probes import linear

@@ -11,7 +11,6 @@ Both read a run directory written by :func:`jaxmem.train.fit_members` and append
 """
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +23,7 @@ from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.editing import edit_layer, edit_params
 from jaxmem.experiments.probing import check_probes, probe_members, probe_rows
-from jaxmem.features import collect_activations, member_variables
+from jaxmem.features import collect_activations, member_predictions, member_variables
 from jaxmem.models import get_model
 from jaxmem.probes import linear
 from jaxmem.results import accuracy_row, append_rows, read_rows
@@ -74,16 +73,12 @@ def run_dynamics(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpe
     return probe_saved_epochs(dataset, members, spec, out_dir, progress=progress, **probe_kwargs)
 
 
-@partial(jax.jit, static_argnames="model")
-def _member_logits(model, variables, x):
-    return jax.vmap(lambda v: model.apply(v, x, train=False)[0])(variables)
-
-
-def member_predictions(model, variables, x: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-    """Predicted classes ``[M, N]`` of every member (member axis on ``variables``) on shared inputs ``x``."""
-    parts = [np.asarray(jnp.argmax(_member_logits(model, variables, jnp.asarray(x[i:i + batch_size])), -1))
-             for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts, axis=1)
+def edited_params(model, model_name: str, variables, x_train, labels, num_classes: int, *, keep_bias: bool):
+    """Members' params [M] with the last Dense kernel replaced by the linear probe of the layer feeding it, fitted
+    on that layer's activations of ``x_train`` grouped by ``labels`` [M, N]."""
+    layer = edit_layer(model_name)
+    acts = collect_activations(model, variables, x_train, (layer,))[layer]
+    return edit_params(variables["params"], linear.fit(acts, labels, num_classes), keep_bias=keep_bias)
 
 
 def edit_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
@@ -102,10 +97,8 @@ def edit_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, 
     x_test = normalize(dataset.name, dataset.x_test)
     corrupted = member_train_labels(dataset, members)
     grouping = corrupted if subspace_labels == "corrupted" else np.broadcast_to(dataset.y_train, corrupted.shape)
-    layer = edit_layer(model_name)
-    acts = collect_activations(model, member_variables(params, batch_stats), x_train, (layer,))[layer]
-    probe = linear.fit(acts, grouping, dataset.num_classes)
-    edited = member_variables(edit_params(params, probe, keep_bias=keep_bias), batch_stats)
+    edited = member_variables(edited_params(model, model_name, member_variables(params, batch_stats), x_train,
+                                            grouping, dataset.num_classes, keep_bias=keep_bias), batch_stats)
     final_epoch = read_rows(Path(out_dir) / RESULTS_FILE).query("probe == 'model'").groupby("member")["epoch"].max()
     return probe_rows(members, None, layer="output", epoch=final_epoch.sort_index().to_numpy() if epoch == "final"
                       else epoch, subspace_labels=subspace_labels, probe_name="edited",
@@ -133,9 +126,8 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     params, batch_stats = load_member_params(out_dir, edit_epoch)
     data = device_data(dataset)
     corrupted = member_train_labels(dataset, members)
-    layer = edit_layer(model_name)
-    acts = collect_activations(model, member_variables(params, batch_stats), data.x_train, (layer,))[layer]
-    edited = edit_params(params, linear.fit(acts, corrupted, dataset.num_classes), keep_bias=keep_bias)
+    edited = edited_params(model, model_name, member_variables(params, batch_stats), data.x_train, corrupted,
+                           dataset.num_classes, keep_bias=keep_bias)
     both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params, edited)  # [2M]: unedited, then edited
     stats = jax.tree.map(lambda a: jnp.concatenate([a, a]), batch_stats)
     state = fresh_states(both, stats, tx)
@@ -144,13 +136,12 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     keys = jnp.concatenate([train_keys, train_keys])
     epoch_fn = make_epoch_fn(model, tx, spec, len(dataset.y_train), member_chunk=None)
     flipped = corrupted != dataset.y_train  # [M, N]
-    x_train, x_test = np.asarray(data.x_train), np.asarray(data.x_test)
     rows = []
 
     def record(epoch, state):
         variables = member_variables(state.params, state.batch_stats)
-        train_pred, test_pred = member_predictions(model, variables, x_train), member_predictions(model, variables,
-                                                                                                  x_test)
+        train_pred = member_predictions(model, variables, data.x_train)
+        test_pred = member_predictions(model, variables, data.x_test)
         for branch, offset in (("unedited", 0), ("edited", len(members))):
             for m, member in enumerate(members):
                 pred, own = train_pred[offset + m], corrupted[m]
