@@ -466,3 +466,47 @@ def test_reshape_max_pool_equals_flax_max_pool(shape):
 
     x = jax.random.normal(jax.random.key(0), shape)
     np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID"))
+
+
+@pytest.mark.parametrize("kernel, stride, padding, channels", [
+    (3, 1, ((1, 1), (1, 1)), (3, 16)),  # CNN / ResNet
+    (3, 2, ((1, 1), (1, 1)), (8, 16)),  # ResNet stage entry
+    (1, 2, "VALID", (8, 16)),  # ResNet shortcut
+    (11, 4, ((2, 2), (2, 2)), (3, 8)),  # AlexNet-TinyImageNet conv1
+    (5, 1, "SAME", (4, 6)),
+])
+def test_patches_conv_equals_xla_conv_and_its_gradients(kernel, stride, padding, channels):
+    from jaxmem.models.conv import patches_conv
+
+    c_in, c_out = channels
+    kx, kk = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (2, 19, 17, c_in))
+    k = jax.random.normal(kk, (kernel, kernel, c_in, c_out))
+    dims = jax.lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def xla(x, k):
+        return jax.lax.conv_general_dilated(x, k, (stride, stride), padding, dimension_numbers=dims,
+                                            precision="highest")
+
+    def ours(x, k):
+        return patches_conv(x, k, (stride, stride), padding)
+
+    np.testing.assert_allclose(ours(x, k), xla(x, k), rtol=1e-4, atol=1e-4 * kernel)
+    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+    for got, want in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(xla), (0, 1))(x, k)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * kernel)
+
+
+def test_conv_impls_share_parameters_and_outputs():
+    from jaxmem.models.conv import Conv
+
+    x = jax.random.normal(jax.random.key(1), (2, 12, 12, 3))
+    make = lambda impl: Conv(8, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), impl=impl)
+    params = {impl: make(impl).init(jax.random.key(2), x) for impl in ("xla", "patches")}
+    reference = nn.Conv(8, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))).init(jax.random.key(2), x)
+    for impl in params:
+        jax.tree.map(np.testing.assert_array_equal, params[impl], reference)
+    np.testing.assert_allclose(make("patches").apply(reference, x), make("xla").apply(reference, x),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="impl"):
+        Conv(8, (3, 3), impl="fft")

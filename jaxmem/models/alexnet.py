@@ -6,6 +6,8 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 
+from jaxmem.models.conv import Conv, conv_impl
+
 PROBE_LAYERS = ("flat", "fc1", "fc2")
 DENSE_WIDTH = 4096
 
@@ -56,12 +58,13 @@ class AlexNet(nn.Module):
         hidden = x
         for index, layer in enumerate(self.convs, start=1):
             pad = (layer.padding, layer.padding)
-            conv = nn.Conv(
+            conv = Conv(
                 layer.features,
                 (layer.kernel, layer.kernel),
                 strides=(layer.stride, layer.stride),
                 padding=(pad, pad),
                 name=f"conv{index}",
+                impl=conv_impl(train),
             )
             hidden = nn.relu(conv(hidden))
             if index in _POOL_AFTER:

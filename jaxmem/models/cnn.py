@@ -4,6 +4,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from jaxmem.models.conv import Conv, conv_impl
+
 PROBE_LAYERS = ("input", "flat", "fc1", "fc2", "fc3")
 CONV_WIDTHS = (16, 16, 32, 32, 64, 64)  # a 2×2/2 VALID max-pool follows every second conv
 DENSE_WIDTH = 250
@@ -43,7 +45,8 @@ class CNN(nn.Module):
         activations = {"input": x.reshape((batch, -1))}
         hidden = x
         for index, width in enumerate(CONV_WIDTHS, start=1):
-            conv = nn.Conv(width, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), name=f"conv{index}")
+            conv = Conv(width, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), name=f"conv{index}",
+                        impl=conv_impl(train))
             hidden = nn.relu(conv(hidden))
             if index % 2 == 0:
                 hidden = max_pool_2x2(hidden)

@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxmem.models.conv import Conv, conv_impl
+
 PROBE_LAYERS = ("l0", "l0_1", "l0_2", "l0_3", "l1", "l2", "l3", "l4", "pool")
 STAGE_WIDTHS = (64, 128, 256, 512)
 STAGE_STRIDES = (1, 2, 2, 2)
@@ -24,8 +26,9 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
-def _conv3x3(features: int, stride: int, name: str) -> nn.Conv:
-    return nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)), use_bias=False, name=name)
+def _conv3x3(features: int, stride: int, name: str, train: bool) -> nn.Conv:
+    return Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)), use_bias=False, name=name,
+                impl=conv_impl(train))
 
 
 def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
@@ -47,13 +50,13 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
-        first_relu = nn.relu(_batch_norm(train, "bn1")(_conv3x3(self.features, self.stride, "conv1")(x)))
-        residual = _batch_norm(train, "bn2")(_conv3x3(self.features, 1, "conv2")(first_relu))
+        first_relu = nn.relu(_batch_norm(train, "bn1")(_conv3x3(self.features, self.stride, "conv1", train)(x)))
+        residual = _batch_norm(train, "bn2")(_conv3x3(self.features, 1, "conv2", train)(first_relu))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.features:
             strides = (self.stride, self.stride)
-            shortcut = nn.Conv(self.features, (1, 1), strides=strides, padding="VALID", use_bias=False,
-                               name="shortcut_conv")(x)
+            shortcut = Conv(self.features, (1, 1), strides=strides, padding="VALID", use_bias=False,
+                            name="shortcut_conv", impl=conv_impl(train))(x)
             shortcut = _batch_norm(train, "shortcut_bn")(shortcut)
         return nn.relu(residual + shortcut), first_relu
 
@@ -73,7 +76,7 @@ class ResNet18(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
-        hidden = nn.relu(_batch_norm(train, "bn1")(_conv3x3(STAGE_WIDTHS[0], 1, "conv1")(x)))
+        hidden = nn.relu(_batch_norm(train, "bn1")(_conv3x3(STAGE_WIDTHS[0], 1, "conv1", train)(x)))
         hidden = nn.max_pool(hidden, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf
         activations = {"l0": _flatten(hidden)}
         for stage, (width, stride) in enumerate(zip(STAGE_WIDTHS, STAGE_STRIDES), start=1):
