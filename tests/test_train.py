@@ -348,3 +348,12 @@ def test_paper2_epoch_schedule():
     assert paper2_epoch_schedule(12, dense_until=4, sparse_step=4) == (0, 1, 3, 8, 12)
     with pytest.raises(ValueError, match="sparse_step"):
         paper2_epoch_schedule(sparse_step=0)
+
+
+def test_a_relative_run_directory_checkpoints_and_resumes(digits, spec, tmp_path, monkeypatch):
+    """Orbax only takes absolute paths; ``--out runs/x`` must work (it once failed at the first save)."""
+    monkeypatch.chdir(tmp_path)
+    first = fit_members(digits, MEMBERS, spec, "relative", max_epochs=1, progress=False, checkpoint_every=1)
+    assert (tmp_path / "relative" / "checkpoints").is_dir()
+    resumed = fit_members(digits, MEMBERS, spec, "relative", max_epochs=2, progress=False, checkpoint_every=1)
+    assert resumed.metrics.train_correct.shape[0] == 3 and first.metrics.train_correct.shape[0] == 2

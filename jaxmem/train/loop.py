@@ -353,6 +353,7 @@ class _Checkpoints:
     donated device buffers can be reused by the next epoch while the files are written."""
 
     def __init__(self, out_dir: Path):
+        out_dir = out_dir.absolute()  # Orbax rejects relative paths (at the first save, in a background thread)
         self._out_dir = out_dir
         self._manager = ocp.CheckpointManager(
             out_dir / CHECKPOINT_DIR, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
