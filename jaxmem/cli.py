@@ -178,6 +178,36 @@ def cmd_train(args) -> None:
     print(f"run directory: {out}")
 
 
+def add_probing_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variance", type=parse_variance, default=0.99)
+    parser.add_argument("--precision", default="fast", choices=["fast", "exact"])
+    parser.add_argument("--memory-budget-gib", type=float, default=2.0,
+                        help="layers whose activations exceed this are probed by streaming their Grams")
+    parser.add_argument("--probes", default="",
+                        help="extra probes besides MASC, comma-separated: linear, ncm, knn, lda, qda, logreg, or "
+                             "'all' (on the layers held in memory)")
+    parser.add_argument("--sensitivity", type=parse_floats, default=[],
+                        help="extra MASC variances n (fractions, or integers = components), e.g. 0.25,0.5,0.75,1")
+    parser.add_argument("--clean-subspaces", default="auto",
+                        help="degrees q at which members trained at p = 0 are also probed with subspaces from "
+                             "labels corrupted at q: comma-separated, 'auto' (the run's nonzero degrees) or 'none'")
+
+
+def probing_options(args) -> dict:
+    """Keyword arguments of :func:`jaxmem.experiments.memorize.run_memorization` from the probing arguments."""
+    from jaxmem.experiments.probing import EXTRA_PROBES
+
+    if args.clean_subspaces == "auto":
+        clean = sorted({d for d in args.degrees if d > 0})
+    elif args.clean_subspaces == "none":
+        clean = []
+    else:
+        clean = parse_floats(args.clean_subspaces)
+    probes = list(EXTRA_PROBES) if args.probes == "all" else split_names(args.probes)
+    return dict(variance=args.variance, precision=args.precision, memory_budget=args.memory_budget_gib * 2**30,
+                extra_probes=probes, sensitivity=args.sensitivity, clean_degrees=clean)
+
+
 def add_run_parser(subparsers) -> None:
     parser = subparsers.add_parser("run", help="the main job: train members across degrees, probe every layer "
                                                "with MASC, print the summary and write a plot",
@@ -187,13 +217,7 @@ def add_run_parser(subparsers) -> None:
                                                "MASC test accuracy, and write OUT/results.csv, OUT/summary.md "
                                                "and OUT/layers.png. Default: the embedded digits data, offline.")
     add_training_arguments(parser, degrees="0,0.4,0.8")
-    parser.add_argument("--variance", type=parse_variance, default=0.99)
-    parser.add_argument("--precision", default="fast", choices=["fast", "exact"])
-    parser.add_argument("--memory-budget-gib", type=float, default=2.0,
-                        help="layers whose activations exceed this are probed by streaming their Grams")
-    parser.add_argument("--probes", default="",
-                        help="extra probes besides MASC, comma-separated: linear, ncm, knn, lda, qda, logreg "
-                             "(on the layers held in memory)")
+    add_probing_arguments(parser)
     parser.set_defaults(run=cmd_run)
 
 
@@ -203,9 +227,7 @@ def cmd_run(args) -> None:
 
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
     table = run_memorization(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
-                             checkpoint_epochs=checkpoint_epochs, variance=args.variance,
-                             precision=args.precision, memory_budget=args.memory_budget_gib * 2**30,
-                             extra_probes=split_names(args.probes))
+                             checkpoint_epochs=checkpoint_epochs, **probing_options(args))
     rows = summary(table)
     rows = rows[rows["probe"] == "masc"]
     best = {kind: rows[rows["subspace_labels"] == kind].set_index("degree") for kind in ("corrupted", "true")}

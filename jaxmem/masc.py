@@ -3,6 +3,7 @@ from jaxmem.probes.gram import GramState, chunk_schedule, gram_init, gram_update
 from jaxmem.probes.masc import (
     MascProbe,
     angles,
+    check_variance,
     fit,
     fit_flops,
     fit_from_gram,
@@ -18,6 +19,7 @@ __all__ = [
     "GramState",
     "MascProbe",
     "angles",
+    "check_variance",
     "chunk_schedule",
     "fit",
     "fit_flops",

@@ -134,12 +134,17 @@ def test_report_summary_and_plot(tmp_path):
 
 def test_run_trains_probes_and_resumes_without_reprobing(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["run", "--degrees", "0,0.8", "--max-epochs", "2", "--out", str(out), "--quiet"]
+    argv = ["run", "--degrees", "0,0.8", "--max-epochs", "2", "--out", str(out), "--quiet", "--sensitivity", "1"]
     assert main(argv) == 0
     first = read_rows(out / "results.csv")
     masc_rows = first[first["probe"] == "masc"]
-    assert len(masc_rows) == 2 * 5 * 2 * 3  # members × layers × subspace kinds × (split, scored-against)
+    kinds = masc_rows.groupby("subspace_labels")["member"].agg(["size", "max"])
+    # members × layers × (split, scored-against); the clean variant only for the p = 0 member (index 0)
+    assert kinds.to_dict("index") == {"corrupted": {"size": 2 * 5 * 3, "max": 1}, "true": {"size": 2 * 5 * 3, "max": 1},
+                                      "corrupted@0.8": {"size": 5 * 3, "max": 0}}
     assert set(masc_rows["epoch"]) == {2}
+    one_component = first[first["probe"] == "masc(n=1)"]
+    assert len(one_component) == len(masc_rows) and (one_component["size"] == 1).all()
     assert (out / "layers.png").exists() and "| digits | mlp |" in (out / "summary.md").read_text()
     printed = capsys.readouterr().out
     assert "MASC corrupted" in printed
@@ -180,3 +185,25 @@ def test_report_page_from_a_tiny_table_with_dynamics(tmp_path):
     for name in ("layers.png", "degrees.png", "dynamics.png"):
         assert f"({name})" in page and (tmp_path / "page" / name).stat().st_size > 1000
     assert main(["report", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_clean_variant_equals_the_member_trained_at_that_degree_probed_with_the_same_labels(digits, two_mlps):
+    """A p = 0 member probed with "corrupted@0.6" subspaces is the same fit as a member whose own labels are
+    corrupted at 0.6 (same weights): identical rows apart from the member columns and the kind."""
+    model, variables = two_mlps
+    kwargs = dict(epoch=1, precision="exact", layers=("input", "fc1"), sensitivity=(0.5,))
+    clean = pd.DataFrame(probe_members(model, "mlp", variables, digits, [MemberSpec("digits", "mlp", 0.0, 0)] * 2,
+                                       subspaces=("corrupted@0.6",), member_ids=[4, 7], **kwargs))
+    noisy = pd.DataFrame(probe_members(model, "mlp", variables, digits, [MemberSpec("digits", "mlp", 0.6, 0)] * 2,
+                                       subspaces=("corrupted",), **kwargs))
+    assert set(clean["member"]) == {4, 7} and set(clean["subspace_labels"]) == {"corrupted@0.6"}
+    assert set(clean["probe"]) == {"masc", "masc(n=0.5)"}
+    columns = ["probe", "layer", "split", "scored_against", "n_correct", "size"]
+    pd.testing.assert_frame_equal(clean[columns], noisy[columns])
+    acts = collect_activations(model, variables, normalize("digits", digits.x_train), ("fc1",))["fc1"]
+    half = masc.fit(acts, corrupt_labels(digits.y_train, 0.6, 10)[None].repeat(2, 0), 10, 0.5, "exact")
+    sizes = clean[(clean["probe"] == "masc(n=0.5)") & (clean["layer"] == "fc1")]["size"].unique()
+    np.testing.assert_allclose(sizes, np.unique(masc.mean_components(half)))
+    with pytest.raises(ValueError, match="unknown subspace labels"):
+        probe_members(model, "mlp", variables, digits, [MemberSpec("digits", "mlp", 0.0, 0)] * 2, epoch=1,
+                      subspaces=("shuffled",))

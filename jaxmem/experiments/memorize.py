@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import jax
+import numpy as np
+
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset
-from jaxmem.experiments.probing import check_probes, probe_members
+from jaxmem.experiments.probing import check_probes, clean_subspace_kinds, probe_members
 from jaxmem.features import member_variables
 from jaxmem.models import get_model
 from jaxmem.report import final_model_rows
@@ -36,11 +39,15 @@ def run_memorization(
     subspaces: Sequence[str] = ("corrupted", "true"),
     memory_budget: float = 2**31,
     extra_probes: Sequence[str] = (),
+    sensitivity: Sequence[float | int] = (),
+    clean_degrees: Sequence[float] = (),
 ):
     """Train, probe all layers of every member at its final epoch, and return the results table (DataFrame).
 
-    MASC runs on every layer, ``extra_probes`` (see :data:`jaxmem.experiments.probing.EXTRA_PROBES`) on the
-    layers held in memory. Probing happens once per run directory: a rerun of a probed run only reads it.
+    MASC runs on every layer (also at each ``sensitivity`` variance), ``extra_probes`` (see
+    :data:`jaxmem.experiments.probing.EXTRA_PROBES`) on the layers held in memory. The members trained at p = 0
+    are also probed with subspaces from their labels corrupted at each of ``clean_degrees`` (subspace kind
+    ``"corrupted@q"``). Probing happens once per run directory: a rerun of a probed run only reads it.
     """
     out_dir = Path(out_dir)
     extra_probes = check_probes(extra_probes)
@@ -52,8 +59,15 @@ def run_memorization(
     final_epoch = final_model_rows(table).groupby("member")["epoch"].max().sort_index().to_numpy()
     params, batch_stats = load_member_params(out_dir)
     model = get_model(members[0].model, dataset.num_classes, dropout=spec.dropout)
-    rows = probe_members(model, members[0].model, member_variables(params, batch_stats), dataset, members,
-                         epoch=final_epoch, subspaces=subspaces, variance=variance, precision=precision,
-                         memory_budget=memory_budget, extra_probes=extra_probes)
+    variables = member_variables(params, batch_stats)
+    options = dict(variance=variance, sensitivity=sensitivity, precision=precision, memory_budget=memory_budget,
+                   extra_probes=extra_probes)
+    rows = probe_members(model, members[0].model, variables, dataset, members, epoch=final_epoch,
+                         subspaces=subspaces, **options)
+    clean = [m for m, member in enumerate(members) if member.degree == 0]
+    if clean and clean_degrees:
+        rows += probe_members(model, members[0].model, jax.tree.map(lambda leaf: leaf[np.asarray(clean)], variables),
+                              dataset, [members[m] for m in clean], epoch=final_epoch[clean], member_ids=clean,
+                              subspaces=clean_subspace_kinds(clean_degrees), **options)
     append_rows(out_dir / RESULTS_FILE, rows)
     return read_rows(out_dir / RESULTS_FILE)
