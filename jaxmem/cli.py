@@ -333,13 +333,52 @@ def edit_continue(args, dataset, members, spec, out) -> None:
     print(f"table: {path}; plot: {plot_edit_continue(table, path.with_suffix('.png'))}")
 
 
+# -------------------------------------------------------------------------------- paper 1: relabel and fine-tune
+
+
+def add_relabel_parser(subparsers) -> None:
+    parser = subparsers.add_parser("relabel", help="relabel the training set with the best layer's MASC predictions "
+                                                   "and fine-tune the memorised model (SPEC §7)",
+                                   description="Train members (or reuse a finished run in OUT); split the test set "
+                                               "80/20 (seeded); pick per member the layer whose MASC is best on the "
+                                               "20 %% part; relabel the training set with its predictions; fine-tune "
+                                               "with a fresh optimiser, early stopping on the 20 %% part; report the "
+                                               "80 %% part and the share of labels fixed and broken. Writes "
+                                               "OUT/relabel.csv.")
+    add_training_arguments(parser, degrees="0.8")
+    parser.add_argument("--subspaces", default="corrupted,true", help="subspace kinds to relabel with")
+    parser.add_argument("--layers", default="", help="candidate layers (default: all probe layers)")
+    parser.add_argument("--finetune-epochs", type=int, default=30, help="at most this many fine-tuning epochs")
+    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the 80/20 test split")
+    parser.add_argument("--variance", type=parse_variance, default=0.99)
+    parser.set_defaults(run=cmd_relabel)
+
+
+def cmd_relabel(args) -> None:
+    from jaxmem.experiments.relabel import RELABEL_FILE, relabel_and_finetune
+    from jaxmem.report import relabel_markdown
+    from jaxmem.train import fit_members
+
+    dataset, members, spec, out, checkpoint_epochs = training_setup(args)
+    fit_members(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
+                checkpoint_epochs=checkpoint_epochs)
+    table = relabel_and_finetune(dataset, members, spec, out, subspaces=split_names(args.subspaces),
+                                 layers=split_names(args.layers) or None, max_epochs=args.finetune_epochs,
+                                 patience=args.patience, split_seed=args.split_seed, variance=args.variance,
+                                 progress=not args.quiet)
+    print(relabel_markdown(table))
+    print(f"table: {out / RELABEL_FILE}")
+
+
 # --------------------------------------------------------------------------------------------------- report
 
 
 def add_report_parser(subparsers) -> None:
     parser = subparsers.add_parser("report", help="summary table and plots from a results table",
                                    description="Read a results.csv (any experiment) and write report.md with the "
-                                               "paper-style summary table and PNG plots into --out.")
+                                               "paper-style summary table and PNG plots into --out (with the "
+                                               "relabel-and-fine-tune table when relabel.csv is beside it).")
     parser.add_argument("results", type=Path, help="a results.csv written by jaxmem")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: beside the table)")
     parser.add_argument("--title", default=None)
@@ -355,8 +394,54 @@ def cmd_report(args) -> None:
     table = read_rows(args.results)
     if table.empty:
         raise ValueError(f"{args.results} has no rows")
-    page = write_report(table, args.out or args.results.parent, title=args.title or f"jaxmem report: {args.results}")
+    relabel = args.results.parent / "relabel.csv"
+    page = write_report(table, args.out or args.results.parent, title=args.title or f"jaxmem report: {args.results}",
+                        relabel=read_rows(relabel) if relabel.exists() else None)
     print(f"report: {page}")
+
+
+# ----------------------------------------------------------------------------------------------------- cost
+
+
+def add_cost_parser(subparsers) -> None:
+    parser = subparsers.add_parser("cost", help="wall time and FLOPs of fitting and scoring each probe per layer",
+                                   description="Load the final members of a run directory, then time (best of "
+                                               "--repeats after a warm-up) and count the FLOPs of fitting and "
+                                               "scoring each probe on each probe layer; print a Markdown table "
+                                               "and write RUN_DIR/cost.csv and RUN_DIR/cost.md.")
+    parser.add_argument("run_dir", type=Path, help="a run directory written by jaxmem train/run")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
+    parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
+    parser.add_argument("--train-subset", type=int, default=None,
+                        help="fit on the first N of the run's training samples (labels as in training)")
+    parser.add_argument("--test-subset", type=int, default=None, help="score the first N of the run's test samples")
+    parser.add_argument("--layers", default="", help="comma-separated probe layers (default: all of the model's)")
+    parser.add_argument("--probes", default="", help="comma-separated: masc, linear, ncm, knn, lda, qda, logreg "
+                                                     "(default: all)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per phase, the best is kept")
+    parser.add_argument("--subspace-labels", default="corrupted", choices=["corrupted", "true"])
+    parser.add_argument("--variance", type=parse_variance, default=0.99)
+    parser.set_defaults(run=cmd_cost)
+
+
+def cmd_cost(args) -> None:
+    import jax
+
+    from jaxmem.experiments.cost import COST_FILE, COST_PROBES, cost_markdown, load_run_dataset, run_cost
+
+    dataset = load_run_dataset(args.run_dir, args.data_dir, args.source)
+    table = run_cost(args.run_dir, dataset, layers=split_names(args.layers) or None,
+                     probes=split_names(args.probes) or COST_PROBES, repeats=args.repeats,
+                     subspace_labels=args.subspace_labels, variance=args.variance, num_train=args.train_subset,
+                     num_test=args.test_subset)
+    shape = table.iloc[0]
+    title = (f"Probe cost on {jax.devices()[0].device_kind} ({jax.default_backend()}): {shape['members']} members, "
+             f"{shape['n_train']} train / {shape['n_test']} test samples, best of {args.repeats}")
+    markdown = f"{title}\n\n{cost_markdown(table)}\n"
+    (args.run_dir / "cost.md").write_text(markdown)
+    print(markdown)
+    print(f"table: {args.run_dir / COST_FILE}; markdown: {args.run_dir / 'cost.md'}")
 
 
 # --------------------------------------------------------------------------------------------------- verify
@@ -398,7 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(subparsers)
     add_dynamics_parser(subparsers)
     add_edit_parser(subparsers)
+    add_relabel_parser(subparsers)
     add_report_parser(subparsers)
+    add_cost_parser(subparsers)
     add_verify_parser(subparsers)
     return parser
 

@@ -1,0 +1,184 @@
+"""Relabel and fine-tune (paper 1, SPEC §7): give the memorised model the labels its best layer's MASC predicts.
+
+For each member and subspace kind: split the test set 80/20 (seeded); choose the layer whose MASC predictions are
+most accurate on the 20 % part; relabel the whole training set with that layer's MASC predictions; fine-tune the
+memorised model from its weights with a fresh optimiser of its kind for at most ``max_epochs`` epochs, stopping
+when the 20 % accuracy has not improved for ``patience`` epochs and keeping the best epoch; report on the 80 %.
+All members × kinds fine-tune together in one program (member axis [K·M]).
+
+Rows of the tidy table (``relabel.csv``), member columns as in the run:
+
+* ``model``: the memorised model before fine-tuning (epoch 0), on ``test_select`` (20 %) and ``test_report`` (80 %).
+* ``relabel`` (layer = the chosen one): the new labels scored against the true ones on ``train``,
+  ``train_flipped`` (samples whose corrupted label was wrong: accuracy = share of wrong labels fixed) and
+  ``train_unflipped`` (labels that were right: 1 − accuracy = share of right labels broken), and the layer's
+  MASC accuracy on ``test_select``.
+* ``finetune`` per fine-tuning epoch: ``test_select``, ``test_report``, and ``train`` against the new labels
+  (``scored_against = "relabelled"``).
+* ``finetune_best``: the kept (early-stopped) epoch on ``test_select`` and ``test_report``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmem.config import MemberSpec, TrainSpec
+from jaxmem.data import Dataset, member_train_labels, normalize
+from jaxmem.experiments.dynamics import fresh_states
+from jaxmem.experiments.probing import fit_and_score, masc_variants, subspace_grouping
+from jaxmem.features import member_predictions, member_variables
+from jaxmem.models import get_model, probe_layers
+from jaxmem.results import accuracy_row
+from jaxmem.train import load_member_params
+from jaxmem.train.loop import device_data, make_epoch_fn, split_member_keys
+from jaxmem.train.step import make_optimizer
+
+RELABEL_FILE = "relabel.csv"
+
+
+def split_test(num_test: int, seed: int = 0, select_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded disjoint test indices ``(select, report)``: ``select_fraction`` for choices, the rest to report."""
+    if not 0 < select_fraction < 1:
+        raise ValueError(f"select_fraction must be in (0, 1), got {select_fraction}")
+    order = np.random.default_rng(seed).permutation(num_test)
+    cut = int(round(select_fraction * num_test))
+    if not 0 < cut < num_test:
+        raise ValueError(f"a test set of {num_test} samples cannot be split {select_fraction:g}/{1 - select_fraction:g}")
+    return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+def choose_layers(test_predictions: dict, y_select: np.ndarray, select: np.ndarray) -> np.ndarray:
+    """Per member, the index of the layer whose predictions ``{layer: [M, T]}`` are best on the select part
+    (ties: the first layer in order)."""
+    accuracy = np.stack([np.mean(pred[:, select] == y_select, axis=1) for pred in test_predictions.values()])
+    return np.argmax(accuracy, axis=0)
+
+
+def _tile(tree, times: int):
+    return jax.tree.map(lambda leaf: jnp.concatenate([leaf] * times), tree)
+
+
+def relabel_and_finetune(
+    dataset: Dataset,
+    members: Sequence[MemberSpec],
+    spec: TrainSpec,
+    out_dir: str | Path,
+    *,
+    subspaces: Sequence[str] = ("corrupted", "true"),
+    layers: Sequence[str] | None = None,
+    max_epochs: int = 30,
+    patience: int = 3,
+    split_seed: int = 0,
+    variance: float | int = 0.99,
+    precision: str = "fast",
+    memory_budget: float = 2**31,
+    progress: bool = True,
+):
+    """Run the experiment on the final parameters of the trained run in ``out_dir``; returns the table (DataFrame)."""
+    import pandas as pd
+
+    if max_epochs < 1 or patience < 1:
+        raise ValueError(f"max_epochs and patience must be >= 1, got {max_epochs} and {patience}")
+    model_name = members[0].model
+    model = get_model(model_name, dataset.num_classes, dropout=spec.dropout)
+    params, batch_stats = load_member_params(out_dir)
+    variables = member_variables(params, batch_stats)
+    select, report = split_test(len(dataset.y_test), split_seed)
+    y_select, y_report = dataset.y_test[select], dataset.y_test[report]
+    layers = tuple(layers or probe_layers(model_name))
+    grouping = subspace_grouping(dataset, members, subspaces)
+    fitted = fit_and_score(model, variables, dataset, grouping, layers, variants=masc_variants(variance),
+                           precision=precision, memory_budget=memory_budget)
+    corrupted = member_train_labels(dataset, members)
+    flipped = corrupted != dataset.y_train
+    num_members = len(members)
+    rows = []
+
+    def add(m, epoch, probe, layer, kind, split, against, hits):
+        rows.append(accuracy_row(m, members[m], epoch=epoch, probe=probe, layer=layer, subspace_labels=kind,
+                                 split=split, scored_against=against, n_correct=int(np.sum(hits)),
+                                 n_seen=int(np.size(hits))))
+
+    x_test = normalize(dataset.name, dataset.x_test)
+    before = member_predictions(model, variables, x_test)
+    for m in range(num_members):
+        add(m, 0, "model", "output", "none", "test_select", "true", before[m, select] == y_select)
+        add(m, 0, "model", "output", "none", "test_report", "true", before[m, report] == y_report)
+
+    new_labels, chosen = [], []
+    for kind in subspaces:
+        test_pred = {name: fitted[name, kind, "masc"][2] for name in layers}
+        best = choose_layers(test_pred, y_select, select)
+        labels = np.stack([fitted[layers[best[m]], kind, "masc"][1][m] for m in range(num_members)])
+        for m in range(num_members):
+            layer, right = layers[best[m]], labels[m] == dataset.y_train
+            for split, hits in (("train", right), ("train_flipped", right[flipped[m]]),
+                                ("train_unflipped", right[~flipped[m]]),
+                                ("test_select", test_pred[layer][m, select] == y_select)):
+                add(m, -1, "relabel", layer, kind, split, "true", hits)
+        new_labels.append(labels)
+        chosen.append([layers[b] for b in best])
+
+    # Fine-tune all kinds × members at once; early stopping on the select part, from the host.
+    tx = make_optimizer(spec)
+    copies = len(subspaces)
+    state = fresh_states(_tile(params, copies), _tile(batch_stats, copies), tx)
+    labels = jnp.asarray(np.concatenate(new_labels))
+    keys = jnp.concatenate([split_member_keys(members)[1]] * copies)
+    data = device_data(dataset)
+    epoch_fn = make_epoch_fn(model, tx, spec, len(dataset.y_train))
+    best_select = np.full(copies * num_members, -1)
+    best_epoch = np.zeros(copies * num_members, int)
+    best_state = jax.tree.map(jnp.copy, state)  # the epoch function donates (deletes) its input state
+    stopped = np.zeros(copies * num_members, bool)
+    x_select, x_report = jnp.asarray(x_test[select]), jnp.asarray(x_test[report])
+    for epoch in range(1, max_epochs + 1):
+        state, metrics = epoch_fn(state, labels, keys, jnp.asarray(epoch, jnp.int32), data)
+        trained = ~stopped
+        current = member_variables(state.params, state.batch_stats)
+        select_pred = member_predictions(model, current, x_select)
+        report_pred = member_predictions(model, current, x_report)
+        correct = np.sum(select_pred == y_select, axis=1)
+        train_correct = np.asarray(metrics.train_correct)
+        for c, kind in enumerate(subspaces):
+            for m in range(num_members):
+                i = c * num_members + m
+                if trained[i]:
+                    add(m, epoch, "finetune", chosen[c][m], kind, "test_select", "true", select_pred[i] == y_select)
+                    add(m, epoch, "finetune", chosen[c][m], kind, "test_report", "true", report_pred[i] == y_report)
+                    rows.append(accuracy_row(m, members[m], epoch=epoch, probe="finetune", layer=chosen[c][m],
+                                             subspace_labels=kind, split="train", scored_against="relabelled",
+                                             n_correct=int(train_correct[i]),
+                                             n_seen=len(dataset.y_train)))
+        improved = trained & (correct > best_select)
+        best_select = np.where(improved, correct, best_select)
+        best_epoch = np.where(improved, epoch, best_epoch)
+        best_state = jax.tree.map(lambda new, old: jnp.where(_expand(improved, new), new, old), state, best_state)
+        stopped |= trained & (epoch - best_epoch >= patience)
+        state = state._replace(active=jnp.asarray(~stopped))  # no memorisation stop: only early stopping
+        if progress:
+            print(f"fine-tune epoch {epoch}/{max_epochs}: {int((~stopped).sum())} of {len(stopped)} still training",
+                  end="\r", flush=True)
+        if stopped.all():
+            break
+    if progress:
+        print()
+    kept = member_variables(best_state.params, best_state.batch_stats)
+    for split, x, y, index in (("test_select", x_select, y_select, select), ("test_report", x_report, y_report,
+                                                                               report)):
+        predicted = member_predictions(model, kept, x)
+        for c, kind in enumerate(subspaces):
+            for m in range(num_members):
+                i = c * num_members + m
+                add(m, int(best_epoch[i]), "finetune_best", chosen[c][m], kind, split, "true", predicted[i] == y)
+    table = pd.DataFrame(rows)
+    table.to_csv(Path(out_dir) / RELABEL_FILE, index=False)
+    return table
+
+
+def _expand(mask: np.ndarray, leaf: jax.Array) -> jax.Array:
+    return jnp.asarray(mask).reshape(mask.shape + (1,) * (leaf.ndim - 1))
