@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from jaxmem.config import LABEL_RULES, MemberSpec
 
@@ -241,6 +242,85 @@ def cmd_run(args) -> None:
     (out / "summary.md").write_text(summary_markdown(table) + "\n")
     plot = plot_layers(table, out / "layers.png")
     print(f"results: {out / 'results.csv'}; summary: {out / 'summary.md'}; plot: {plot}")
+
+
+def parse_per_model(kind: Callable[[str], float | int]) -> Callable[[str], dict]:
+    """``"0.02"`` (every model) or ``"mlp=0.02,cnn=1e-3"`` -> ``{model or "*": value}``."""
+
+    def parse(text: str) -> dict:
+        values = {}
+        try:
+            for part in split_names(text):
+                model, _, value = part.rpartition("=")
+                values[model.strip() or "*"] = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a value or model=value pairs, got {text!r}") from None
+        return values
+
+    return parse
+
+
+def add_sweep_parser(subparsers) -> None:
+    parser = subparsers.add_parser("sweep", help="a resumable grid: datasets × models × degrees × seeds into one "
+                                                 "results table",
+                                   description="Run the main job (train to memorisation, probe every layer) for "
+                                               "every (dataset, model) cell, degrees × seeds as members of one "
+                                               "program, in OUT/<dataset>-<model>/; finished cells are skipped, an "
+                                               "interrupted one resumes. OUT/results.csv (and OUT/relabel.csv) "
+                                               "combines the finished cells; then run 'jaxmem report "
+                                               "OUT/results.csv'.")
+    parser.add_argument("--datasets", type=split_names, default=["digits"], help="comma-separated dataset names")
+    parser.add_argument("--models", type=split_names, default=["paper"],
+                        help="comma-separated model names; 'paper' = each dataset's paper model")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
+    parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
+    parser.add_argument("--train-subset", type=int, default=None, help="use only the first N training samples")
+    parser.add_argument("--test-subset", type=int, default=None, help="use only the first N test samples")
+    add_member_arguments(parser, degrees="0,0.4,0.8")
+    parser.add_argument("--learning-rate", type=parse_per_model(float), default={},
+                        help="override the presets' learning rate: a value, or model=value pairs")
+    parser.add_argument("--batch-size", type=parse_per_model(int), default={}, help="as --learning-rate")
+    parser.add_argument("--max-epochs", type=parse_per_model(int), default={}, help="as --learning-rate")
+    parser.add_argument("--order", default=None, choices=["fixed", "shuffle"])
+    add_probing_arguments(parser)
+    parser.add_argument("--relabel", action="store_true", help="also relabel and fine-tune every cell (SPEC §7)")
+    parser.add_argument("--finetune-epochs", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep directory")
+    parser.add_argument("--dry-run", action="store_true", help="print the cells and their settings, run nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=cmd_sweep)
+
+
+def cmd_sweep(args) -> None:
+    from jaxmem.data import load_dataset, subset
+    from jaxmem.experiments.sweep import cell_spec, cell_status, run_sweep, sweep_cells
+    from jaxmem.report import summary_markdown
+
+    cells = sweep_cells(args.datasets, args.models)
+    overrides = {"learning_rate": args.learning_rate, "batch_size": args.batch_size, "max_epochs": args.max_epochs,
+                 "order": {"*": args.order}}
+    members = len(args.degrees) * len(args.seeds)
+    print(f"sweep {args.out}: {len(cells)} cells × {members} members (degrees {args.degrees}, seeds {args.seeds})")
+    print_table(["cell", "status", "optimiser", "lr", "batch", "max epochs", "stop at train acc"],
+                [[cell.name, cell_status(args.out, cell), spec.optimizer, spec.learning_rate, spec.batch_size,
+                  spec.max_epochs, spec.target_train_accuracy]
+                 for cell, spec in ((cell, cell_spec(cell, overrides)) for cell in cells)])
+    if args.dry_run:
+        return
+
+    def load(name: str):
+        dataset = load_dataset(name, args.data_dir, args.source)
+        return subset(dataset, args.train_subset, args.test_subset) if args.train_subset or args.test_subset \
+            else dataset
+
+    table = run_sweep(cells, args.degrees, args.seeds, args.out, load, label_rule=args.label_rule,
+                      overrides=overrides, relabel=args.relabel,
+                      relabel_options={"max_epochs": args.finetune_epochs}, progress=not args.quiet,
+                      **probing_options(args))
+    (args.out / "summary.md").write_text(summary_markdown(table) + "\n")
+    print(f"results: {args.out / 'results.csv'}; summary: {args.out / 'summary.md'}; "
+          f"report: jaxmem report {args.out / 'results.csv'}")
 
 
 # ------------------------------------------------------------------------------------------ paper 2: dynamics, edit
@@ -481,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_probe_parser(subparsers)
     add_train_parser(subparsers)
     add_run_parser(subparsers)
+    add_sweep_parser(subparsers)
     add_dynamics_parser(subparsers)
     add_edit_parser(subparsers)
     add_relabel_parser(subparsers)

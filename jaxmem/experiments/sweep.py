@@ -1,0 +1,128 @@
+"""A grid of experiments, datasets × models × degrees × seeds, into one results table (resumable).
+
+A **cell** is one (dataset, model) pair: its degrees × seeds are the members of one training program, run by
+:func:`jaxmem.experiments.memorize.run_memorization` in ``OUT/<dataset>-<model>/`` (optionally followed by relabel
+and fine-tune). A finished cell leaves a ``DONE`` marker and is never recomputed; an interrupted one resumes from
+its checkpoint. After each cell, ``OUT/results.csv`` (and ``OUT/relabel.csv``) is rebuilt from the finished
+cells' tables, with member indices offset so that every (cell, member) has its own index.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+from jaxmem.config import DEFAULT_MODEL, TrainSpec, paper_train_spec
+from jaxmem.data import Dataset
+from jaxmem.experiments.memorize import RESULTS_FILE, run_memorization
+from jaxmem.experiments.relabel import RELABEL_FILE, relabel_and_finetune
+from jaxmem.members import member_grid
+from jaxmem.results import read_rows
+
+DONE_FILE = "DONE"
+
+
+class Cell(NamedTuple):
+    dataset: str
+    model: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}-{self.model}"
+
+
+def sweep_cells(datasets: Sequence[str], models: Sequence[str]) -> list[Cell]:
+    """Every (dataset, model) pair; the model ``"paper"`` is each dataset's paper model. Pairs without a SPEC §3
+    preset are rejected before anything runs."""
+    cells = []
+    for dataset in datasets:
+        for model in models:
+            cell = Cell(dataset, DEFAULT_MODEL.get(dataset, "mlp") if model == "paper" else model)
+            paper_train_spec(*cell)  # raises for unknown pairs
+            if cell not in cells:
+                cells.append(cell)
+    if not cells:
+        raise ValueError("a sweep needs at least one dataset and one model")
+    return cells
+
+
+def cell_spec(cell: Cell, overrides: dict[str, dict]) -> TrainSpec:
+    """The cell's preset with overrides ``{field: {model or "*": value}}`` (a model's own value wins)."""
+    changes = {}
+    for field, by_model in overrides.items():
+        value = by_model.get(cell.model, by_model.get("*"))
+        if value is not None:
+            changes[field] = value
+    return paper_train_spec(*cell).replace(**changes)
+
+
+def cell_status(out_dir: str | Path, cell: Cell) -> str:
+    """``done`` (finished, will be skipped), ``started`` (will resume) or ``new``."""
+    directory = Path(out_dir) / cell.name
+    if (directory / DONE_FILE).exists():
+        return "done"
+    return "started" if (directory / "config.json").exists() else "new"
+
+
+def combine_tables(out_dir: str | Path, cells: Sequence[Cell], members_per_cell: int, file_name: str) -> Path | None:
+    """Rebuild ``OUT/file_name`` from the finished cells' tables, member ``m`` of cell ``i`` becoming
+    ``i · members_per_cell + m``; written to a temporary file and renamed, so a kill never leaves half a table."""
+    import pandas as pd
+
+    out_dir = Path(out_dir)
+    parts = []
+    for index, cell in enumerate(cells):
+        path = out_dir / cell.name / file_name
+        if cell_status(out_dir, cell) == "done" and path.exists():
+            table = read_rows(path)
+            parts.append(table.assign(member=table["member"] + index * members_per_cell))
+    if not parts:
+        return None
+    target = out_dir / file_name
+    temporary = target.with_suffix(".tmp")
+    pd.concat(parts, ignore_index=True).to_csv(temporary, index=False)
+    temporary.replace(target)
+    return target
+
+
+def run_sweep(
+    cells: Sequence[Cell],
+    degrees: Sequence[float],
+    seeds: Sequence[int],
+    out_dir: str | Path,
+    load: Callable[[str], Dataset],
+    *,
+    label_rule: str = "reference",
+    overrides: dict[str, dict] | None = None,
+    relabel: bool = False,
+    relabel_options: dict | None = None,
+    progress: bool = True,
+    **probe_options,
+):
+    """Run every unfinished cell, then return the combined results table (DataFrame).
+
+    ``load(dataset_name)`` gives each dataset (loaded once per dataset, in cell order); ``overrides`` as in
+    :func:`cell_spec`; ``probe_options`` go to :func:`run_memorization` (``extra_probes``, ``sensitivity``,
+    ``clean_degrees``, ...); with ``relabel`` each cell also runs :func:`relabel_and_finetune`.
+    """
+    out_dir = Path(out_dir)
+    members_per_cell = len(degrees) * len(seeds)
+    loaded: dict[str, Dataset] = {}
+    for index, cell in enumerate(cells, start=1):
+        status = cell_status(out_dir, cell)
+        if progress:
+            print(f"[{index}/{len(cells)}] {cell.dataset} × {cell.model}: {status}", flush=True)
+        if status == "done":
+            continue
+        if cell.dataset not in loaded:
+            loaded = {cell.dataset: load(cell.dataset)}  # keep one dataset in memory at a time
+        dataset, spec = loaded[cell.dataset], cell_spec(cell, overrides or {})
+        members = member_grid(cell.dataset, cell.model, degrees, seeds, label_rule)
+        cell_dir = out_dir / cell.name
+        run_memorization(dataset, members, spec, cell_dir, progress=progress, **probe_options)
+        if relabel:
+            relabel_and_finetune(dataset, members, spec, cell_dir, progress=progress, **(relabel_options or {}))
+        (cell_dir / DONE_FILE).write_text("finished\n")
+        for file_name in (RESULTS_FILE, RELABEL_FILE):
+            combine_tables(out_dir, cells, members_per_cell, file_name)
+    combined = combine_tables(out_dir, cells, members_per_cell, RESULTS_FILE)
+    return read_rows(combined)

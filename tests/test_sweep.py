@@ -1,0 +1,62 @@
+"""The resumable sweep: cells, overrides, combined table with distinct member indices, nothing recomputed."""
+import pytest
+
+from jaxmem.cli import main
+from jaxmem.data import load_dataset, subset
+from jaxmem.experiments import sweep
+from jaxmem.experiments.sweep import Cell, cell_spec, cell_status, run_sweep, sweep_cells
+from jaxmem.results import read_rows
+
+
+def test_cells_and_overrides():
+    cells = sweep_cells(["digits", "mnist"], ["paper", "mlp", "cnn"])
+    assert cells == [Cell("digits", "mlp"), Cell("digits", "cnn"), Cell("mnist", "mlp"), Cell("mnist", "cnn")]
+    with pytest.raises(ValueError, match="no preset"):
+        sweep_cells(["cifar100"], ["mlp"])
+    spec = cell_spec(Cell("mnist", "cnn"), {"learning_rate": {"mlp": 0.02, "*": 1e-3}, "max_epochs": {"mlp": 9}})
+    assert (spec.optimizer, spec.learning_rate, spec.max_epochs) == ("adam", 1e-3, 500)
+    assert cell_spec(Cell("mnist", "mlp"), {"learning_rate": {"mlp": 0.02}}).learning_rate == 0.02
+
+
+def test_sweep_resumes_after_a_failed_cell_without_recomputing_finished_ones(tmp_path, monkeypatch):
+    cells = [Cell("digits", "mlp"), Cell("digits", "cnn")]
+    load = lambda name: subset(load_dataset(name), 200, 100)
+    calls = []
+    real = sweep.run_memorization
+
+    def flaky(dataset, members, spec, out_dir, **kwargs):
+        calls.append(members[0].model)
+        if members[0].model == "cnn" and calls.count("cnn") == 1:
+            raise KeyboardInterrupt  # killed during the second cell
+        return real(dataset, members, spec, out_dir, **kwargs)
+
+    monkeypatch.setattr(sweep, "run_memorization", flaky)
+    kwargs = dict(overrides={"max_epochs": {"*": 2}}, progress=False, extra_probes=("ncm",), clean_degrees=(0.8,))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cells, [0.0, 0.8], [0, 1], tmp_path, load, **kwargs)
+    assert [cell_status(tmp_path, cell) for cell in cells] == ["done", "new"]
+    partial = read_rows(tmp_path / "results.csv")
+    assert set(partial["model"]) == {"mlp"}
+
+    table = run_sweep(cells, [0.0, 0.8], [0, 1], tmp_path, load, **kwargs)
+    assert calls == ["mlp", "cnn", "cnn"]
+    members = table.groupby("member")[["model", "degree", "seed"]].first()
+    assert list(members.index) == list(range(8))
+    assert list(members["model"]) == ["mlp"] * 4 + ["cnn"] * 4
+    assert set(table["probe"]) == {"model", "masc", "ncm"}
+    assert set(table[table["subspace_labels"] == "corrupted@0.8"]["degree"]) == {0.0}
+    before = (tmp_path / "results.csv").read_text()
+    run_sweep(cells, [0.0, 0.8], [0, 1], tmp_path, load, **kwargs)
+    assert calls == ["mlp", "cnn", "cnn"] and (tmp_path / "results.csv").read_text() == before
+
+
+def test_cli_sweep_dry_run_and_run(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--datasets", "digits", "--degrees", "0,0.8", "--max-epochs", "2", "--out", str(out),
+            "--quiet", "--learning-rate", "mlp=0.05"]
+    assert main([*argv, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "digits-mlp" in printed and "new" in printed and "0.0500" in printed and not out.exists()
+    assert main([*argv, "--relabel", "--finetune-epochs", "1"]) == 0
+    assert (out / "summary.md").exists() and (out / "relabel.csv").exists()
+    assert main([*argv, "--dry-run"]) == 0 and "done" in capsys.readouterr().out
