@@ -516,8 +516,8 @@ def cmd_cost(args) -> None:
                      subspace_labels=args.subspace_labels, variance=args.variance, num_train=args.train_subset,
                      num_test=args.test_subset)
     shape = table.iloc[0]
-    title = (f"Probe cost on {jax.devices()[0].device_kind} ({jax.default_backend()}): {shape['members']} members, "
-             f"{shape['n_train']} train / {shape['n_test']} test samples, best of {args.repeats}")
+    title = (f"Probe cost on {jax.devices()[0].device_kind}: {shape['members']} members, {shape['n_train']} train / "
+             f"{shape['n_test']} test samples, best of {args.repeats} after a warm-up")
     markdown = f"{title}\n\n{cost_markdown(table)}\n"
     (args.run_dir / "cost.md").write_text(markdown)
     print(markdown)

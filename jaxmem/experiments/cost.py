@@ -11,16 +11,20 @@ padding rows are not counted. Per member:
 
 - MASC fit, per class the problem it solves: primal (N_c ≥ D) Gram 2·N_c·D² + eigh 9·D³ (:func:`masc.fit_flops`);
   dual (0 < N_c < D) kernel 2·N_c²·D + eigh 9·N_c³ + basis Xᵀ V 2·N_c²·D; an empty class nothing.
-  Score 2·T·D·C·W with W the scoring width max_c min(k_c, D − k_c) (:func:`masc.scoring_flops`).
+  Score 2·T·D·C·W, W = the scoring width max min(k_c, D − k_c) that all classes and members share
+  (:func:`masc.scoring_flops`).
 - linear: fit as MASC (the same Gram/dual machinery, leading eigenvector); score 2·T·D·C.
 - NCM: fit, class means as one one-hot product, 2·N·C·D; score 2·T·D·C.
 - kNN: no fit (0 s, 0 flops); score 2·T·N·D (cosine similarities; the top-k over N is not counted).
 - LDA: fit class means 2·N·C·D + within-class scatter 2·N·D² + eigh 9·D³ + whitened means 2·C·D² + their SVD
   6·max(C, D)·K² + 20·K³ + directions 2·D²·K + projected means and coefficients 4·C·K·D; score 2·T·D·C.
-- QDA: fit class means 2·N·C·D + per-class scatter 2·N·D² + C eighs 9·C·D³; score 2·T·C·D² (whitening per class).
+- QDA: fit class means 2·N·C·D + per-class scatter 2·N·D² + an eigh per class 9·C·D³; score 2·T·C·D² (one
+  whitening product per class).
 - logistic regression: fit E epochs × N samples × (logits 2·D·C + kernel gradient 2·D·C) = 4·E·N·D·C (the
   features are constants, so no gradient flows to them); score 2·T·D·C.
 
+The tests hold the scoring formulas, the Gram term and one logistic-regression step against XLA's own count
+(``cost_analysis``). A phase without work (kNN's fit) has 0 s, 0 flops and 0 GFLOP/s.
 :func:`run_cost` measures every probe layer of a trained run and writes ``cost.csv`` into its directory.
 """
 from __future__ import annotations

@@ -33,7 +33,7 @@ training samples is never predicted (unless every class is empty, when class 0 i
 - Logistic regression: one Dense(D→C) with bias (LeCun-normal kernel, zero bias, as Flax's Dense), softmax
   cross-entropy, Adam, 20 epochs of batch 128 reshuffled every epoch from the key (the last batch of an epoch is
   smaller), no feature scaling. The epoch loop is a ``lax.scan`` inside one jit, vmapped over members.
-  Cost epochs·N·D·C·6.
+  Cost epochs·N·D·C·4 flops (logits and the kernel gradient; no gradient flows to the features).
 
 :data:`BASELINES` maps each probe's name to a uniform ``fit_predict`` for experiments that loop over probes.
 """

@@ -1,0 +1,140 @@
+"""Probe compute cost (SPEC §7): complete rows, FLOP formulas checked against XLA's own count, and ``jaxmem cost``."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxmem import masc
+from jaxmem.cli import main
+from jaxmem.data import load_dataset, subset
+from jaxmem.experiments.cost import (COST_COLUMNS, COST_PROBES, PROBE_COSTS, ProbeSizes, cost_markdown,
+                                     probe_cost_rows, probe_sizes, run_cost, subspace_fit_flops)
+from jaxmem.probes import baselines, gram, linear
+
+MEMBERS, N, T, D, C = 2, 512, 64, 32, 8
+# XLA counts a multiply-add as 2 flops, as the formulas do, and adds the elementwise work the formulas leave out
+# (norms, argmax, softmax, Adam): at these sizes at most about 1/C + 4/D ≈ 0.25 of the products. So XLA's count
+# must lie in [0.95, 1.35] × the formula; a formula off by 2× (multiply-adds counted once) or by one product
+# (e.g. a features gradient in logistic regression, 6 instead of 4 per sample) falls outside.
+XLA_BAND = (0.95, 1.35)
+
+
+@pytest.fixture(scope="module")
+def layer():
+    rng = np.random.default_rng(0)
+    train = jnp.asarray(rng.normal(size=(MEMBERS, N, D)), jnp.float32)
+    labels = np.tile(np.repeat(np.arange(C), N // C), (MEMBERS, 1))  # N_c = 64 ≥ D: the primal problem
+    test = jnp.asarray(rng.normal(size=(MEMBERS, T, D)), jnp.float32)
+    return train, labels, test, probe_sizes(train, labels, test, C)
+
+
+def xla_flops(function, *args) -> float:
+    """XLA's flop count of ``function`` compiled for ``args`` (a loop body counts once, whatever its trip count)."""
+    analysis = jax.jit(function).lower(*args).compile().cost_analysis()
+    return float((analysis[0] if isinstance(analysis, (list, tuple)) else analysis)["flops"])
+
+
+def assert_in_band(xla: float, formula: float) -> None:
+    assert XLA_BAND[0] * formula <= xla <= XLA_BAND[1] * formula, (xla, formula, xla / formula)
+
+
+def test_rows_are_complete_and_positive_for_every_probe_and_phase(layer):
+    train, labels, test, _ = layer
+    rows = pd.DataFrame(probe_cost_rows(train, labels, test, C, layer="fc1", repeats=1, variance=16))
+    assert list(rows.columns) == list(COST_COLUMNS)
+    assert len(rows) == len(COST_PROBES) * 2 and not rows.isna().any().any()
+    assert set(zip(rows["probe"], rows["phase"])) == {(p, phase) for p in COST_PROBES for phase in ("fit", "score")}
+    assert (rows[["members", "n_train", "n_test", "dim", "classes"]].iloc[0].tolist() == [MEMBERS, N, T, D, C])
+    knn_fit = (rows["probe"] == "knn") & (rows["phase"] == "fit")
+    assert (rows.loc[knn_fit, ["wall_s", "flops", "gflops_per_s"]] == 0).all().all()  # kNN has no fit
+    assert (rows.loc[~knn_fit, ["wall_s", "flops", "gflops_per_s"]] > 0).all().all()
+    table = cost_markdown(rows).splitlines()
+    assert len(table) == 2 + len(COST_PROBES) and table[2].startswith("| fc1 | masc |")
+
+
+@pytest.mark.parametrize("name, score", [
+    ("masc", masc.predict),
+    ("linear", linear.predict),
+    ("ncm", baselines.ncm_predict),
+    ("lda", baselines.lda_predict),
+    ("qda", lambda probe, features: baselines.qda_predict(probe, features, chunk=T)),  # one chunk: no loop
+    ("logreg", baselines.logreg_predict),
+])
+def test_scoring_flops_match_xla(layer, name, score):
+    train, labels, test, sizes = layer
+    cost = PROBE_COSTS[name]
+    fitted = cost.fit(train, labels, C, 16, jax.random.key(0))  # MASC keeps 16 of 32 directions: width 16
+    assert_in_band(xla_flops(score, fitted, test), cost.score_flops(sizes, fitted))
+
+
+def test_knn_scoring_flops_match_xla(layer):
+    train, labels, test, sizes = layer
+
+    def knn(train, labels, test):  # the jitted kernel of knn_predict, all queries in one chunk
+        return baselines._knn(train, labels, test, num_classes=C, k=5, chunk=T, shared_train=False,
+                              shared_queries=False)
+
+    assert_in_band(xla_flops(knn, train, jnp.asarray(labels), test), PROBE_COSTS["knn"].score_flops(sizes, None))
+
+
+def test_logistic_regression_fit_flops_match_xla(layer):
+    train, labels, _, sizes = layer
+
+    def one_step(train, labels):  # the jitted kernel of logreg_fit; one epoch of one batch, so no loop repeats
+        return baselines._logreg(train, labels, jax.random.key(0), num_classes=C, epochs=1, batch_size=N,
+                                 learning_rate=1e-3, shared=False, shared_key=True)
+
+    probe = one_step(train, jnp.asarray(labels))
+    assert_in_band(xla_flops(one_step, train, jnp.asarray(labels)), PROBE_COSTS["logreg"].fit_flops(sizes, probe))
+
+
+def test_gram_part_of_the_masc_fit_matches_xla(layer):
+    train, _, _, _ = layer
+    schedule = gram.chunk_schedule(np.zeros(N, int), 1, chunk_size=N)  # one class, one chunk: no loop repeats
+
+    def grams(features):
+        return gram.accumulate(gram.gram_init(1, D), features, schedule).gram
+
+    assert_in_band(xla_flops(grams, train[0]), masc.fit_flops(N, D, num_classes=0))  # the Gram term alone
+
+
+def test_subspace_fit_counts_the_problem_each_class_solves():
+    counts = np.array([[0, 10, 100]])  # empty, dual (10 < D), primal (100 ≥ D)
+    sizes = ProbeSizes(counts, np.array([[False, True, False]]), n_test=1, dim=50)
+    dual = 4 * 10**2 * 50 + 9 * 10**3
+    primal = 2 * 100 * 50**2 + 9 * 50**3
+    assert subspace_fit_flops(sizes) == dual + primal
+    assert probe_sizes(np.zeros((1, 110, 50)), np.repeat([[1, 2]], [10, 100], axis=1), np.zeros((1, 1, 50)),
+                       3).use_dual.tolist() == [[False, True, False]]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cost") / "run"
+    assert main(["train", "--dataset", "digits", "--degrees", "0,0.8", "--max-epochs", "1", "--train-subset", "200",
+                 "--test-subset", "100", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_cli_cost_writes_a_row_per_layer_probe_and_phase(digits_run, capsys):
+    argv = ["cost", str(digits_run), "--layers", "input,fc1", "--repeats", "1", "--train-subset", "150",
+            "--test-subset", "50"]
+    assert main(argv) == 0
+    table = pd.read_csv(digits_run / "cost.csv")
+    assert len(table) == 2 * len(COST_PROBES) * 2
+    assert set(zip(table["layer"], table["probe"], table["phase"])) == {
+        (layer, probe, phase) for layer in ("input", "fc1") for probe in COST_PROBES for phase in ("fit", "score")}
+    assert set(table["members"]) == {2} and set(table["n_train"]) == {150} and set(table["n_test"]) == {50}
+    assert set(table["dim"]) == {64, 128}
+    markdown = (digits_run / "cost.md").read_text()
+    assert markdown.count("| input |") == markdown.count("| fc1 |") == len(COST_PROBES)
+    assert "| fc1 | qda |" in capsys.readouterr().out
+
+
+def test_run_cost_refuses_data_the_run_was_not_trained_on(digits_run):
+    other = subset(load_dataset("digits"), 300, 100)
+    with pytest.raises(ValueError, match="not the one"):
+        run_cost(digits_run, other)
