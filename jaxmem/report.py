@@ -39,9 +39,11 @@ def summary(df):
                    .rename(columns={"mean": "model_test", "std": "model_test_std", "count": "seeds"}).reset_index())
     probes = _probe_test_rows(df)
     keys = GROUP + ["probe", "subspace_labels"]
-    per_layer = probes.groupby(keys + ["layer"])["accuracy"].agg(["mean", "std"]).reset_index()
+    per_layer = (probes.groupby(keys + ["layer"]).agg(mean=("accuracy", "mean"), std=("accuracy", "std"),
+                                                      size=("size", "mean")).reset_index())
     best = per_layer.loc[per_layer.groupby(keys)["mean"].idxmax()]
-    best = best.rename(columns={"mean": "best_test", "std": "best_test_std", "layer": "best_layer"})
+    best = best.rename(columns={"mean": "best_test", "std": "best_test_std", "layer": "best_layer",
+                                "size": "best_size"})
     if model_stats.empty:
         return best.reset_index(drop=True)
     return pd.merge(model_stats, best, on=GROUP, how="outer").sort_values(keys).reset_index(drop=True)
@@ -66,18 +68,79 @@ def summary_markdown(df) -> str:
     return "\n".join(lines)
 
 
+def is_sensitivity(probe: str) -> bool:
+    """MASC at a sensitivity variance (``masc(n=…)``), kept out of the headline tables and plots."""
+    return probe.startswith("masc(")
+
+
+def _sensitivity_order(probe: str) -> tuple:
+    """Fewest components first: integer n (components), then fractions of the variance (``masc`` is n = 0.99)."""
+    n = float(probe.removeprefix("masc(n=").removesuffix(")")) if is_sensitivity(probe) else 0.99
+    return (n < 1, n)
+
+
+def _clean_variant(table):
+    """Summary rows of the clean-model variant with their subspace degree q as ``degree``."""
+    rows = table[table["subspace_labels"].str.startswith("corrupted@")].copy()
+    rows["degree"] = rows["subspace_labels"].str.removeprefix("corrupted@").astype(float)
+    return rows
+
+
+def best_layer_markdown(df, kind: str = "corrupted", *, sensitivity: bool = False) -> str:
+    """One row per (dataset, model, degree), one column per probe: best-layer test accuracy (%) mean ± std over
+    seeds and the layer. ``kind``: subspace labels, or ``"clean"`` for the clean model with subspaces from labels
+    corrupted at q (rows by q). ``sensitivity``: the MASC variances instead of the probes (with components)."""
+    table = summary(df)
+    if table.empty:
+        return ""
+    model = table.drop_duplicates(GROUP).set_index(GROUP)
+    rows = _clean_variant(table) if kind == "clean" else table[table["subspace_labels"] == kind]
+    variant = rows["probe"].map(is_sensitivity).astype(bool)
+    rows = rows[variant | (rows["probe"] == "masc") if sensitivity else ~variant]
+    probes = sorted(rows["probe"].unique(), key=_sensitivity_order if sensitivity else lambda n: (n != "masc", n))
+    first = "q (p = 0 model)" if kind == "clean" else "degree"
+    lines = [f"| dataset | model | {first} | seeds | model test | " + " | ".join(probes) + " |",
+             "|---|---|---|---|---|" + "---|" * len(probes)]
+    for (dataset, name, degree), part in rows.groupby(GROUP):
+        reference = model.loc[(dataset, name, 0.0 if kind == "clean" else degree)]
+        cells = []
+        for probe in probes:
+            hit = part[part["probe"] == probe]
+            if hit.empty:
+                cells.append("–")
+                continue
+            r = hit.iloc[0]
+            extra = f", {r['best_size']:.0f} comp." if sensitivity and r["best_size"] == r["best_size"] else ""
+            cells.append(f"{_mean_std(r['best_test'], r['best_test_std'])} ({r['best_layer']}{extra})")
+        lines.append(f"| {dataset} | {name} | {degree:g} | {int(reference.get('seeds', 0) or 0)} | "
+                     f"{_mean_std(reference.get('model_test', np.nan), reference.get('model_test_std', np.nan))} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _headline(probes):
+    """Probe rows with corrupted- or true-label subspaces, without the sensitivity variants."""
+    return probes[probes["subspace_labels"].isin(["corrupted", "true"]) & ~probes["probe"].map(is_sensitivity)]
+
+
 def plot_layers(df, path: str | Path) -> Path:
-    """Test accuracy vs layer, one line per degree, the model's final test accuracy as a dashed reference."""
+    """Test accuracy vs layer for one (dataset, model): a panel per (probe, subspace kind), a line per degree, the
+    model's final test accuracy dashed in the same colour. Sensitivity variants and the clean variant are left out
+    (they are in the tables)."""
     plt = _pyplot()
-    probes = _probe_test_rows(df)
+    probes = _headline(_probe_test_rows(df))
     model = final_model_rows(df)
     model = model[model["split"] == "test"].groupby("degree")["accuracy"].mean()
-    kinds = list(dict.fromkeys(zip(probes["probe"], probes["subspace_labels"])))
+    kinds = sorted(dict.fromkeys(zip(probes["probe"], probes["subspace_labels"])),
+                   key=lambda pair: (pair[1], pair[0] != "masc", pair[0]))
     layers = list(dict.fromkeys(probes["layer"]))
     degrees = sorted(probes["degree"].unique())
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(degrees)))
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False, sharey=True)
-    for ax, (probe, kind) in zip(axes[0], kinds):
+    columns = min(4, len(kinds))
+    rows_of_panels = -(-len(kinds) // columns)
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(4.2 * columns, 3.4 * rows_of_panels), squeeze=False,
+                             sharey=True)
+    for ax, (probe, kind) in zip(axes.flat, kinds):
         rows = probes[(probes["probe"] == probe) & (probes["subspace_labels"] == kind)]
         means = rows.groupby(["degree", "layer"])["accuracy"].mean()
         for color, degree in zip(colors, degrees):
@@ -85,11 +148,14 @@ def plot_layers(df, path: str | Path) -> Path:
             ax.plot(layers, ys, "o-", color=color, label=f"p = {degree:g}")
             if degree in model.index:
                 ax.axhline(model[degree], color=color, linestyle="--", linewidth=1)
-        ax.set_title(f"{probe}, {kind}-label subspaces")
-        ax.set_xlabel("layer")
+        ax.set_title(f"{probe}, {kind} labels", fontsize=9)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (dashed: model)")
-    axes[0][-1].legend(fontsize=8)
+    for ax in axes.flat[len(kinds):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (dashed: model)", fontsize=8)
+    axes.flat[0].legend(fontsize=7)
     return _save(plt, fig, path)
 
 
@@ -111,9 +177,11 @@ def _pyplot():
 
 
 def plot_degrees(df, path: str | Path) -> Path:
-    """Best-layer test accuracy vs corruption degree, one line per (probe, subspace kind), and the model's."""
+    """Best-layer test accuracy vs corruption degree for one (dataset, model): the model, every probe with
+    corrupted-label subspaces and MASC with true-label ones."""
     plt = _pyplot()
-    table = summary(df)
+    table = _headline(summary(df))
+    table = table[(table["subspace_labels"] == "corrupted") | (table["probe"] == "masc")]
     fig, ax = plt.subplots(figsize=(6, 4))
     model = table.drop_duplicates("degree").sort_values("degree")
     ax.plot(model["degree"], model["model_test"], "k--o", label="model")
@@ -201,10 +269,27 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relab
     table when a ``relabel`` table is given; returns the page's path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [f"# {title}", "", "Test accuracy (%) after memorisation: the model, and each probe's best layer "
-             "(mean ± std over seeds).", "", summary_markdown(df), "",
-             f"![accuracy vs layer]({plot_layers(df, out_dir / 'layers.png').name})", "",
-             f"![accuracy vs degree]({plot_degrees(df, out_dir / 'degrees.png').name})"]
+    summary(df).to_csv(out_dir / "summary.csv", index=False)
+    parts = [f"# {title}", "", "Test accuracy (%) of the model after memorisation and of each probe at its best layer "
+             "(mean ± std over seeds, the layer in brackets; every layer of every probe: `summary.csv` and the "
+             "plots).", ""]
+    sections = [("Probes fitted on the corrupted labels (the headline)", "corrupted", False),
+                ("Probes fitted on the true labels (post-hoc oracle)", "true", False),
+                ("Clean model (trained at p = 0), probes fitted on its labels corrupted at q", "clean", False),
+                ("MASC sensitivity to the variance n (corrupted labels; components per class at the best layer)",
+                 "corrupted", True)]
+    has_sensitivity = df["probe"].map(is_sensitivity).astype(bool).any()
+    for heading, kind, sensitivity in sections:
+        if sensitivity and not has_sensitivity:
+            continue
+        table = best_layer_markdown(df, kind, sensitivity=sensitivity)
+        if table.count("\n") > 1:  # a header and at least one row
+            parts += [f"### {heading}", "", table, ""]
+    for (dataset, model), part in df.groupby(["dataset", "model"]):
+        name = f"{dataset}-{model}"
+        parts += [f"### {dataset} × {model}", "",
+                  f"![accuracy vs layer]({plot_layers(part, out_dir / f'layers_{name}.png').name})", "",
+                  f"![accuracy vs degree]({plot_degrees(part, out_dir / f'degrees_{name}.png').name})", ""]
     probed_epochs = df[df["probe"] != "model"].groupby("member")["epoch"].nunique()
     if not probed_epochs.empty and probed_epochs.max() > 1:
         peaks = peak_epochs(df)

@@ -11,7 +11,7 @@ from jaxmem.data import corrupt_labels, load_dataset, member_train_labels, norma
 from jaxmem.experiments.probing import probe_input_layer, probe_members
 from jaxmem.features import collect_activations, member_variables, stream_grams, stream_predictions
 from jaxmem.models import get_model
-from jaxmem.report import final_model_rows, plot_layers, summary, summary_markdown
+from jaxmem.report import best_layer_markdown, final_model_rows, plot_layers, summary, summary_markdown
 from jaxmem.results import read_rows
 
 
@@ -114,13 +114,20 @@ def synthetic_table():
         for layer, acc in [("fc1", 0.7), ("fc2", 0.85 - degree / 10 + seed / 100)]:
             rows.append({**base, "epoch": 9, "probe": "masc", "layer": layer, "subspace_labels": "corrupted",
                          "split": "test", "scored_against": "true", "accuracy": acc, "size": 5.0})
+            rows.append({**base, "epoch": 9, "probe": "masc(n=1)", "layer": layer, "subspace_labels": "corrupted",
+                         "split": "test", "scored_against": "true", "accuracy": acc - 0.2, "size": 1.0})
+            if degree == 0:  # the clean variant: the p = 0 members with subspaces from labels corrupted at 0.8
+                rows.append({**base, "epoch": 9, "probe": "masc", "layer": layer, "subspace_labels": "corrupted@0.8",
+                             "split": "test", "scored_against": "true", "accuracy": acc - 0.4, "size": 7.0})
     return pd.DataFrame(rows)
 
 
 def test_report_summary_and_plot(tmp_path):
     table = synthetic_table()
     assert set(final_model_rows(table)["epoch"]) == {9}
-    rows = summary(table).set_index("degree")
+    everything = summary(table)
+    rows = everything[(everything["probe"] == "masc") & (everything["subspace_labels"] == "corrupted")]
+    rows = rows.set_index("degree")
     assert rows.loc[0.8, "model_test"] == pytest.approx(0.505)
     assert rows.loc[0.8, "model_test_std"] == pytest.approx(np.std([0.5, 0.51], ddof=1))
     assert rows.loc[0.8, "best_layer"] == "fc2"
@@ -130,6 +137,14 @@ def test_report_summary_and_plot(tmp_path):
     assert "| mnist | mlp | 0.8 | 2 | 50.5 ± 0.7 | masc | corrupted | fc2 | 77.5 ± 0.7 |" in markdown
     png = plot_layers(table, tmp_path / "layers.png")
     assert png.stat().st_size > 1000
+    assert "| mnist | mlp | 0.8 | 2 | 50.5 ± 0.7 | 77.5 ± 0.7 (fc2) |" in best_layer_markdown(table)
+    clean = best_layer_markdown(table, "clean")
+    assert "| dataset | model | q (p = 0 model) |" in clean
+    assert "| mnist | mlp | 0.8 | 2 | 90.5 ± 0.7 | 45.5 ± 0.7 (fc2) |" in clean
+    sensitivity = best_layer_markdown(table, sensitivity=True)
+    assert "| masc(n=1) | masc |" in sensitivity  # n = 1 component before the default 0.99
+    assert "| mnist | mlp | 0 | 2 | 90.5 ± 0.7 | 65.5 ± 0.7 (fc2, 1 comp.) | 85.5 ± 0.7 (fc2, 5 comp.) |" in sensitivity
+    assert best_layer_markdown(table, "true").count("\n") == 1  # no rows: header only
 
 
 def test_run_trains_probes_and_resumes_without_reprobing(tmp_path, capsys):
@@ -175,14 +190,17 @@ def test_report_page_from_a_tiny_table_with_dynamics(tmp_path):
     table = synthetic_table()
     early = table[(table["probe"] == "masc")].assign(epoch=1, accuracy=0.95)  # probes peak at epoch 1
     table = pd.concat([table, early], ignore_index=True)
-    assert summary(table).set_index("degree").loc[0.8, "best_test"] == pytest.approx(0.775)  # last epoch only
+    rows = summary(table).query("probe == 'masc' and subspace_labels == 'corrupted'").set_index("degree")
+    assert rows.loc[0.8, "best_test"] == pytest.approx(0.775)  # last epoch only
     path = tmp_path / "results.csv"
     table.to_csv(path, index=False)
     assert main(["report", str(path), "--out", str(tmp_path / "page")]) == 0
     page = (tmp_path / "page" / "report.md").read_text()
-    assert "| mnist | mlp | 0.8 | 2 | 50.5 ± 0.7 | masc | corrupted | fc2 | 77.5 ± 0.7 |" in page
+    assert "| mnist | mlp | 0.8 | 2 | 50.5 ± 0.7 | 77.5 ± 0.7 (fc2) |" in page
+    assert "Clean model" in page and "MASC sensitivity" in page and "true labels" not in page
     assert "| 0.8 | masc | fc1 | 1 | 95.0 |" in page and "| 0.8 | model | output | 9 | 50.5 |" in page
-    for name in ("layers.png", "degrees.png", "dynamics.png"):
+    assert (tmp_path / "page" / "summary.csv").exists()
+    for name in ("layers_mnist-mlp.png", "degrees_mnist-mlp.png", "dynamics.png"):
         assert f"({name})" in page and (tmp_path / "page" / name).stat().st_size > 1000
     assert main(["report", str(tmp_path / "missing.csv")]) == 2
 
