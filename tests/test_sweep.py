@@ -33,20 +33,20 @@ def test_sweep_resumes_after_a_failed_cell_without_recomputing_finished_ones(tmp
     monkeypatch.setattr(sweep, "run_memorization", flaky)
     kwargs = dict(overrides={"max_epochs": {"*": 2}}, progress=False, extra_probes=("ncm",), clean_degrees=(0.8,))
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(cells, [0.0, 0.8], [0, 1], tmp_path, load, **kwargs)
+        run_sweep(cells, [0.0, 0.8], [0], tmp_path, load, **kwargs)
     assert [cell_status(tmp_path, cell) for cell in cells] == ["done", "new"]
     partial = read_rows(tmp_path / "results.csv")
     assert set(partial["model"]) == {"mlp"}
 
-    table = run_sweep(cells, [0.0, 0.8], [0, 1], tmp_path, load, **kwargs)
+    table = run_sweep(cells, [0.0, 0.8], [0], tmp_path, load, **kwargs)
     assert calls == ["mlp", "cnn", "cnn"]
     members = table.groupby("member")[["model", "degree", "seed"]].first()
-    assert list(members.index) == list(range(8))
-    assert list(members["model"]) == ["mlp"] * 4 + ["cnn"] * 4
+    assert list(members.index) == list(range(4))
+    assert list(members["model"]) == ["mlp"] * 2 + ["cnn"] * 2
     assert set(table["probe"]) == {"model", "masc", "ncm"}
     assert set(table[table["subspace_labels"] == "corrupted@0.8"]["degree"]) == {0.0}
     before = (tmp_path / "results.csv").read_text()
-    run_sweep(cells, [0.0, 0.8], [0, 1], tmp_path, load, **kwargs)
+    run_sweep(cells, [0.0, 0.8], [0], tmp_path, load, **kwargs)
     assert calls == ["mlp", "cnn", "cnn"] and (tmp_path / "results.csv").read_text() == before
 
 
