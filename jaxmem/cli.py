@@ -462,6 +462,9 @@ def add_report_parser(subparsers) -> None:
     parser.add_argument("results", type=Path, help="a results.csv written by jaxmem")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: beside the table)")
     parser.add_argument("--title", default=None)
+    parser.add_argument("--exclude-layers", type=split_names, default=[],
+                        help="leave these layers out of the tables and plots, e.g. 'input' to rank only the model's "
+                             "own layers (the relabel table keeps the layers its runs chose)")
     parser.set_defaults(run=cmd_report)
 
 
@@ -474,6 +477,7 @@ def cmd_report(args) -> None:
     table = read_rows(args.results)
     if table.empty:
         raise ValueError(f"{args.results} has no rows")
+    table = table[~table["layer"].isin(args.exclude_layers)]
     relabel = args.results.parent / "relabel.csv"
     page = write_report(table, args.out or args.results.parent, title=args.title or f"jaxmem report: {args.results}",
                         relabel=read_rows(relabel) if relabel.exists() else None)

@@ -225,3 +225,15 @@ def test_clean_variant_equals_the_member_trained_at_that_degree_probed_with_the_
     with pytest.raises(ValueError, match="unknown subspace labels"):
         probe_members(model, "mlp", variables, digits, [MemberSpec("digits", "mlp", 0.0, 0)] * 2, epoch=1,
                       subspaces=("shuffled",))
+
+
+def test_report_can_leave_out_the_input_layer(tmp_path):
+    table = synthetic_table()
+    table = pd.concat([table, table[table["layer"] == "fc2"].assign(layer="input", accuracy=0.99)], ignore_index=True)
+    path = tmp_path / "results.csv"
+    table.to_csv(path, index=False)
+    assert main(["report", str(path), "--out", str(tmp_path / "all")]) == 0
+    assert "(input)" in (tmp_path / "all" / "report.md").read_text()
+    assert main(["report", str(path), "--out", str(tmp_path / "hidden"), "--exclude-layers", "input"]) == 0
+    page = (tmp_path / "hidden" / "report.md").read_text()
+    assert "(input" not in page and "| mnist | mlp | 0.8 | 2 | 50.5 ± 0.7 | 77.5 ± 0.7 (fc2) |" in page
