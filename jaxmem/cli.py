@@ -285,7 +285,9 @@ def add_sweep_parser(subparsers) -> None:
     parser.add_argument("--order", default=None, choices=["fixed", "shuffle"])
     add_probing_arguments(parser)
     parser.add_argument("--relabel", action="store_true", help="also relabel and fine-tune every cell (SPEC §7)")
-    parser.add_argument("--finetune-epochs", type=int, default=30)
+    parser.add_argument("--finetune-epochs", type=int, default=30, help="relabel: at most this many epochs")
+    parser.add_argument("--patience", type=int, default=3, help="relabel: early-stopping patience (epochs)")
+    parser.add_argument("--split-seed", type=int, default=0, help="relabel: seed of the 80/20 test split")
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep directory")
     parser.add_argument("--dry-run", action="store_true", help="print the cells and their settings, run nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -316,7 +318,8 @@ def cmd_sweep(args) -> None:
 
     table = run_sweep(cells, args.degrees, args.seeds, args.out, load, label_rule=args.label_rule,
                       overrides=overrides, relabel=args.relabel,
-                      relabel_options={"max_epochs": args.finetune_epochs}, progress=not args.quiet,
+                      relabel_options={"max_epochs": args.finetune_epochs, "patience": args.patience,
+                                       "split_seed": args.split_seed}, progress=not args.quiet,
                       **probing_options(args))
     (args.out / "summary.md").write_text(summary_markdown(table) + "\n")
     print(f"results: {args.out / 'results.csv'}; summary: {args.out / 'summary.md'}; "

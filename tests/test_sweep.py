@@ -57,7 +57,7 @@ def test_cli_sweep_dry_run_and_run(tmp_path, capsys):
     assert main([*argv, "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "digits-mlp" in printed and "new" in printed and "0.0500" in printed and not out.exists()
-    assert main([*argv, "--relabel", "--finetune-epochs", "1"]) == 0
+    assert main([*argv, "--relabel", "--finetune-epochs", "1", "--patience", "1", "--split-seed", "5"]) == 0
     assert (out / "summary.md").exists() and (out / "relabel.csv").exists()
     assert main([*argv, "--dry-run"]) == 0 and "done" in capsys.readouterr().out
 
