@@ -109,13 +109,14 @@ def stream_grams(
 
 
 def stream_predictions(
-    model, variables, x, probes: Mapping[str, masc.MascProbe], *, batch_size: int = 1024
-) -> dict[str, np.ndarray]:
-    """MASC predictions {layer: [M, N]} for every member, computing the activations batch by batch."""
-    layers = tuple(probes)
+    model, variables, x, probes: Mapping[tuple[str, str], masc.MascProbe], *, batch_size: int = 1024
+) -> dict[tuple[str, str], np.ndarray]:
+    """MASC predictions [M, N] for every member under the keys of ``probes`` ``{(layer, name): probe}``, computing
+    the activations batch by batch, once per batch for all probes (e.g. several variances) of a layer."""
+    layers = tuple(dict.fromkeys(layer for layer, _ in probes))
 
     def predict(batch):
         acts = _apply_members(model, variables, batch, layers)
-        return {name: masc.predict(probes[name], acts[name]) for name in layers}
+        return {key: masc.predict(probe, acts[key[0]]) for key, probe in probes.items()}
 
-    return {name: np.asarray(pred) for name, pred in _over_batches(predict, x, batch_size).items()}
+    return {key: np.asarray(pred) for key, pred in _over_batches(predict, x, batch_size).items()}

@@ -58,7 +58,7 @@ def test_streamed_and_in_memory_probing_agree(digits, two_mlps):
         streamed = masc.fit_from_gram(grams[name], 0.99, "exact")
         direct = masc.fit(acts[name], labels, 10, 0.99, "exact")  # dual problem: N_c < 2048
         np.testing.assert_array_equal(np.asarray(streamed.num_components), np.asarray(direct.num_components))
-        predicted = stream_predictions(model, variables, x, {name: streamed}, batch_size=300)[name]
+        predicted = stream_predictions(model, variables, x, {(name, "masc"): streamed}, batch_size=300)[name, "masc"]
         agreement = np.mean(predicted == np.asarray(masc.predict(direct, acts[name])))
         assert agreement >= 0.995  # model activations are float32; near-ties may flip
 
@@ -66,12 +66,14 @@ def test_streamed_and_in_memory_probing_agree(digits, two_mlps):
 def test_probe_members_streams_layers_over_the_budget(digits, two_mlps):
     model, variables = two_mlps
     members = [MemberSpec("digits", "mlp", p, 0) for p in (0.0, 0.5)]
-    kwargs = dict(epoch=[3, 4], subspaces=("corrupted",), precision="exact", layers=("input", "fc1", "fc2"))
+    kwargs = dict(epoch=[3, 4], subspaces=("corrupted",), precision="exact", layers=("input", "fc1", "fc2"),
+                  sensitivity=(1,))
     everything = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, **kwargs))
     streamed = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, memory_budget=0, **kwargs))
     assert list(dict.fromkeys(everything["layer"])) == ["input", "fc1", "fc2"]
     assert set(everything["epoch"]) == {3, 4}
-    merged = everything.merge(streamed, on=["member", "layer", "split", "scored_against"])
+    assert set(streamed["probe"]) == {"masc", "masc(n=1)"}
+    merged = everything.merge(streamed, on=["member", "probe", "layer", "split", "scored_against"])
     assert np.abs(merged["accuracy_x"] - merged["accuracy_y"]).max() <= 0.01
     np.testing.assert_array_equal(merged["size_x"], merged["size_y"])
 

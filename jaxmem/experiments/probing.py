@@ -164,13 +164,13 @@ def _fit_and_score_streaming(model, variables, x_train, x_test, layers, grouping
     out = {}
     for kind, labels in grouping.items():
         grams = stream_grams(model, variables, x_train, labels, num_classes, layers, precision=precision)
-        for probe_name, variance in variants.items():
-            probes = {name: masc.fit_from_gram(grams[name], variance, precision) for name in layers}
-            train_pred = stream_predictions(model, variables, x_train, probes, batch_size=batch_size)
-            test_pred = stream_predictions(model, variables, x_test, probes, batch_size=batch_size)
-            for name in layers:
-                out[name, kind, probe_name] = (probes[name], train_pred[name], test_pred[name])
+        probes = {(name, probe_name): masc.fit_from_gram(grams[name], variance, precision)
+                  for name in layers for probe_name, variance in variants.items()}
         del grams
+        train_pred = stream_predictions(model, variables, x_train, probes, batch_size=batch_size)
+        test_pred = stream_predictions(model, variables, x_test, probes, batch_size=batch_size)
+        for (name, probe_name), probe in probes.items():
+            out[name, kind, probe_name] = (probe, train_pred[name, probe_name], test_pred[name, probe_name])
     return out
 
 
