@@ -32,9 +32,11 @@ def parse_variance(text: str) -> float | int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "digits") -> None:
-    parser.add_argument("--dataset", default=default_dataset,
-                        help="mnist, fashion_mnist, cifar10, cifar100, tiny_imagenet or digits (embedded)")
+def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | None = "digits") -> None:
+    """Where the data comes from and which part of it; ``--dataset`` unless ``default_dataset`` is None."""
+    if default_dataset is not None:
+        parser.add_argument("--dataset", default=default_dataset,
+                            help="mnist, fashion_mnist, cifar10, cifar100, tiny_imagenet or digits (embedded)")
     parser.add_argument("--data-dir", default=None,
                         help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
     parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
@@ -43,10 +45,11 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "
     parser.add_argument("--test-subset", type=int, default=None, help="use only the first N test samples")
 
 
-def load_data(args):
+def load_data(args, name: str | None = None):
+    """The dataset ``name`` (default ``args.dataset``) as the data arguments ask."""
     from jaxmem.data import load_dataset, subset
 
-    dataset = load_dataset(args.dataset, args.data_dir, args.source)
+    dataset = load_dataset(name or args.dataset, args.data_dir, args.source)
     if args.train_subset or args.test_subset:
         dataset = subset(dataset, args.train_subset, args.test_subset)
     return dataset
@@ -272,11 +275,7 @@ def add_sweep_parser(subparsers) -> None:
     parser.add_argument("--datasets", type=split_names, default=["digits"], help="comma-separated dataset names")
     parser.add_argument("--models", type=split_names, default=["paper"],
                         help="comma-separated model names; 'paper' = each dataset's paper model")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
-    parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
-    parser.add_argument("--train-subset", type=int, default=None, help="use only the first N training samples")
-    parser.add_argument("--test-subset", type=int, default=None, help="use only the first N test samples")
+    add_data_arguments(parser, default_dataset=None)
     add_member_arguments(parser, degrees="0,0.4,0.8")
     parser.add_argument("--learning-rate", type=parse_per_model(float), default={},
                         help="override the presets' learning rate: a value, or model=value pairs")
@@ -295,7 +294,6 @@ def add_sweep_parser(subparsers) -> None:
 
 
 def cmd_sweep(args) -> None:
-    from jaxmem.data import load_dataset, subset
     from jaxmem.experiments.sweep import cell_spec, cell_status, run_sweep, sweep_cells
     from jaxmem.report import summary_markdown
 
@@ -311,13 +309,8 @@ def cmd_sweep(args) -> None:
     if args.dry_run:
         return
 
-    def load(name: str):
-        dataset = load_dataset(name, args.data_dir, args.source)
-        return subset(dataset, args.train_subset, args.test_subset) if args.train_subset or args.test_subset \
-            else dataset
-
-    table = run_sweep(cells, args.degrees, args.seeds, args.out, load, label_rule=args.label_rule,
-                      overrides=overrides, relabel=args.relabel,
+    table = run_sweep(cells, args.degrees, args.seeds, args.out, lambda name: load_data(args, name),
+                      label_rule=args.label_rule, overrides=overrides, relabel=args.relabel,
                       relabel_options={"max_epochs": args.finetune_epochs, "patience": args.patience,
                                        "split_seed": args.split_seed}, progress=not args.quiet,
                       **probing_options(args))
