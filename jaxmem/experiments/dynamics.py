@@ -128,12 +128,11 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     corrupted = member_train_labels(dataset, members)
     edited = edited_params(model, model_name, member_variables(params, batch_stats), data.x_train, corrupted,
                            dataset.num_classes, keep_bias=keep_bias)
-    both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), params, edited)  # [2M]: unedited, then edited
-    stats = jax.tree.map(lambda a: jnp.concatenate([a, a]), batch_stats)
-    state = fresh_states(both, stats, tx)
+    both = concat_members(params, edited)  # [2M]: unedited, then edited
+    state = fresh_states(both, concat_members(batch_stats, batch_stats), tx)
     labels = jnp.asarray(np.concatenate([corrupted, corrupted]))
     _, train_keys = split_member_keys(members)
-    keys = jnp.concatenate([train_keys, train_keys])
+    keys = concat_members(train_keys, train_keys)
     epoch_fn = make_epoch_fn(model, tx, spec, len(dataset.y_train), member_chunk=None)
     flipped = corrupted != dataset.y_train  # [M, N]
     rows = []
@@ -163,6 +162,11 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
         if progress:
             print(f"epoch {epoch}/{until_epoch}", end="\r", flush=True)
     return pd.DataFrame(rows)
+
+
+def concat_members(*trees):
+    """Pytrees with a leading member axis joined along it (e.g. the same members as several branches)."""
+    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)
 
 
 def fresh_states(params, batch_stats, tx) -> MemberState:

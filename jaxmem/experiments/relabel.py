@@ -28,7 +28,7 @@ import numpy as np
 
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
-from jaxmem.experiments.dynamics import fresh_states
+from jaxmem.experiments.dynamics import concat_members, fresh_states
 from jaxmem.experiments.probing import fit_and_score, masc_variants, subspace_grouping
 from jaxmem.features import member_predictions, member_variables
 from jaxmem.models import get_model, probe_layers
@@ -56,10 +56,6 @@ def choose_layers(test_predictions: dict, y_select: np.ndarray, select: np.ndarr
     (ties: the first layer in order)."""
     accuracy = np.stack([np.mean(pred[:, select] == y_select, axis=1) for pred in test_predictions.values()])
     return np.argmax(accuracy, axis=0)
-
-
-def _tile(tree, times: int):
-    return jax.tree.map(lambda leaf: jnp.concatenate([leaf] * times), tree)
 
 
 def relabel_and_finetune(
@@ -126,9 +122,9 @@ def relabel_and_finetune(
     # Fine-tune all kinds × members at once; early stopping on the select part, from the host.
     tx = make_optimizer(spec)
     copies = len(subspaces)
-    state = fresh_states(_tile(params, copies), _tile(batch_stats, copies), tx)
+    state = fresh_states(concat_members(*[params] * copies), concat_members(*[batch_stats] * copies), tx)
     labels = jnp.asarray(np.concatenate(new_labels))
-    keys = jnp.concatenate([split_member_keys(members)[1]] * copies)
+    keys = concat_members(*[split_member_keys(members)[1]] * copies)
     data = device_data(dataset)
     epoch_fn = make_epoch_fn(model, tx, spec, len(dataset.y_train))
     best_select = np.full(copies * num_members, -1)
