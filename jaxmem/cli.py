@@ -131,6 +131,11 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, degrees: str) -> 
     parser.add_argument("--learning-rate", type=float, default=None, help="override the preset's learning rate")
     parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     parser.add_argument("--dropout", type=float, default=None, help="dropout after hidden Dense layers (CNN)")
+    parser.add_argument("--init", default=None, choices=["torch", "flax"],
+                        help="parameter initialisers: torch (PyTorch's defaults, the paper preset) or flax")
+    parser.add_argument("--stop-on", default=None, choices=["running", "eval"],
+                        help="stop rule's train accuracy: running (counted over the epoch's steps; the preset of "
+                             "CNN, AlexNet, ResNet-18) or eval (a full pass after the epoch; the MLP preset)")
     parser.add_argument("--checkpoint-epochs", default="",
                         help="epochs whose parameters are kept for dynamics: comma-separated, or 'paper2'")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<dataset>-<model>)")
@@ -147,13 +152,15 @@ def training_setup(args):
     model = args.model or DEFAULT_MODEL.get(args.dataset, "mlp")
     spec = paper_train_spec(args.dataset, model)
     overrides = {"order": args.order, "max_epochs": args.max_epochs, "learning_rate": args.learning_rate,
-                 "batch_size": args.batch_size, "dropout": args.dropout}
+                 "batch_size": args.batch_size, "dropout": args.dropout, "init": args.init,
+                 "stop_on": args.stop_on}
     spec = spec.replace(**{k: v for k, v in overrides.items() if v is not None})
     dataset = load_data(args)
     members = member_grid(args.dataset, model, args.degrees, args.seeds, args.label_rule)
     out = args.out or Path("runs") / f"{args.dataset}-{model}"
     if args.checkpoint_epochs == "paper2":
-        checkpoint_epochs = paper2_epoch_schedule(spec.max_epochs)
+        checkpoint_epochs = paper2_epoch_schedule(spec.max_epochs,
+                                                  sparse_step=10 if args.dataset == "tiny_imagenet" else 5)
     else:
         checkpoint_epochs = parse_ints(args.checkpoint_epochs) if args.checkpoint_epochs else []
     return dataset, members, spec, out, checkpoint_epochs

@@ -107,7 +107,7 @@ def peak_live_bytes(jaxpr) -> int:
 def member_costs(model_name: str, image_shape: tuple[int, ...], num_classes: int, spec: TrainSpec,
                  eval_batch: int) -> MemberCosts:
     """Per-member bytes of ``model_name`` trained with ``spec`` on ``image_shape = (H, W, C)`` images."""
-    model = get_model(model_name, num_classes, dropout=spec.dropout)
+    model = get_model(model_name, num_classes, init=spec.init, dropout=spec.dropout)
     tx = make_optimizer(spec)
     key = jax.random.key(0)
     state = jax.eval_shape(lambda k: init_member(model, tx, k, jnp.zeros((1, *image_shape))), key)

@@ -214,7 +214,7 @@ def _train_jax(step: Callable, state: MemberState, x: np.ndarray, y: np.ndarray,
     losses = []
     for index in range(steps):
         batch = slice(index * batch_size, (index + 1) * batch_size)
-        state, loss = step(state, jnp.asarray(x[batch], dtype), jnp.asarray(y[batch]), weights, dropout_key)
+        state, loss, _ = step(state, jnp.asarray(x[batch], dtype), jnp.asarray(y[batch]), weights, dropout_key)
         losses.append(loss)
     return state, np.asarray(jax.device_get(losses), np.float64)
 

@@ -313,7 +313,7 @@ def run_cost(run_dir: str | Path, dataset: Dataset, *, layers: Sequence[str] | N
     grouping = corrupted if subspace_labels == "corrupted" else np.broadcast_to(dataset.y_train, corrupted.shape)
     x_train = normalize(dataset.name, dataset.x_train[train_part])
     x_test = normalize(dataset.name, dataset.x_test[test_part])
-    model = get_model(model_name, dataset.num_classes, dropout=spec.dropout)
+    model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     variables = member_variables(*load_member_params(run_dir, epoch))
     rows = []
     for layer in layers:

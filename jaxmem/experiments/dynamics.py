@@ -49,7 +49,7 @@ def probe_saved_epochs(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     extra_probes = check_probes(extra_probes)
     table = read_rows(out_dir / RESULTS_FILE)
     done = set(table.loc[table["probe"] == "masc", "epoch"])
-    model = get_model(members[0].model, dataset.num_classes, dropout=spec.dropout)
+    model = get_model(members[0].model, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     for epoch in saved_epochs(out_dir):
         if epoch in done:
             continue
@@ -91,7 +91,7 @@ def edit_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, 
     if subspace_labels not in ("corrupted", "true"):
         raise ValueError(f"subspace_labels must be 'corrupted' or 'true', got {subspace_labels!r}")
     model_name = members[0].model
-    model = get_model(model_name, dataset.num_classes, dropout=spec.dropout)
+    model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     params, batch_stats = load_member_params(out_dir, epoch)
     x_train = normalize(dataset.name, dataset.x_train)
     x_test = normalize(dataset.name, dataset.x_test)
@@ -121,7 +121,7 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     if until_epoch <= edit_epoch:
         raise ValueError(f"until_epoch ({until_epoch}) must be after edit_epoch ({edit_epoch})")
     model_name = members[0].model
-    model = get_model(model_name, dataset.num_classes, dropout=spec.dropout)
+    model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     tx = make_optimizer(spec)
     params, batch_stats = load_member_params(out_dir, edit_epoch)
     data = device_data(dataset)

@@ -58,7 +58,7 @@ def run_memorization(
         return table
     final_epoch = final_model_rows(table).groupby("member")["epoch"].max().sort_index().to_numpy()
     params, batch_stats = load_member_params(out_dir)
-    model = get_model(members[0].model, dataset.num_classes, dropout=spec.dropout)
+    model = get_model(members[0].model, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     variables = member_variables(params, batch_stats)
     options = dict(variance=variance, sensitivity=sensitivity, precision=precision, memory_budget=memory_budget,
                    extra_probes=extra_probes)

@@ -80,7 +80,7 @@ def relabel_and_finetune(
     if max_epochs < 1 or patience < 1:
         raise ValueError(f"max_epochs and patience must be >= 1, got {max_epochs} and {patience}")
     model_name = members[0].model
-    model = get_model(model_name, dataset.num_classes, dropout=spec.dropout)
+    model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     params, batch_stats = load_member_params(out_dir)
     variables = member_variables(params, batch_stats)
     select, report = split_test(len(dataset.y_test), split_seed)

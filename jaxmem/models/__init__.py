@@ -1,7 +1,7 @@
 """The model zoo of SPEC §2, chosen by name: every model maps NHWC images to (logits, probe-layer activations).
 
-All models are Flax linen modules with default initialisers (the framework cross-checks of SPEC §9 load our
-weights rather than re-initialising) and are pure: ``model.init`` / ``model.apply`` on a params pytree, so a
+All models are Flax linen modules, initialised as PyTorch does by default (``init="torch"``) or with Flax's own
+initialisers (``init="flax"``); the framework cross-checks load our weights rather than re-initialising. They are pure: ``model.init`` / ``model.apply`` on a params pytree, so a
 member axis is ``jax.vmap(model.apply)`` over stacked params. ``model.apply(variables, x, train=…)`` returns
 ``(logits [B, K], {layer: [B, D]})`` with exactly :func:`probe_layers` as keys, in that order.
 """
@@ -15,6 +15,7 @@ import jax
 from jaxmem.models import alexnet, cnn, mlp, resnet
 from jaxmem.models.alexnet import AlexNet
 from jaxmem.models.cnn import CNN
+from jaxmem.models.init import INITS, check_init
 from jaxmem.models.mlp import MLP
 from jaxmem.models.resnet import ResNet18
 
@@ -35,9 +36,14 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
 
 
-def get_model(name: str, num_classes: int, *, dropout: float = 0.0) -> nn.Module:
-    """The SPEC §2 model ``name`` with a ``num_classes``-way head; ``dropout`` only for ``cnn`` and ``resnet18``."""
+def get_model(name: str, num_classes: int, *, init: str = "torch", dropout: float = 0.0) -> nn.Module:
+    """The model ``name`` with a ``num_classes``-way head.
+
+    ``init``: ``"torch"`` (PyTorch's default initialisers, the paper preset) or ``"flax"`` (Flax's defaults);
+    ``dropout`` only for ``cnn`` and ``resnet18``.
+    """
     _check_name(name)
+    check_init(init)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if not 0.0 <= dropout < 1.0:
@@ -45,14 +51,14 @@ def get_model(name: str, num_classes: int, *, dropout: float = 0.0) -> nn.Module
     if dropout > 0 and name not in DROPOUT_MODELS:
         raise ValueError(f"dropout={dropout} given for model {name!r}; only {', '.join(DROPOUT_MODELS)} take dropout")
     if name == "mlp":
-        return MLP(num_classes)
+        return MLP(num_classes, init_scheme=init)
     if name == "cnn":
-        return CNN(num_classes, dropout=dropout)
+        return CNN(num_classes, dropout=dropout, init_scheme=init)
     if name == "alexnet_cifar100":
-        return AlexNet(num_classes, convs=alexnet.CIFAR100_CONVS)
+        return AlexNet(num_classes, convs=alexnet.CIFAR100_CONVS, init_scheme=init)
     if name == "alexnet_tiny_imagenet":
-        return AlexNet(num_classes, convs=alexnet.TINY_IMAGENET_CONVS)
-    return ResNet18(num_classes, dropout=dropout)
+        return AlexNet(num_classes, convs=alexnet.TINY_IMAGENET_CONVS, init_scheme=init)
+    return ResNet18(num_classes, dropout=dropout, init_scheme=init)
 
 
 def probe_layers(name: str) -> tuple[str, ...]:
@@ -67,5 +73,5 @@ def count_params(params) -> int:
 
 
 __all__ = [
-    "AlexNet", "CNN", "DROPOUT_MODELS", "MLP", "MODEL_NAMES", "ResNet18", "count_params", "get_model", "probe_layers",
+    "AlexNet", "CNN", "DROPOUT_MODELS", "INITS", "MLP", "MODEL_NAMES", "ResNet18", "count_params", "get_model", "probe_layers",
 ]

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 
 from jaxmem.models.conv import Conv, conv_impl
+from jaxmem.models.init import layer_inits
 
 PROBE_LAYERS = ("flat", "fc1", "fc2")
 DENSE_WIDTH = 4096
@@ -45,13 +46,14 @@ class AlexNet(nn.Module):
 
     Convs use explicit symmetric padding ``((p, p), (p, p))`` and pools are 3×3/2 VALID, i.e. PyTorch
     ``Conv2d(…, padding=p)`` and ``MaxPool2d(3, 2)``; Flax ``"SAME"`` would pad strided convs asymmetrically.
-    ``flat`` is the NHWC flatten of the final 1×1×256 map. Flax default initialisers.
+    ``flat`` is the NHWC flatten of the final 1×1×256 map. ``init`` picks the initialisers.
 
     ``__call__(x [B, H, W, 3], train=False) -> (logits [B, K], {"flat": [B, 256], "fc1", "fc2": [B, 4096]})``.
     """
 
     num_classes: int
     convs: tuple[ConvLayer, ...]
+    init_scheme: str = "torch"  # "torch" (PyTorch's default initialisers) or "flax"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -65,6 +67,7 @@ class AlexNet(nn.Module):
                 padding=(pad, pad),
                 name=f"conv{index}",
                 impl=conv_impl(train),
+                **layer_inits(self.init_scheme, layer.kernel * layer.kernel * hidden.shape[-1]),
             )
             hidden = nn.relu(conv(hidden))
             if index in _POOL_AFTER:
@@ -72,7 +75,7 @@ class AlexNet(nn.Module):
         hidden = hidden.reshape((hidden.shape[0], -1))
         activations = {"flat": hidden}
         for name in ("fc1", "fc2"):
-            hidden = nn.relu(nn.Dense(DENSE_WIDTH, name=name)(hidden))
+            hidden = nn.relu(nn.Dense(DENSE_WIDTH, name=name, **layer_inits(self.init_scheme, hidden.shape[-1]))(hidden))
             activations[name] = hidden
-        logits = nn.Dense(self.num_classes, name="out")(hidden)
+        logits = nn.Dense(self.num_classes, name="out", **layer_inits(self.init_scheme, hidden.shape[-1]))(hidden)
         return logits, activations

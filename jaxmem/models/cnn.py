@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax
 
 from jaxmem.models.conv import Conv, conv_impl
+from jaxmem.models.init import layer_inits
 
 PROBE_LAYERS = ("input", "flat", "fc1", "fc2", "fc3")
 CONV_WIDTHS = (16, 16, 32, 32, 64, 64)  # a 2×2/2 VALID max-pool follows every second conv
@@ -29,7 +30,7 @@ class CNN(nn.Module):
 
     2×2/2 VALID pools after conv2, conv4, conv6 map 28→14→7→3 and 32→16→8→4, so ``flat`` is 576 wide for
     28×28×1 and 1024 for 32×32×3. ``flat`` is in NHWC (row, column, channel) order, so a PyTorch model that
-    flattens ``[C, H, W]`` needs its ``fc1`` rows permuted. Flax default initialisers.
+    flattens ``[C, H, W]`` needs its ``fc1`` rows permuted. ``init`` picks the initialisers.
 
     ``__call__(x [B, H, W, C], train=False) -> (logits [B, K], {"input", "flat", "fc1", "fc2", "fc3": [B, D]})``.
     With ``dropout > 0`` and ``train=True``, dropout (rng collection ``"dropout"``) follows each hidden Dense; the
@@ -38,6 +39,7 @@ class CNN(nn.Module):
 
     num_classes: int
     dropout: float = 0.0
+    init_scheme: str = "torch"  # "torch" (PyTorch's default initialisers) or "flax"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -46,7 +48,7 @@ class CNN(nn.Module):
         hidden = x
         for index, width in enumerate(CONV_WIDTHS, start=1):
             conv = Conv(width, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), name=f"conv{index}",
-                        impl=conv_impl(train))
+                        impl=conv_impl(train), **layer_inits(self.init_scheme, 9 * hidden.shape[-1]))
             hidden = nn.relu(conv(hidden))
             if index % 2 == 0:
                 hidden = max_pool_2x2(hidden)
@@ -54,8 +56,9 @@ class CNN(nn.Module):
         activations["flat"] = hidden
         for index in range(1, 4):
             name = f"fc{index}"
-            hidden = nn.relu(nn.Dense(DENSE_WIDTH, name=name)(hidden))
+            hidden = nn.relu(nn.Dense(DENSE_WIDTH, name=name, **layer_inits(self.init_scheme, hidden.shape[-1]))(hidden))
             activations[name] = hidden
             hidden = nn.Dropout(self.dropout, deterministic=not train)(hidden)
-        logits = nn.Dense(self.num_classes, use_bias=False, name="out")(hidden)
+        logits = nn.Dense(self.num_classes, use_bias=False, name="out",
+                          **layer_inits(self.init_scheme, hidden.shape[-1]))(hidden)
         return logits, activations

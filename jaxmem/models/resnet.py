@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmem.models.conv import Conv, conv_impl
+from jaxmem.models.init import layer_inits
 
 PROBE_LAYERS = ("l0", "l0_1", "l0_2", "l0_3", "l1", "l2", "l3", "l4", "pool")
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -26,9 +27,9 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
-def _conv3x3(features: int, stride: int, name: str, train: bool) -> nn.Conv:
+def _conv3x3(features: int, stride: int, name: str, train: bool, init: str, in_channels: int) -> nn.Conv:
     return Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)), use_bias=False, name=name,
-                impl=conv_impl(train))
+                impl=conv_impl(train), **layer_inits(init, 9 * in_channels))
 
 
 def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
@@ -47,22 +48,25 @@ class BasicBlock(nn.Module):
 
     features: int
     stride: int
+    init_scheme: str = "torch"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
-        first_relu = nn.relu(_batch_norm(train, "bn1")(_conv3x3(self.features, self.stride, "conv1", train)(x)))
-        residual = _batch_norm(train, "bn2")(_conv3x3(self.features, 1, "conv2", train)(first_relu))
+        first_relu = nn.relu(_batch_norm(train, "bn1")(_conv3x3(self.features, self.stride, "conv1", train, self.init_scheme,
+                                                                          x.shape[-1])(x)))
+        residual = _batch_norm(train, "bn2")(_conv3x3(self.features, 1, "conv2", train, self.init_scheme,
+                                                                self.features)(first_relu))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.features:
             strides = (self.stride, self.stride)
             shortcut = Conv(self.features, (1, 1), strides=strides, padding="VALID", use_bias=False,
-                            name="shortcut_conv", impl=conv_impl(train))(x)
+                            name="shortcut_conv", impl=conv_impl(train), **layer_inits(self.init_scheme, x.shape[-1]))(x)
             shortcut = _batch_norm(train, "shortcut_bn")(shortcut)
         return nn.relu(residual + shortcut), first_relu
 
 
 class ResNet18(nn.Module):
-    """ResNet-18 (CIFAR stem) with the SPEC §2 probe layers; Flax default initialisers.
+    """ResNet-18 (CIFAR stem) with the SPEC §2 probe layers; ``init`` picks the initialisers.
 
     ``__call__(x [B, 32, 32, 3], train=False) -> (logits [B, K], {layer: [B, D]})`` with widths
     l0, l0_1, l0_2, l0_3, l1 = 16·16·64; l2 = 8·8·128; l3 = 4·4·256; l4 = 2·2·512; pool = 512.
@@ -73,16 +77,17 @@ class ResNet18(nn.Module):
 
     num_classes: int
     dropout: float = 0.0
+    init_scheme: str = "torch"  # "torch" (PyTorch's default initialisers) or "flax"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
-        hidden = nn.relu(_batch_norm(train, "bn1")(_conv3x3(STAGE_WIDTHS[0], 1, "conv1", train)(x)))
+        hidden = nn.relu(_batch_norm(train, "bn1")(_conv3x3(STAGE_WIDTHS[0], 1, "conv1", train, self.init_scheme, x.shape[-1])(x)))
         hidden = nn.max_pool(hidden, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf
         activations = {"l0": _flatten(hidden)}
         for stage, (width, stride) in enumerate(zip(STAGE_WIDTHS, STAGE_STRIDES), start=1):
             for block in range(BLOCKS_PER_STAGE):
                 block_stride = stride if block == 0 else 1
-                hidden, first_relu = BasicBlock(width, block_stride, name=f"layer{stage}_{block}")(hidden, train=train)
+                hidden, first_relu = BasicBlock(width, block_stride, self.init_scheme, name=f"layer{stage}_{block}")(hidden, train=train)
                 if (stage, block) == (1, 0):
                     activations["l0_1"] = _flatten(first_relu)
                     activations["l0_2"] = _flatten(hidden)
@@ -92,5 +97,5 @@ class ResNet18(nn.Module):
         hidden = jnp.mean(hidden, axis=(1, 2))
         activations["pool"] = hidden
         hidden = nn.Dropout(self.dropout, deterministic=not train)(hidden)
-        logits = nn.Dense(self.num_classes, name="out")(hidden)
+        logits = nn.Dense(self.num_classes, name="out", **layer_inits(self.init_scheme, hidden.shape[-1]))(hidden)
         return logits, activations

@@ -106,7 +106,8 @@ def batch_order(spec: TrainSpec, key: jax.Array, num_train: int) -> tuple[jax.Ar
 
 
 def train_epoch(model: nn.Module, tx: optax.GradientTransformation, spec: TrainSpec, state: MemberState,
-                labels: jax.Array, key: jax.Array, epoch: jax.Array, x_train: jax.Array) -> MemberState:
+                labels: jax.Array, key: jax.Array, epoch: jax.Array, x_train: jax.Array, y_true: jax.Array
+                ) -> tuple[MemberState, tuple[jax.Array, jax.Array]]:
     """One pass over the training set for one member (no freezing, no evaluation).
 
     Args:
@@ -114,18 +115,31 @@ def train_epoch(model: nn.Module, tx: optax.GradientTransformation, spec: TrainS
       key: the member's training key; epoch ``e`` uses ``fold_in(key, e)``, so a resumed run repeats it exactly.
       epoch: ``[]`` int32, 1 for the first trained epoch.
       x_train: ``[N, H, W, C]`` float32, shared by all members.
+      y_true: ``[N]`` int32 true labels, shared.
+
+    Returns:
+      ``(state, (running_correct, running_correct_true))``: the counts of the steps' own train-mode outputs that
+      match the member's labels and the true labels, accumulated over the epoch as the weights change.
     """
     order_key, dropout_key = epoch_keys(key, epoch)
     indices, weights = batch_order(spec, order_key, labels.shape[0])
 
-    def body(state, batch):
+    def body(carry, batch):
+        state, correct, correct_true = carry
         step, batch_indices, batch_weights = batch
-        state, _ = train_step(model, tx, state, x_train[batch_indices], labels[batch_indices], batch_weights,
-                              jax.random.fold_in(dropout_key, step))
-        return state, None
+        own = labels[batch_indices]
+        state, _, logits = train_step(model, tx, state, x_train[batch_indices], own, batch_weights,
+                                      jax.random.fold_in(dropout_key, step))
+        predicted = jnp.argmax(logits, axis=-1)
+        real = batch_weights > 0
+        correct += jnp.sum(real & (predicted == own), dtype=jnp.int32)
+        correct_true += jnp.sum(real & (predicted == y_true[batch_indices]), dtype=jnp.int32)
+        return (state, correct, correct_true), None
 
-    state, _ = jax.lax.scan(body, state, (jnp.arange(indices.shape[0]), indices, weights))
-    return state
+    zero = jnp.zeros((), jnp.int32)
+    (state, correct, correct_true), _ = jax.lax.scan(body, (state, zero, zero),
+                                                     (jnp.arange(indices.shape[0]), indices, weights))
+    return state, (correct, correct_true)
 
 
 def make_member_epoch(model: nn.Module, tx: optax.GradientTransformation, spec: TrainSpec, num_train: int, *,
@@ -133,8 +147,10 @@ def make_member_epoch(model: nn.Module, tx: optax.GradientTransformation, spec: 
     """The un-transformed epoch of ONE member: train (unless frozen), evaluate, apply the stop rule.
 
     Returns ``epoch(state, labels [N], key, epoch [], data) -> (state, EvalMetrics)``. A member that enters the
-    epoch inactive leaves it bit-identical. After the evaluation an active member whose train accuracy vs its own
-    labels reaches ``spec.target_train_accuracy`` becomes inactive with ``stop_epoch = epoch``.
+    epoch inactive leaves it bit-identical (its running counts are 0). After the evaluation an active member whose
+    train accuracy vs its own labels reaches ``spec.target_train_accuracy`` becomes inactive with
+    ``stop_epoch = epoch``; the accuracy is the epoch's running one (``spec.stop_on == "running"``, the authors'
+    PyTorch loops) or the post-epoch full pass (``"eval"``).
 
     Note: a short last batch is padded with sample 0 at weight 0. The loss and gradients ignore it exactly, but
     BatchNorm (ResNet) batch statistics of that one batch include the padding rows.
@@ -145,10 +161,13 @@ def make_member_epoch(model: nn.Module, tx: optax.GradientTransformation, spec: 
         if data.x_train.shape[0] != num_train:
             raise ValueError(f"epoch function built for {num_train} train samples, got {data.x_train.shape[0]}")
         # Unbatched, a frozen member skips training; under vmap the cond becomes a select (both computed).
-        state = jax.lax.cond(state.active, lambda s: train_epoch(model, tx, spec, s, labels, key, epoch,
-                                                                 data.x_train), lambda s: s, state)
-        metrics = evaluate(model, state, labels, data, batch_size=eval_batch_size)
-        stopping = state.active & (metrics.train_correct >= required)
+        zero = jnp.zeros((), jnp.int32)
+        state, running = jax.lax.cond(
+            state.active, lambda s: train_epoch(model, tx, spec, s, labels, key, epoch, data.x_train, data.y_train),
+            lambda s: (s, (zero, zero)), state)
+        metrics = evaluate(model, state, labels, data, batch_size=eval_batch_size, running=running)
+        reached = metrics.running_correct if spec.stop_on == "running" else metrics.train_correct
+        stopping = state.active & (reached >= required)
         state = state._replace(active=state.active & ~stopping,
                                stop_epoch=jnp.where(stopping, epoch, state.stop_epoch))
         return state, metrics
@@ -198,7 +217,7 @@ def make_epoch_fn(model: nn.Module, tx: optax.GradientTransformation, spec: Trai
     def epoch_fn(state: MemberState, labels: jax.Array, keys: jax.Array, epoch: jax.Array, data: DeviceData):
         num_members = labels.shape[0]
         chunk = min(member_chunk or default_member_chunk(num_members), num_members)
-        if chunk == num_members:
+        if chunk == num_members and chunk > 1:  # a chunk of one runs unbatched: vmap would batch its dots
             return batched_epoch(state, labels, keys, epoch, data)
         outputs = []
         for start in range(0, num_members, chunk):
@@ -246,16 +265,18 @@ def device_data(dataset: Dataset) -> DeviceData:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def paper2_epoch_schedule(last_epoch: int = 500, *, dense_until: int = 19, dense_step: int = 2,
-                          sparse_step: int = 5) -> tuple[int, ...]:
-    """Epochs whose parameters paper 2 studies: 0 (initialisation), 1, 3, …, ``dense_until``, then every
-    ``sparse_step``-th epoch up to ``last_epoch`` (defaults: 0, 1, 3, 5, …, 19, 20, 25, …, 500)."""
-    if last_epoch < 0 or dense_until < 0 or dense_step < 1 or sparse_step < 1:
-        raise ValueError(f"need last_epoch, dense_until >= 0 and steps >= 1, got last_epoch={last_epoch}, "
-                         f"dense_until={dense_until}, dense_step={dense_step}, sparse_step={sparse_step}")
-    dense = range(1, dense_until + 1, dense_step)
+def paper2_epoch_schedule(last_epoch: int = 500, *, dense_until: int = 20, sparse_step: int = 5) -> tuple[int, ...]:
+    """Epochs whose parameters paper 2 studies, as the authors' code lists them: 0 (the initialisation), 1, then
+    every even epoch up to ``dense_until``, then every ``sparse_step``-th epoch up to ``last_epoch``.
+
+    Defaults: 0, 1, 2, 4, …, 18, 20, 25, 30, …, 500; Tiny-ImageNet uses ``sparse_step=10`` (…, 20, 30, 40, …).
+    """
+    if last_epoch < 0 or dense_until < 0 or sparse_step < 1:
+        raise ValueError(f"need last_epoch, dense_until >= 0 and sparse_step >= 1, got last_epoch={last_epoch}, "
+                         f"dense_until={dense_until}, sparse_step={sparse_step}")
+    dense = range(2, dense_until + 1, 2)
     sparse = range((dense_until // sparse_step + 1) * sparse_step, last_epoch + 1, sparse_step)
-    return tuple(e for e in (0, *dense, *sparse) if e <= last_epoch)
+    return tuple(e for e in (0, 1, *dense, *sparse) if e <= last_epoch)
 
 
 def run_config(spec: TrainSpec, members: Sequence[MemberSpec], dataset: Dataset) -> dict:
@@ -294,7 +315,8 @@ def _check_same_run(out_dir: Path, config: dict) -> None:
 
 def model_rows(members: Sequence[MemberSpec], epoch: int, metrics: EvalMetrics, trained: np.ndarray,
                num_train: int, num_test: int) -> list[dict]:
-    """Tidy rows (``probe="model"``, ``layer="output"``) for the members trained in ``epoch``.
+    """Tidy rows (``probe="model"``, ``layer="output"``) for the members trained in ``epoch``: the post-epoch full
+    pass (``split`` "train" and "test") and, after epoch 0, the epoch's running counts (``split="train_running"``).
 
     Args:
       metrics: host arrays ``[M]``.
@@ -312,6 +334,11 @@ def model_rows(members: Sequence[MemberSpec], epoch: int, metrics: EvalMetrics, 
             results.accuracy_row(m, members[m], **common, split="test", scored_against="true",
                                  n_correct=metrics.test_correct[m], n_seen=num_test),
         ]
+        if epoch > 0:  # the running counts of the epoch's own steps (none at the initialisation)
+            rows += [results.accuracy_row(m, members[m], **common, split="train_running", scored_against=against,
+                                          n_correct=correct[m], n_seen=num_train)
+                     for against, correct in (("corrupted", metrics.running_correct),
+                                              ("true", metrics.running_correct_true))]
     return rows
 
 
@@ -491,7 +518,7 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
         raise ValueError(f"{results_path} exists but {out_dir / CONFIG_FILE} does not; not a jaxmem training run "
                          f"directory, choose another out_dir")
 
-    model = get_model(members[0].model, dataset.num_classes, dropout=spec.dropout)
+    model = get_model(members[0].model, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     tx = make_optimizer(spec)
     data = device_data(dataset)
     labels = member_train_labels(dataset, members)  # [M, N]

@@ -83,7 +83,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> j
 
 
 def train_step(model: nn.Module, tx: optax.GradientTransformation, state: MemberState, x: jax.Array,
-               labels: jax.Array, weights: jax.Array, dropout_key: jax.Array) -> tuple[MemberState, jax.Array]:
+               labels: jax.Array, weights: jax.Array, dropout_key: jax.Array
+               ) -> tuple[MemberState, jax.Array, jax.Array]:
     """One optimiser step of one member on a batch; ``active``/``stop_epoch`` are left as they are.
 
     Args:
@@ -94,17 +95,18 @@ def train_step(model: nn.Module, tx: optax.GradientTransformation, state: Member
       dropout_key: typed PRNG key for this step's dropout.
 
     Returns:
-      ``(new_state, loss)`` with ``loss`` the masked mean cross-entropy before the step.
+      ``(new_state, loss, logits)``: the masked mean cross-entropy and the train-mode logits ``[B, K]`` the step
+      saw, both before the update (the running training accuracy of the reference counts these logits).
     """
 
     def loss_fn(params):
         logits, batch_stats = apply_model(model, params, state.batch_stats, x, train=True, dropout_key=dropout_key)
-        return cross_entropy(logits, labels, weights), batch_stats
+        return cross_entropy(logits, labels, weights), (batch_stats, logits)
 
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return state._replace(params=params, batch_stats=batch_stats, opt_state=opt_state), loss
+    return state._replace(params=params, batch_stats=batch_stats, opt_state=opt_state), loss, logits
 
 
 class DeviceData(NamedTuple):
@@ -117,12 +119,15 @@ class DeviceData(NamedTuple):
 
 
 class EvalMetrics(NamedTuple):
-    """One member's accuracies as exact counts, in eval mode (running BatchNorm statistics, no dropout)."""
+    """One member's accuracies as exact counts: a full pass in eval mode (running BatchNorm statistics, no
+    dropout) after the epoch, and the running counts of the epoch's own steps (train mode, weights changing)."""
 
     train_correct: jax.Array  # [] int32: train samples predicted as the member's own (corrupted) label
     train_correct_true: jax.Array  # [] int32: train samples predicted as their true label
     test_correct: jax.Array  # [] int32: test samples predicted as their true label
     train_loss: jax.Array  # [] float32: mean cross-entropy over the train set vs the member's own labels
+    running_correct: jax.Array  # [] int32: the epoch's steps, outputs matching the member's own labels (0 at init)
+    running_correct_true: jax.Array  # [] int32: the same vs the true labels
 
 
 def _sum_over_batches(batch_fn, num: int, batch_size: int):
@@ -142,13 +147,14 @@ def _sum_over_batches(batch_fn, num: int, batch_size: int):
 
 
 def evaluate(model: nn.Module, state: MemberState, labels: jax.Array, data: DeviceData, *,
-             batch_size: int) -> EvalMetrics:
+             batch_size: int, running: tuple[jax.Array, jax.Array] | None = None) -> EvalMetrics:
     """One member's train accuracy vs its own and the true labels, test accuracy and train loss.
 
     Args:
       labels: ``[N]`` int32, the member's own (possibly corrupted) train labels.
       data: the shared dataset.
       batch_size: evaluation batch (memory only; the counts do not depend on it).
+      running: the epoch's running counts ``(vs own labels, vs true labels)``; zeros when omitted (epoch 0).
     """
 
     def train_batch(indices, mask):
@@ -167,4 +173,6 @@ def evaluate(model: nn.Module, state: MemberState, labels: jax.Array, data: Devi
     num_train = data.x_train.shape[0]
     train_correct, train_correct_true, loss_sum = _sum_over_batches(train_batch, num_train, batch_size)
     test_correct = _sum_over_batches(test_batch, data.x_test.shape[0], batch_size)
-    return EvalMetrics(train_correct, train_correct_true, test_correct, loss_sum / num_train)
+    if running is None:
+        running = (jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    return EvalMetrics(train_correct, train_correct_true, test_correct, loss_sum / num_train, *running)
