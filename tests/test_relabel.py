@@ -1,4 +1,4 @@
-"""Relabel and fine-tune (SPEC §7) on a tiny digits run: split, layer choice, relabelling shares, early stopping."""
+"""Relabel and fine-tune on a tiny digits run: split, layer choice, relabelling shares, early stopping."""
 import dataclasses
 
 import numpy as np
@@ -22,7 +22,25 @@ def test_split_test_is_seeded_disjoint_and_complete():
     np.testing.assert_array_equal(split_test(1000, seed=3)[0], select)
     assert not np.array_equal(split_test(1000, seed=4)[0], select)
     with pytest.raises(ValueError, match="cannot be split"):
-        split_test(2)
+        split_test(1)
+
+
+def _same_split(ours, theirs) -> bool:
+    return all(len(a) == len(b) and np.array_equal(a, b) for a, b in zip(ours, theirs))
+
+
+@pytest.mark.parametrize("num_test", [10000, 1797, 7])
+def test_split_test_is_the_references_train_test_split(num_test):
+    from sklearn.model_selection import train_test_split
+
+    # The reference: test80_index, test20_index = train_test_split(index, test_size=0.20, random_state=2345).
+    report, select = train_test_split(np.arange(num_test), test_size=0.2, random_state=2345)
+    assert _same_split(split_test(num_test), (select, report))
+    # The check can fail: another seed, a shuffled order or swapped parts are not the reference split.
+    assert not _same_split(split_test(num_test, seed=0), (select, report))
+    assert not _same_split((select[::-1], report), (select, report))
+    assert not _same_split((report, select), (select, report))
+    assert not _same_split((np.sort(select), np.sort(report)), (select, report))
 
 
 def test_choose_layers_takes_the_best_on_the_select_part_and_the_first_on_ties():

@@ -1,6 +1,6 @@
-"""Relabel and fine-tune (paper 1, SPEC §7): give the memorised model the labels its best layer's MASC predicts.
+"""Relabel and fine-tune (paper 1, docs/methods.md#relabel-and-fine-tune): give the memorised model the labels its best layer's MASC predicts.
 
-For each member and subspace kind: split the test set 80/20 (seeded); choose the layer whose MASC predictions are
+For each member and subspace kind: split the test set 80/20 as the reference does (:func:`split_test`); choose the layer whose MASC predictions are
 most accurate on the 20 % part; relabel the whole training set with that layer's MASC predictions; fine-tune the
 memorised model from its weights with a fresh optimiser of its kind for at most ``max_epochs`` epochs, stopping
 when the 20 % accuracy has not improved for ``patience`` epochs and keeping the best epoch; report on the 80 %.
@@ -19,6 +19,7 @@ Rows of the tidy table (``relabel.csv``), member columns as in the run:
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -29,9 +30,10 @@ import numpy as np
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.experiments.dynamics import concat_members, fresh_states
-from jaxmem.experiments.probing import fit_and_score, masc_variants, subspace_grouping
+from jaxmem.experiments.probing import fit_and_score, subspace_grouping
 from jaxmem.features import member_predictions, member_variables
 from jaxmem.models import get_model, probe_layers
+from jaxmem.probes.registry import select_probes
 from jaxmem.results import accuracy_row
 from jaxmem.train import load_member_params
 from jaxmem.train.loop import device_data, make_epoch_fn, split_member_keys
@@ -40,15 +42,25 @@ from jaxmem.train.step import make_optimizer
 RELABEL_FILE = "relabel.csv"
 
 
-def split_test(num_test: int, seed: int = 0, select_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded disjoint test indices ``(select, report)``: ``select_fraction`` for choices, the rest to report."""
+REFERENCE_SPLIT_SEED = 2345  # the authors' random_state
+
+
+def split_test(num_test: int, seed: int = REFERENCE_SPLIT_SEED,
+               select_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint test indices ``(select, report)``: ``select_fraction`` for choices, the rest to report.
+
+    Exactly the reference's ``report, select = sklearn.model_selection.train_test_split(np.arange(num_test),
+    test_size=select_fraction, random_state=seed)``: one permutation from ``np.random.RandomState(seed)``, its first
+    ``ceil(select_fraction · num_test)`` entries are the select part, the rest the report part, both in
+    permutation order (docs/methods.md#relabel-and-fine-tune).
+    """
     if not 0 < select_fraction < 1:
         raise ValueError(f"select_fraction must be in (0, 1), got {select_fraction}")
-    order = np.random.default_rng(seed).permutation(num_test)
-    cut = int(round(select_fraction * num_test))
+    cut = math.ceil(select_fraction * num_test)
     if not 0 < cut < num_test:
         raise ValueError(f"a test set of {num_test} samples cannot be split {select_fraction:g}/{1 - select_fraction:g}")
-    return np.sort(order[:cut]), np.sort(order[cut:])
+    order = np.random.RandomState(seed).permutation(num_test)
+    return order[:cut], order[cut:]
 
 
 def choose_layers(test_predictions: dict, y_select: np.ndarray, select: np.ndarray) -> np.ndarray:
@@ -68,7 +80,7 @@ def relabel_and_finetune(
     layers: Sequence[str] | None = None,
     max_epochs: int = 30,
     patience: int = 3,
-    split_seed: int = 0,
+    split_seed: int = REFERENCE_SPLIT_SEED,
     variance: float | int = 0.99,
     precision: str = "fast",
     memory_budget: float = 2**31,
@@ -87,7 +99,8 @@ def relabel_and_finetune(
     y_select, y_report = dataset.y_test[select], dataset.y_test[report]
     layers = tuple(layers or probe_layers(model_name))
     grouping = subspace_grouping(dataset, members, subspaces)
-    fitted = fit_and_score(model, variables, dataset, grouping, layers, variants=masc_variants(variance),
+    fitted = fit_and_score(model, variables, dataset, grouping, layers,
+                           probes=select_probes(("masc",), variance=variance, precision=precision),
                            precision=precision, memory_budget=memory_budget)
     corrupted = member_train_labels(dataset, members)
     flipped = corrupted != dataset.y_train
