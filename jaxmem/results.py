@@ -30,6 +30,7 @@ COLUMNS = MEMBER_COLUMNS + (
 )
 
 
+REQUIRED_COLUMNS = ("member", "epoch", "probe", "layer", "subspace_labels", "split", "scored_against", "accuracy")
 TEXT_COLUMNS = ("dataset", "model", "label_rule", "probe", "layer", "subspace_labels", "split", "scored_against")
 
 
@@ -98,8 +99,15 @@ def read_rows(path: str | Path):
     import pandas as pd
 
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"no results table at {path}")
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a jaxmem results table (unreadable as CSV: {error})") from None
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        raise ValueError(f"{path} is not a jaxmem results table: no column {', '.join(missing)}")
     return pd.read_csv(path, dtype={name: str for name in TEXT_COLUMNS}, keep_default_na=False,
                        na_values={name: ["", "nan", "NaN"] for name in COLUMNS if name not in TEXT_COLUMNS})
 

@@ -1,0 +1,141 @@
+"""The papers' published figures, and a side-by-side comparison of a results table with them.
+
+Figures are test accuracies in %, mean of the authors' 3 runs (which share one corrupted label vector), at the best
+layer, n = 0.99 unless said otherwise; recovered from the authors' notebooks and result files (paper 1). Tables:
+
+* ``model``: the memorised model's final test accuracy;
+* ``masc_corrupted`` / ``masc_true``: best-layer MASC with subspaces from the corrupted / true training labels;
+* ``probes``: every probe fitted on the corrupted labels (the authors' second, longer-trained MLP-MNIST checkpoints);
+* ``sensitivity``: MASC at other variances n (corrupted labels; run 1 except n = 0.99).
+
+:func:`compare` derives our side from a results table alone (:func:`jaxmem.report.summary`: mean over seeds, each
+member's last probed epoch, best layer by the mean, the input layer left out since it needs no model).
+"""
+from __future__ import annotations
+
+DEGREES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+NAN = float("nan")
+
+
+def _row(*values):
+    return dict(zip(DEGREES, values))
+
+
+MODEL = {
+    ("mnist", "mlp"): _row(97.88, 87.38, 73.28, 54.17, 32.10, 9.81),
+    ("cifar10", "mlp"): _row(56.37, 48.62, 40.35, 30.55, 19.69, 9.81),
+    ("mnist", "cnn"): _row(99.15, 87.52, 69.44, 47.11, 28.30, 9.85),
+    ("fashion_mnist", "cnn"): _row(90.74, 77.74, 61.35, 43.26, 25.57, 10.08),
+    ("cifar10", "cnn"): _row(74.96, 60.48, 46.15, 30.96, 18.32, 9.89),
+    ("cifar100", "alexnet_cifar100"): _row(36.75, 28.44, 20.53, 9.65, 3.43, 0.96),
+    ("tiny_imagenet", "alexnet_tiny_imagenet"): _row(15.89, 9.75, 5.45, 2.02, 0.73, 0.44),
+    ("cifar10", "resnet18"): _row(NAN, 67.39, 51.53, 34.48, 20.02, NAN),
+}
+# Epochs the authors' three MLP-MNIST runs needed to reach their stop rule, per degree.
+MLP_MNIST_EPOCHS = _row((51, 53, 50), (168, 165, 170), (148, 159, 150), (139, 140, 142), (130, 123, 133),
+                        (119, 121, 123))
+
+MASC_CORRUPTED = {
+    ("mnist", "mlp"): _row(NAN, 96.93, 96.46, 94.81, 83.43, NAN),
+    ("cifar10", "mlp"): _row(NAN, 53.44, 50.21, 44.90, 32.43, NAN),
+    ("mnist", "cnn"): _row(NAN, 96.10, 95.16, 93.60, 85.21, NAN),
+    ("fashion_mnist", "cnn"): _row(NAN, 83.56, 81.90, 80.00, 73.91, NAN),
+    ("cifar10", "cnn"): _row(NAN, 61.87, 49.04, 39.33, 29.34, NAN),
+    ("cifar100", "alexnet_cifar100"): _row(NAN, 37.99, 31.44, 15.90, 4.97, NAN),
+    ("tiny_imagenet", "alexnet_tiny_imagenet"): _row(NAN, 12.43, 8.36, 2.94, 0.83, NAN),
+    ("cifar10", "resnet18"): _row(NAN, 67.12, 62.01, 57.68, 43.88, NAN),
+}
+
+MASC_TRUE = {
+    ("mnist", "mlp"): _row(NAN, 96.95, 96.74, 96.29, 95.79, NAN),
+    ("cifar10", "mlp"): _row(NAN, 53.97, 52.57, 50.99, 48.45, NAN),
+    ("mnist", "cnn"): _row(NAN, 96.87, 96.87, 96.55, 96.07, NAN),
+    ("fashion_mnist", "cnn"): _row(NAN, 84.25, 81.65, 81.75, 79.90, NAN),
+    ("cifar10", "cnn"): _row(NAN, 62.47, 52.35, 48.99, 43.72, NAN),
+    ("cifar100", "alexnet_cifar100"): _row(NAN, 39.47, 34.68, 22.55, 15.01, NAN),
+    ("tiny_imagenet", "alexnet_tiny_imagenet"): _row(NAN, 12.99, 10.02, 5.19, 2.28, NAN),
+    ("cifar10", "resnet18"): _row(NAN, 69.36, 68.14, 66.74, 65.79, NAN),
+}
+
+# probe name in the results table -> {(dataset, model): {degree: %}}
+PROBES = {
+    "masc": {("mnist", "mlp"): {0.0: 97.15, 0.4: 96.05, 0.8: 80.35},
+             ("mnist", "cnn"): {0.0: 99.22, 0.4: 95.39, 0.8: 83.95}, ("cifar10", "cnn"): {0.8: 29.34}},
+    "logreg": {("mnist", "mlp"): {0.0: 98.04, 0.4: 92.13, 0.8: 76.60},
+               ("mnist", "cnn"): {0.0: 99.29, 0.4: 82.10, 0.8: 40.96}, ("cifar10", "cnn"): {0.8: 22.00}},
+    "ncm": {("mnist", "mlp"): {0.0: 97.05, 0.4: 93.36, 0.8: 85.58},
+            ("mnist", "cnn"): {0.0: 99.11, 0.4: 95.89, 0.8: 91.17}, ("cifar10", "cnn"): {0.8: 43.45}},
+    "knn": {("mnist", "mlp"): {0.0: 98.03, 0.4: 89.17, 0.8: 39.97},
+            ("mnist", "cnn"): {0.0: 99.37, 0.4: 89.32, 0.8: 40.67}, ("cifar10", "cnn"): {0.8: 22.68}},
+    "lda": {("mnist", "mlp"): {0.0: 98.07, 0.4: 94.63, 0.8: 86.24},
+            ("mnist", "cnn"): {0.0: 99.25, 0.4: 97.49, 0.8: 93.26}, ("cifar10", "cnn"): {0.8: 32.96}},
+    "qda": {("mnist", "mlp"): {0.0: 92.20, 0.4: 96.64, 0.8: 94.31},
+            ("mnist", "cnn"): {0.0: 99.02, 0.4: 95.39, 0.8: 86.84}, ("cifar10", "cnn"): {0.8: 38.03}},
+}
+
+# results-table probe name (``masc(n=…)`` rows of a sensitivity run) -> {(dataset, model): {degree: %}}
+SENSITIVITY = {
+    "masc(n=0.25)": {("mnist", "mlp"): _row(97.19, 95.13, 93.16, 89.54, 84.40, NAN)},
+    "masc(n=0.5)": {("mnist", "mlp"): _row(97.19, 95.06, 95.33, 95.00, 92.48, NAN)},
+    "masc(n=0.75)": {("mnist", "mlp"): _row(96.98, 96.57, 96.52, 95.89, 92.17, NAN),
+                     ("mnist", "cnn"): _row(99.11, 97.17, 96.86, 96.10, 93.44, NAN)},
+    "masc": {("mnist", "mlp"): _row(97.15, 97.22, 96.05, 93.82, 80.35, NAN),
+             ("mnist", "cnn"): _row(99.22, 96.24, 95.39, 93.33, 83.95, NAN)},
+    "masc(n=1)": {("mnist", "mlp"): _row(97.19, 95.13, 93.27, 90.35, 84.40, NAN),
+                  ("mnist", "cnn"): _row(99.12, 97.06, 95.80, 94.35, 89.78, NAN)},
+}
+
+
+def _paper_entries():
+    """``(table, probe, subspace_labels, {(dataset, model): {degree: %}})`` for every published figure."""
+    yield "model", "model", "none", MODEL
+    yield "masc_corrupted", "masc", "corrupted", MASC_CORRUPTED
+    yield "masc_true", "masc", "true", MASC_TRUE
+    for probe, values in PROBES.items():
+        yield "probes", probe, "corrupted", values
+    for probe, values in SENSITIVITY.items():
+        yield "sensitivity", probe, "corrupted", values
+
+
+def compare(df, *, exclude_layers=("input",)):
+    """Every published figure that ``df`` has a counterpart for: one row per (table, dataset, model, degree,
+    probe, subspaces) with ``paper``, ``jaxmem`` (mean over seeds), ``difference`` (jaxmem − paper, points),
+    ``seeds`` and ``layer`` (ours). Empty when nothing matches."""
+    import pandas as pd
+
+    from jaxmem.report import summary
+
+    ours = summary(df[~df["layer"].isin(exclude_layers)])
+    rows = []
+    for table, probe, kind, values in _paper_entries():
+        for (dataset, model), by_degree in values.items():
+            for degree, paper in by_degree.items():
+                if paper != paper:  # NaN: not published
+                    continue
+                match = ours[(ours["dataset"] == dataset) & (ours["model"] == model) & (ours["degree"] == degree)]
+                if table == "model":
+                    match = match.drop_duplicates("degree")
+                    value, layer = (match["model_test"], "output")
+                else:
+                    match = match[(match["probe"] == probe) & (match["subspace_labels"] == kind)]
+                    value, layer = match["best_test"], (match["best_layer"].iloc[0] if len(match) else "")
+                if match.empty or value.isna().all():
+                    continue
+                jaxmem = 100 * float(value.iloc[0])
+                rows.append(dict(table=table, dataset=dataset, model=model, degree=degree, probe=probe,
+                                 subspace_labels=kind, paper=paper, jaxmem=round(jaxmem, 2),
+                                 difference=round(jaxmem - paper, 2), seeds=int(match["seeds"].iloc[0]),
+                                 layer=layer))
+    return pd.DataFrame(rows, columns=["table", "dataset", "model", "degree", "probe", "subspace_labels", "paper",
+                                       "jaxmem", "difference", "seeds", "layer"])
+
+
+def compare_markdown(df, **kwargs) -> str:
+    """:func:`compare` as a Markdown table (%, difference in points)."""
+    table = compare(df, **kwargs)
+    lines = ["| table | dataset × model | p | probe | subspaces | paper | jaxmem (layer) | difference |",
+             "|---|---|---|---|---|---:|---:|---:|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.table} | {r.dataset} × {r.model} | {r.degree:g} | {r.probe} | {r.subspace_labels} | "
+                     f"{r.paper:.2f} | {r.jaxmem:.2f} ({r.layer}) | {r.difference:+.2f} |")
+    return "\n".join(lines)
