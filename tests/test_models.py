@@ -385,23 +385,84 @@ def test_torch_semantics_for_strided_convs_and_padded_pool():
 
 # --- dropout -------------------------------------------------------------------------------------------------------
 
-def test_cnn_dropout_acts_only_in_train_mode():
-    model, plain = get_model("cnn", 10, dropout=0.5), get_model("cnn", 10)
-    _, variables = _init("cnn", (28, 28, 1), 10)  # dropout has no parameters
-    x = _images((28, 28, 1))
+def _torch_cnn_head(variables, flat, *, renorm: bool):
+    """The reference's fully connected part in PyTorch from ``flat``: Linear, ReLU, (dropout p→0,) then
+    ``torch.renorm(x, 1, 1, 3)`` after each hidden layer, and the bias-free ``fc3``; float64."""
+    torch = pytest.importorskip("torch", reason="torch is not installed; the renorm oracle needs it")
+    params = variables["params"]
+    h = torch.tensor(np.asarray(flat, np.float64))
+    for name in ("fc1", "fc2", "fc3"):
+        weight = torch.tensor(np.asarray(params[name]["kernel"], np.float64)).T
+        h = torch.relu(torch.nn.functional.linear(h, weight, torch.tensor(np.asarray(params[name]["bias"], np.float64))))
+        if renorm:
+            h = torch.renorm(h, 1, 1, 3)
+    return (h @ torch.tensor(np.asarray(params["out"]["kernel"], np.float64))).numpy()
+
+
+def test_renorm_units_is_torch_renorm_values_and_gradient():
+    torch = pytest.importorskip("torch", reason="torch is not installed; the renorm oracle needs it")
+    from jaxmem.models.cnn import renorm_units
+
+    x = np.abs(np.random.default_rng(0).normal(size=(6, 9))) * np.linspace(0.05, 2.0, 9)  # columns under and over 3
+    norms = np.abs(x).sum(axis=0)
+    assert (norms < 3).any() and (norms > 3).any()
+    x[:, 0] = 3.0 / 6  # a column exactly at the cap is left alone
+    weights = np.random.default_rng(1).normal(size=x.shape)
+    x_torch = torch.tensor(x, requires_grad=True)
+    expected = torch.renorm(x_torch, p=1, dim=1, maxnorm=3)
+    (expected * torch.tensor(weights)).sum().backward()
+    with jax.enable_x64(True):
+        ours = renorm_units(jnp.asarray(x))
+        grad = jax.grad(lambda a: jnp.sum(renorm_units(a) * weights))(jnp.asarray(x))
+    np.testing.assert_allclose(ours, expected.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(grad, x_torch.grad.numpy(), rtol=1e-10, atol=1e-12)
+    # not the row-wise (dim=0) renorm
+    assert not np.allclose(ours, torch.renorm(torch.tensor(x), 1, 0, 3).numpy())
+
+
+def test_cnn_dropout_then_renorm_as_the_reference():
+    shape = (28, 28, 1)
+    _, variables = _init("cnn", shape, 10)  # dropout has no parameters
+    x = _images(shape, batch=128)  # the reference's MNIST batch: many units' column norms pass the cap
+    plain = get_model("cnn", 10)
+    plain_logits, plain_acts = plain.apply(variables, x)
+    reference = _torch_cnn_head(variables, plain_acts["flat"], renorm=True)
+    assert not np.allclose(reference, _torch_cnn_head(variables, plain_acts["flat"], renorm=False), rtol=0.05,
+                           atol=1e-3)
+    # dropout ≈ 0 in train mode: no unit is dropped, so only the renorm after each hidden layer remains
+    almost, _ = get_model("cnn", 10, dropout=1e-9).apply(variables, x, train=True,
+                                                         rngs={"dropout": jax.random.key(0)})
+    np.testing.assert_allclose(almost, reference, rtol=2e-4, atol=2e-5)
+
+    model = get_model("cnn", 10, dropout=0.5)
     train_a, acts_a = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
     train_b, _ = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
-    train_a2, _ = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
+    np.testing.assert_array_equal(train_a, model.apply(variables, x, train=True,
+                                                       rngs={"dropout": jax.random.key(1)})[0])
     assert not np.allclose(train_a, train_b)
-    np.testing.assert_array_equal(train_a, train_a2)
+    # renorm comes after dropout: the input of the last layer has every unit's L1 norm over the batch capped at 3
+    seen = []
+
+    def record_out_input(next_fun, args, kwargs, context):
+        if context.module.name == "out":
+            seen.append(np.asarray(args[0]))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record_out_input):
+        model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
+    norms = np.abs(seen[0]).sum(axis=0)
+    assert norms.max() <= 3 * (1 + 1e-5) and np.isclose(norms, 3, rtol=1e-5).mean() > 0.1
+    # eval mode: no unit dropped, but the reference's renorm still applies (it is not gated by the mode)
     eval_logits, eval_acts = model.apply(variables, x)
-    np.testing.assert_array_equal(eval_logits, model.apply(variables, x, train=False)[0])
-    plain_logits, plain_acts = plain.apply(variables, x, train=True)  # dropout 0: no rng needed, identity
-    np.testing.assert_allclose(eval_logits, plain_logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(eval_logits, reference, rtol=2e-4, atol=2e-5)
     assert not np.allclose(train_a, eval_logits)
-    # fc1 is recorded before its dropout, so it is the same in train and eval mode
-    np.testing.assert_allclose(acts_a["fc1"], eval_acts["fc1"], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(eval_acts["fc3"], plain_acts["fc3"], rtol=1e-6, atol=1e-6)
+    # without dropout nothing changes: the plain model is the head without renorm, in either mode
+    np.testing.assert_allclose(plain_logits, _torch_cnn_head(variables, plain_acts["flat"], renorm=False),
+                               rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(plain_logits, plain.apply(variables, x, train=True)[0], rtol=1e-5, atol=1e-6)
+    # fc1 is recorded before its dropout and renorm: the same in every mode and model
+    np.testing.assert_allclose(acts_a["fc1"], plain_acts["fc1"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(eval_acts["fc1"], plain_acts["fc1"], rtol=1e-6, atol=1e-6)
 
 
 def test_resnet_dropout_acts_only_in_train_mode():

@@ -1,8 +1,12 @@
-"""The small VGG-style CNN of SPEC §2 (MNIST, Fashion-MNIST, CIFAR-10), with optional dropout (paper 2)."""
+"""The small VGG-style CNN (MNIST, Fashion-MNIST, CIFAR-10) with optional dropout and max-norm (paper 2).
+
+See docs/methods.md#models.
+"""
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jaxmem.models.conv import Conv, conv_impl
 from jaxmem.models.init import layer_inits
@@ -10,6 +14,7 @@ from jaxmem.models.init import layer_inits
 PROBE_LAYERS = ("input", "flat", "fc1", "fc2", "fc3")
 CONV_WIDTHS = (16, 16, 32, 32, 64, 64)  # a 2×2/2 VALID max-pool follows every second conv
 DENSE_WIDTH = 250
+MAX_NORM = 3.0  # the reference's torch.renorm(x, 1, 1, 3) after each hidden dropout
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -25,6 +30,16 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x.reshape(batch, height // 2, 2, width // 2, 2, channels).max(axis=(2, 4))
 
 
+def renorm_units(x: jax.Array, max_norm: float = MAX_NORM) -> jax.Array:
+    """``torch.renorm(x, p=1, dim=1, maxnorm=max_norm)`` of ``x [B, D]``: every unit's column ``x[:, j]`` whose L1
+    norm over the batch exceeds ``max_norm`` is scaled by ``max_norm / (norm + 1e-7)``; the others are unchanged.
+
+    Differentiated through the norm, as PyTorch does.
+    """
+    norm = jnp.sum(jnp.abs(x), axis=0, keepdims=True)
+    return x * jnp.where(norm > max_norm, max_norm / (norm + 1e-7), 1.0)
+
+
 class CNN(nn.Module):
     """Convs ``conv1 … conv6`` (3×3, stride 1, padding 1 per side, ReLU), Dense ``fc1 … fc3``, ``out`` (no bias).
 
@@ -33,8 +48,12 @@ class CNN(nn.Module):
     flattens ``[C, H, W]`` needs its ``fc1`` rows permuted. ``init`` picks the initialisers.
 
     ``__call__(x [B, H, W, C], train=False) -> (logits [B, K], {"input", "flat", "fc1", "fc2", "fc3": [B, D]})``.
-    With ``dropout > 0`` and ``train=True``, dropout (rng collection ``"dropout"``) follows each hidden Dense; the
-    probe activations are the post-ReLU outputs *before* dropout, and with ``train=False`` dropout is the identity.
+    With ``dropout > 0``, each hidden Dense's ReLU output goes through dropout (rng collection ``"dropout"``;
+    the identity when ``train=False``) and then :func:`renorm_units`, in both modes, as the reference does
+    (it calls ``torch.renorm`` after ``F.dropout`` whatever the mode): the next layer's input is then capped
+    per unit over the batch, so with dropout the logits, ``fc2`` and ``fc3`` depend on which samples share a
+    batch, in evaluation too. The probe activations are the post-ReLU outputs *before* dropout and renorm.
+    With ``dropout == 0`` neither is applied.
     """
 
     num_classes: int
@@ -58,7 +77,8 @@ class CNN(nn.Module):
             name = f"fc{index}"
             hidden = nn.relu(nn.Dense(DENSE_WIDTH, name=name, **layer_inits(self.init_scheme, hidden.shape[-1]))(hidden))
             activations[name] = hidden
-            hidden = nn.Dropout(self.dropout, deterministic=not train)(hidden)
+            if self.dropout > 0:
+                hidden = renorm_units(nn.Dropout(self.dropout, deterministic=not train)(hidden))
         logits = nn.Dense(self.num_classes, use_bias=False, name="out",
                           **layer_inits(self.init_scheme, hidden.shape[-1]))(hidden)
         return logits, activations
