@@ -37,6 +37,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | N
     if default_dataset is not None:
         parser.add_argument("--dataset", default=default_dataset,
                             help="mnist, fashion_mnist, cifar10, cifar100, tiny_imagenet or digits (embedded)")
+    parser.add_argument("--labels", type=Path, default=None,
+                        help="a .npy of training labels (e.g. human labels) the members start from instead of the "
+                             "dataset's; label rules add noise on top (degree 0 keeps them); true labels stay the "
+                             "dataset's")
     parser.add_argument("--data-dir", default=None,
                         help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
     parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
@@ -47,9 +51,11 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | N
 
 def load_data(args, name: str | None = None):
     """The dataset ``name`` (default ``args.dataset``) as the data arguments ask."""
-    from jaxmem.data import load_dataset, subset
+    from jaxmem.data import load_dataset, subset, with_train_labels
 
     dataset = load_dataset(name or args.dataset, args.data_dir, args.source)
+    if args.labels is not None:
+        dataset = with_train_labels(dataset, args.labels)
     if args.train_subset or args.test_subset:
         dataset = subset(dataset, args.train_subset, args.test_subset)
     return dataset
@@ -61,8 +67,9 @@ def add_member_arguments(parser: argparse.ArgumentParser, degrees: str, seeds: s
     parser.add_argument("--seeds", type=parse_ints, default=parse_ints(seeds),
                         help=f"comma-separated seeds (default {seeds})")
     parser.add_argument("--label-rule", default="reference", choices=LABEL_RULES,
-                        help="reference: SPEC §1.2 numpy rule (seed 42, same noise for all seeds); "
-                             "per_member: independent JAX noise per seed")
+                        help="reference: the authors' numpy rule (seed 42, same noise for all seeds); "
+                             "per_member: independent uniform noise per seed; pairflip: class c becomes c+1 mod K "
+                             "with probability p, per seed")
 
 
 def split_names(text: str) -> list[str]:
@@ -90,11 +97,26 @@ def add_probe_parser(subparsers) -> None:
                         help="fraction of variance kept (0 < n < 1) or an integer number of components")
     parser.add_argument("--precision", default="fast", choices=["fast", "exact"])
     parser.add_argument("--subspace-labels", default="corrupted", choices=["corrupted", "true"])
-    parser.add_argument("--out", type=Path, help="append the result rows to this CSV table")
+    parser.add_argument("--out", type=Path, help="append the result rows to this CSV table (with --activations: "
+                                                 "write it fresh, default runs/<name>/results.csv, with "
+                                                 "summary.md and members.csv beside it)")
+    parser.add_argument("--activations", type=Path, default=None,
+                        help="probe every layer of activations dumped from any network instead of a dataset's "
+                             "inputs: an .npz (or a folder of .npy files) with <layer>/train, <layer>/test, "
+                             "y_train, y_test and optionally y_train_true (see docs/bring-your-own.md)")
+    parser.add_argument("--probes", default="",
+                        help="with --activations: probes besides MASC, comma-separated: linear, ncm, knn, lda, qda, "
+                             "logreg, or 'all'")
+    parser.add_argument("--sensitivity", type=parse_floats, default=[],
+                        help="with --activations: extra MASC variances n, e.g. 0.25,0.5,0.75,1")
+    parser.add_argument("--memory-budget-gib", type=float, default=2.0,
+                        help="with --activations: layers larger than this stream from memory maps into their Grams")
     parser.set_defaults(run=cmd_probe)
 
 
 def cmd_probe(args) -> None:
+    if args.activations is not None:
+        return cmd_probe_activations(args)
     from jaxmem.experiments.probing import probe_input_layer
     from jaxmem.results import append_rows
 
@@ -115,6 +137,28 @@ def cmd_probe(args) -> None:
     if args.out:
         append_rows(args.out, rows)
         print(f"wrote {len(rows)} rows to {args.out}")
+
+
+def cmd_probe_activations(args) -> None:
+    from jaxmem.experiments.activations import PROBE_NAMES, load_activations, probe_activations, write_probe_run
+
+    acts = load_activations(args.activations)
+    probes = list(PROBE_NAMES) if args.probes == "all" else split_names(args.probes)
+    run = probe_activations(acts, probes=probes, variance=args.variance, sensitivity=args.sensitivity,
+                            precision=args.precision, memory_budget=args.memory_budget_gib * 2**30)
+    results = write_probe_run(run, args.out or Path("runs") / acts.name / "results.csv")
+    test = {(r["layer"], r["probe"], r["subspace_labels"]): r["accuracy"] for r in run.rows if r["split"] == "test"}
+    kinds = sorted({kind for _, _, kind in test}, key=["corrupted", "true"].index)
+    print(f"{acts.name}: {len(acts.layers)} layers, {len(acts.y_train)} train / {len(acts.y_test)} test samples, "
+          f"{acts.num_classes} classes; test accuracy ({args.precision} mode)")
+    print_table(["layer", "probe", *(f"{kind} labels" for kind in kinds)],
+                [[layer, probe, *(test.get((layer, probe, kind), float("nan")) for kind in kinds)]
+                 for layer, probe in dict.fromkeys((layer, probe) for layer, probe, _ in test)])
+    for layer, skipped in run.skipped.items():
+        if skipped:
+            print(f"layer {layer} streamed from disk: {', '.join(skipped)} skipped (they need the activations "
+                  "in memory)")
+    print(f"results: {results}; summary: {results.parent / 'summary.md'}; report: jaxmem report {results}")
 
 
 # ------------------------------------------------------------------------------------------- train and run

@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-LABEL_RULES = ("reference", "per_member")
+LABEL_RULES = ("reference", "per_member", "pairflip")
+GIVEN_LABELS = "given"  # the label rule of probed activations files: labels used as supplied, nothing drawn
 ORDERS = ("fixed", "shuffle")
 OPTIMIZERS = ("sgd", "adam")
 INITS = ("torch", "flax")
@@ -64,13 +65,15 @@ class MemberSpec:
     model: str
     degree: float  # label corruption degree p in [0, 1]
     seed: int  # initialisation / shuffling seed; also the corruption seed for the per-member rule
-    label_rule: str = "reference"  # "reference": SPEC §1.2 numpy rule (seed 42, same for all seeds)
+    # "reference": numpy rule (seed 42, same for all seeds); "per_member": uniform noise from the member's seed;
+    # "pairflip": c -> c+1 mod K from the member's seed; "given": labels as supplied (probed activations only)
+    label_rule: str = "reference"
 
     def __post_init__(self):
         if not 0.0 <= self.degree <= 1.0:
             raise ValueError(f"corruption degree must be in [0, 1], got {self.degree}")
-        if self.label_rule not in LABEL_RULES:
-            raise ValueError(f"label_rule must be one of {LABEL_RULES}, got {self.label_rule!r}")
+        if self.label_rule not in (*LABEL_RULES, GIVEN_LABELS):
+            raise ValueError(f"label_rule must be one of {(*LABEL_RULES, GIVEN_LABELS)}, got {self.label_rule!r}")
 
 
 # The papers' settings: (dataset, model) -> optimiser, lr, batch, stop threshold. The authors' PyTorch loops stop on

@@ -7,8 +7,11 @@ Owns everything between the files on disk and the arrays a member program trains
   ``digits``, from scikit-learn.
 * :func:`normalize` maps ``uint8`` pixels to the float32 inputs the models see.
 * :func:`corrupt_labels` is the reference corruption rule (numpy legacy RNG, seed 42, same labels for every
-  run); :func:`corrupt_labels_per_member` is the independent JAX rule (one PRNG stream per member seed);
-  :func:`member_train_labels` builds the ``[M, N]`` training labels of a member grid from either rule.
+  run); :func:`corrupt_labels_per_member` is the independent JAX rule (one PRNG stream per member seed) and
+  :func:`pairflip_labels_per_member` its asymmetric twin (c -> c+1 mod K); :func:`member_train_labels` builds the
+  ``[M, N]`` training labels of a member grid from any rule.
+* :func:`with_train_labels` gives the members a user's own training labels (e.g. human labels) in place of the
+  dataset's, before any rule draws noise; the true labels stay the dataset's.
 
 Label corruption depends on sample order, so reference-exact labels need the original files: tfds stores the
 splits in a different order.
@@ -29,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.config import MemberSpec
+from jaxmem.config import LABEL_RULES, MemberSpec
 
 DATA_DIR_ENV = "JAXMEM_DATA_DIR"
 SOURCES = ("auto", "files", "tfds", "embedded")
@@ -73,6 +76,7 @@ class Dataset:
     y_test: np.ndarray  # [N_test] int32
     num_classes: int
     source: str = "arrays"  # where it was read from: "files:<dir>", "tfds", "embedded" or "arrays"
+    train_labels: np.ndarray | None = None  # [N_train] int32 labels the members start from; None: y_train
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -418,8 +422,10 @@ def subset(dataset: Dataset, num_train: int | None = None, num_test: int | None 
         if n is not None and not 1 <= n <= total:
             raise ValueError(f"{split} subset must be between 1 and {total} samples, got {n}")
     source = dataset.source + (f" (first {num_train} train, {num_test} test)" if num_train or num_test else "")
+    train_labels = None if dataset.train_labels is None else dataset.train_labels[:num_train]
     return dataclasses.replace(dataset, x_train=dataset.x_train[:num_train], y_train=dataset.y_train[:num_train],
-                               x_test=dataset.x_test[:num_test], y_test=dataset.y_test[:num_test], source=source)
+                               x_test=dataset.x_test[:num_test], y_test=dataset.y_test[:num_test], source=source,
+                               train_labels=train_labels)
 
 
 def normalize(name: str, x) -> np.ndarray:
@@ -508,6 +514,20 @@ def _corrupt_members(labels, fractions, seeds, num_classes: int) -> jax.Array:
     return jax.vmap(one)(fractions, seeds)
 
 
+def _member_draw_inputs(labels, fractions, seeds, num_classes):
+    """Validated (labels [N], fractions [M], seeds [M]) of a per-member rule."""
+    labels = _check_labels(labels, num_classes)
+    fractions = np.asarray(fractions, np.float64).reshape(-1)
+    seeds = np.asarray(seeds).reshape(-1)
+    if fractions.shape != seeds.shape:
+        raise ValueError(f"need one seed per fraction, got {fractions.size} fractions and {seeds.size} seeds")
+    for fraction in fractions:
+        _check_fraction(fraction)
+    if not np.issubdtype(seeds.dtype, np.integer) or (seeds.size and (seeds.min() < 0 or seeds.max() >= 2**31)):
+        raise ValueError(f"seeds must be integers in [0, 2**31), got {seeds.tolist()}")
+    return labels, fractions, seeds
+
+
 def corrupt_labels_per_member(labels, fractions: Sequence[float], seeds: Sequence[int], num_classes: int) -> jax.Array:
     """The independent per-member corruption rule: every member draws its own noise from its seed.
 
@@ -524,41 +544,84 @@ def corrupt_labels_per_member(labels, fractions: Sequence[float], seeds: Sequenc
     Returns:
       ``int32 [M, N]`` corrupted labels.
     """
-    labels = _check_labels(labels, num_classes)
-    fractions = np.asarray(fractions, np.float64).reshape(-1)
-    seeds = np.asarray(seeds).reshape(-1)
-    if fractions.shape != seeds.shape:
-        raise ValueError(f"need one seed per fraction, got {fractions.size} fractions and {seeds.size} seeds")
-    for fraction in fractions:
-        _check_fraction(fraction)
-    if not np.issubdtype(seeds.dtype, np.integer) or (seeds.size and (seeds.min() < 0 or seeds.max() >= 2**31)):
-        raise ValueError(f"seeds must be integers in [0, 2**31), got {seeds.tolist()}")
+    labels, fractions, seeds = _member_draw_inputs(labels, fractions, seeds, num_classes)
     return _corrupt_members(jnp.asarray(labels, jnp.int32), jnp.asarray(fractions, jnp.float32),
                             jnp.asarray(seeds, jnp.int32), num_classes=int(num_classes))
 
 
+def _pairflip_one_member(labels: jax.Array, fraction: jax.Array, seed: jax.Array, num_classes: int) -> jax.Array:
+    mask_key, _ = jax.random.split(jax.random.fold_in(jax.random.key(seed), LABEL_NOISE_TAG))
+    mask = jax.random.uniform(mask_key, labels.shape) < fraction
+    return jnp.where(mask, (labels + 1) % num_classes, labels)
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def _pairflip_members(labels, fractions, seeds, num_classes: int) -> jax.Array:
+    one = functools.partial(_pairflip_one_member, labels, num_classes=num_classes)
+    return jax.vmap(one)(fractions, seeds)
+
+
+def pairflip_labels_per_member(labels, fractions: Sequence[float], seeds: Sequence[int], num_classes: int) -> jax.Array:
+    """Pair-flip (asymmetric) noise: class c becomes (c + 1) mod K with probability ``fractions[m]``.
+
+    Member ``m`` flips position ``i`` where ``uniform(mask_key)[i] < fractions[m]``, ``mask_key`` being the first
+    key of ``split(fold_in(jax.random.key(seeds[m]), LABEL_NOISE_TAG))``: the positions the per-member uniform
+    rule would redraw. Arguments and result as :func:`corrupt_labels_per_member`.
+    """
+    labels, fractions, seeds = _member_draw_inputs(labels, fractions, seeds, num_classes)
+    return _pairflip_members(jnp.asarray(labels, jnp.int32), jnp.asarray(fractions, jnp.float32),
+                             jnp.asarray(seeds, jnp.int32), num_classes=int(num_classes))
+
+
+def with_train_labels(dataset: Dataset, path: str | os.PathLike) -> Dataset:
+    """``dataset`` whose members start from the labels in the ``.npy`` file ``path`` (``[N_train]`` integers in
+    [0, K)) instead of ``y_train``; label rules then add their noise on top (degree 0 keeps them as they are)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no labels file at {path}")
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"{path} is not a .npy array of labels ({error})") from None
+    expected = len(dataset.y_train)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+    if len(labels) != expected:
+        raise ValueError(f"{path} has {len(labels)} labels but {dataset.name} has {expected} training samples")
+    if labels.size and (labels.min() < 0 or labels.max() >= dataset.num_classes):
+        raise ValueError(f"{path}: labels must lie in [0, {dataset.num_classes}), found range "
+                         f"[{labels.min()}, {labels.max()}]")
+    return dataclasses.replace(dataset, train_labels=labels.astype(np.int32), source=f"{dataset.source} + {path}")
+
+
 def member_train_labels(dataset: Dataset, members: Sequence[MemberSpec]) -> np.ndarray:
-    """Training labels ``int32 [M, N]`` of each member, by its ``label_rule``.
+    """Training labels ``int32 [M, N]`` of each member, by its ``label_rule``, from ``dataset.train_labels`` (a
+    user's labels, :func:`with_train_labels`) or else ``y_train``.
 
     ``"reference"``: :func:`corrupt_labels` with seed 42 (strict for tiny_imagenet), the same for every seed of
-    a degree. ``"per_member"``: :func:`corrupt_labels_per_member` with the member's own seed.
+    a degree. ``"per_member"``: :func:`corrupt_labels_per_member` with the member's own seed. ``"pairflip"``:
+    :func:`pairflip_labels_per_member` with the member's own seed.
     """
     if not members:
         raise ValueError("members is empty; need at least one MemberSpec")
     wrong = sorted({m.dataset for m in members} - {dataset.name})
     if wrong:
         raise ValueError(f"members name dataset(s) {wrong} but the dataset given is {dataset.name!r}")
-    out = np.empty((len(members), dataset.y_train.shape[0]), np.int32)
+    given = [m for m in members if m.label_rule not in LABEL_RULES]
+    if given:
+        raise ValueError(f"label rule {given[0].label_rule!r} draws no labels; members train with one of {LABEL_RULES}")
+    base = dataset.y_train if dataset.train_labels is None else dataset.train_labels
+    out = np.empty((len(members), base.shape[0]), np.int32)
     reference = {}
     for i, member in enumerate(members):
         if member.label_rule == "reference":
             if member.degree not in reference:
-                reference[member.degree] = corrupt_labels(dataset.y_train, member.degree, dataset.num_classes,
+                reference[member.degree] = corrupt_labels(base, member.degree, dataset.num_classes,
                                                           REFERENCE_SEED, strict=reference_strict(dataset.name))
             out[i] = reference[member.degree]
-    per_member = [i for i, m in enumerate(members) if m.label_rule == "per_member"]
-    if per_member:
-        out[per_member] = np.asarray(corrupt_labels_per_member(
-            dataset.y_train, [members[i].degree for i in per_member], [members[i].seed for i in per_member],
-            dataset.num_classes))
+    for rule, draw in (("per_member", corrupt_labels_per_member), ("pairflip", pairflip_labels_per_member)):
+        chosen = [i for i, m in enumerate(members) if m.label_rule == rule]
+        if chosen:
+            out[chosen] = np.asarray(draw(base, [members[i].degree for i in chosen],
+                                          [members[i].seed for i in chosen], dataset.num_classes))
     return out

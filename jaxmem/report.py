@@ -44,8 +44,8 @@ def summary(df):
     best = per_layer.loc[per_layer.groupby(keys)["mean"].idxmax()]
     best = best.rename(columns={"mean": "best_test", "std": "best_test_std", "layer": "best_layer",
                                 "size": "best_size"})
-    if model_stats.empty:
-        return best.reset_index(drop=True)
+    if model_stats.empty:  # no model rows, e.g. a probed activations file
+        return best.assign(model_test=np.nan, model_test_std=np.nan).reset_index(drop=True)
     return pd.merge(model_stats, best, on=GROUP, how="outer").sort_values(keys).reset_index(drop=True)
 
 
