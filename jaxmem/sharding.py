@@ -1,10 +1,11 @@
-"""The member axis over a device mesh: placement, the sharded epoch and init, sharded MASC fits, multi-host setup.
+"""The member axis over a device mesh: placement, per-device programs, sharded init and MASC fits, multi-host setup.
 
 Members are independent, so the only parallelism needed is to split the leading member axis ``[M, ...]`` over a
 1-D :class:`jax.sharding.Mesh` with axis ``"members"``: every device holds ``M / n`` members (their state, labels
 and keys) and a full copy of the dataset, and runs the single-device vmapped program on its own members with no
 communication. JAX does the placement (:class:`~jax.sharding.NamedSharding`) and the per-device programs
-(:func:`jax.shard_map`); there is no scheduler here.
+(:func:`jax.shard_map`, :func:`on_members`); there is no scheduler here. The sharded epoch is
+:func:`jaxmem.train.loop.make_epoch_fn` with a mesh (this module does not import the training loop).
 
 ``M`` must be a multiple of the device count (:func:`check_divisible`): padding with dummy members would train
 them and give them result rows, so choose ``M`` (seeds × degrees) or the device list instead.
@@ -16,6 +17,7 @@ Device results are global arrays; :func:`gather_members` brings them to every ho
 from __future__ import annotations
 
 import os
+import pickle
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Callable, Sequence
@@ -28,9 +30,7 @@ from flax import linen as nn
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmem.config import TrainSpec
 from jaxmem.probes import masc
-from jaxmem.train.loop import EVAL_BATCH_SIZE, epoch_compiler_options, make_member_epoch
 from jaxmem.train.step import DeviceData, MemberState, init_member
 
 MEMBER_AXIS = "members"
@@ -107,7 +107,14 @@ def gather_members(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def _on_members(function: Callable, mesh: Mesh, num_member_args: int, num_shared_args: int) -> Callable:
+def to_host(tree):
+    """Device arrays as host arrays: ``jax.device_get`` when every shard is local, else :func:`gather_members`."""
+    if all(getattr(leaf, "is_fully_addressable", True) for leaf in jax.tree.leaves(tree)):
+        return jax.device_get(tree)
+    return gather_members(tree)
+
+
+def on_members(function: Callable, mesh: Mesh, num_member_args: int, num_shared_args: int) -> Callable:
     """``function`` run per device on its local members: the first ``num_member_args`` arguments and all outputs
     split over ``"members"``, the remaining ``num_shared_args`` replicated; no communication between devices.
 
@@ -126,7 +133,7 @@ def sharded_init_members(model: nn.Module, tx: optax.GradientTransformation, key
     Same values as :func:`jaxmem.train.loop.init_members` for the same typed init keys ``[M]``.
     """
     local = jax.vmap(partial(init_member, model, tx), in_axes=(0, None))
-    init = jax.jit(_on_members(local, mesh, 1, 1))
+    init = jax.jit(on_members(local, mesh, 1, 1))
     return init(shard_members(keys, mesh), replicate(sample_x, mesh))
 
 
@@ -139,27 +146,6 @@ def place_run(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, la
     """
     return (sharded_init_members(model, tx, init_keys, data.x_train[:1], mesh), shard_members(labels, mesh),
             shard_members(train_keys, mesh), replicate(data, mesh))
-
-
-def sharded_epoch_fn(model: nn.Module, tx: optax.GradientTransformation, spec: TrainSpec, num_train: int,
-                     mesh: Mesh, eval_batch_size: int = EVAL_BATCH_SIZE) -> Callable:
-    """``epoch_fn(state [M], labels [M, N], keys [M], epoch [], data) -> (state [M], EvalMetrics [M])``, jitted.
-
-    Same contract as :func:`jaxmem.train.loop.make_epoch_fn`, same results up to float rounding: each device
-    runs ``vmap`` of :func:`jaxmem.train.loop.make_member_epoch` over its own ``M / n`` members under
-    :func:`jax.shard_map`, so the compiled program is the single-device epoch on a member slice, with no
-    collectives (plain ``jit`` with shardings would leave it to the SPMD partitioner to carry the member split
-    through the scan, the gathers and the frozen-member select). State, labels and keys are split over
-    ``"members"`` (:func:`shard_members`, which explains a member count the mesh cannot split); ``epoch`` and
-    ``data`` are replicated (:func:`replicate`); host numpy inputs are placed automatically. Outputs stay split.
-    The input state is donated.
-    """
-    member_epoch = make_member_epoch(model, tx, spec, num_train, eval_batch_size=eval_batch_size)
-    local_epoch = jax.vmap(member_epoch, in_axes=(0, 0, 0, None, None))
-    split, whole = member_sharding(mesh), replicated_sharding(mesh)
-    return jax.jit(_on_members(local_epoch, mesh, 3, 2), donate_argnums=0,
-                   in_shardings=(split, split, split, whole, whole), out_shardings=split,
-                   compiler_options=epoch_compiler_options(mesh.devices.flat[0].platform))
 
 
 def _pad_width(probe: masc.MascProbe, width: int) -> masc.MascProbe:
@@ -245,18 +231,52 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
                                process_id=process_id, **kwargs)
 
 
+def local_members(num_members: int, mesh: Mesh) -> list[tuple[jax.Device, range]]:
+    """``(device, members)`` for each of this process's devices in ``mesh``: the block of ``M / n`` members that
+    :func:`shard_members` puts there (device ``i`` of the mesh holds members ``i·M/n … (i+1)·M/n − 1``)."""
+    check_divisible(num_members, mesh)
+    per_device = num_members // mesh.devices.size
+    return [(device, range(i * per_device, (i + 1) * per_device)) for i, device in enumerate(mesh.devices.flat)
+            if device.process_index == jax.process_index()]
+
+
+def allgather_objects(values: list) -> list:
+    """Every process's list of picklable ``values``, concatenated in process order, on every process (the rows
+    each process computed for its own members). A copy when single-process."""
+    if jax.process_count() == 1:
+        return list(values)
+    payload = np.frombuffer(pickle.dumps(values), np.uint8)
+    sizes = multihost_utils.process_allgather(np.asarray([payload.size], np.int64))
+    padded = np.zeros(int(np.max(sizes)), np.uint8)
+    padded[:payload.size] = payload
+    gathered = multihost_utils.process_allgather(padded[None], tiled=True)  # [P, max size]
+    return [value for row, size in zip(gathered, np.ravel(sizes)) for value in pickle.loads(row[:size].tobytes())]
+
+
+def distributed_mesh(coordinator_address: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None) -> Mesh:
+    """:func:`initialize_distributed` (flags, else the environment) and a :func:`member_mesh` over every device
+    of every process: what the commands' ``--distributed`` does."""
+    initialize_distributed(coordinator_address, num_processes, process_id)
+    return member_mesh()
+
+
 __all__ = [
     "MEMBER_AXIS",
+    "allgather_objects",
+    "distributed_mesh",
+    "local_members",
     "check_divisible",
     "gather_members",
     "initialize_distributed",
     "member_mesh",
     "member_sharding",
+    "on_members",
     "place_run",
     "replicate",
     "replicated_sharding",
     "shard_members",
-    "sharded_epoch_fn",
     "sharded_init_members",
     "sharded_masc_fit",
+    "to_host",
 ]

@@ -66,7 +66,7 @@ def _worker(out_path: str) -> None:
 
     for count in DEVICE_COUNTS:
         mesh = sharding.member_mesh(jax.devices()[:count])
-        epoch_fn = sharding.sharded_epoch_fn(model, tx, spec, NUM_TRAIN, mesh, eval_batch_size=50)
+        epoch_fn = make_epoch_fn(model, tx, spec, NUM_TRAIN, eval_batch_size=50, mesh=mesh)
         if count == 4:  # fresh states made on their devices
             state, member_labels, keys, shared = sharding.place_run(model, tx, mesh, labels, init_keys, train_keys,
                                                                     data)

@@ -1,22 +1,16 @@
-"""The many-member training engine (SPEC §1.3, §3): one jitted epoch for all members, and the host loop around it.
+"""The many-member training engine (SPEC §1.3, §3): one jitted epoch for all members, and the loop around it.
 
-Inside an epoch (pure, per member, then vmapped over member chunks in one ``jit``): a ``lax.scan`` over batches
-whose order comes from the spec and ``fold_in(member_key, epoch)``; frozen members keep their state bit-identical;
-then an evaluation and the stop rule. Outside (:func:`fit_members`): a short Python loop over epochs that
-fetches the metrics once per epoch, appends tidy rows, checkpoints with Orbax, shows progress, and resumes.
-
-A run directory holds ``config.json`` and ``members.csv`` (written at the start), ``results.csv`` (model rows:
-epoch 0 = initialisation for every member, then each epoch a member trained in; none after its stop epoch),
-``checkpoints/<epoch>`` (the latest full stacked state), ``epochs/<epoch>`` (parameters at requested epochs,
-kept) and ``final`` (last parameters).
+Inside an epoch (pure, per member, then vmapped over member chunks in one ``jit``, or over each device's members
+with a mesh): a ``lax.scan`` over batches whose order comes from the spec and ``fold_in(member_key, epoch)``;
+frozen members keep their state bit-identical; then an evaluation and the stop rule. Outside:
+:func:`train_members`, a short Python loop over epochs with no file I/O that fetches the metrics once per epoch
+and hands them to a callback; :func:`fit_members` composes it with a :class:`jaxmem.train.rundir.RunDir`
+(config check, tidy rows, Orbax checkpoints, resume) and a progress display.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
-import shutil
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -26,30 +20,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import linen as nn
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxmem import results
+from jaxmem import results, sharding
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.members import check_members, member_keys
 from jaxmem.models import get_model
+from jaxmem.train.rundir import (CHECKPOINT_DIR, CONFIG_FILE, EPOCHS_DIR, FINAL_DIR, MEMBERS_FILE, RESULTS_FILE,
+                                 RunDir, checkpoint_meta, history_from_meta, load_member_params, read_run_config,
+                                 run_config, stack_metrics)
 from jaxmem.train.step import (DeviceData, EvalMetrics, MemberState, evaluate, init_member, make_optimizer,
                                train_step)
 
 EVAL_BATCH_SIZE = 1000
-CONFIG_FILE = "config.json"
-MEMBERS_FILE = "members.csv"
-RESULTS_FILE = "results.csv"
-CHECKPOINT_DIR = "checkpoints"
-EPOCHS_DIR = "epochs"
-FINAL_DIR = "final"
-_RUN_OUTPUTS = (CONFIG_FILE, MEMBERS_FILE, RESULTS_FILE, CHECKPOINT_DIR, EPOCHS_DIR, FINAL_DIR)
-# A resumed run may extend the epoch cap; every other TrainSpec field must match the original run.
-_RESUMABLE_CHANGES = ("max_epochs",)
-
 
 class TrainResult(NamedTuple):
     """What :func:`fit_members` returns."""
@@ -143,14 +130,15 @@ def train_epoch(model: nn.Module, tx: optax.GradientTransformation, spec: TrainS
 
 
 def make_member_epoch(model: nn.Module, tx: optax.GradientTransformation, spec: TrainSpec, num_train: int, *,
-                      eval_batch_size: int = EVAL_BATCH_SIZE) -> Callable:
+                      eval_batch_size: int = EVAL_BATCH_SIZE, stop_at_target: bool = True) -> Callable:
     """The un-transformed epoch of ONE member: train (unless frozen), evaluate, apply the stop rule.
 
     Returns ``epoch(state, labels [N], key, epoch [], data) -> (state, EvalMetrics)``. A member that enters the
     epoch inactive leaves it bit-identical (its running counts are 0). After the evaluation an active member whose
     train accuracy vs its own labels reaches ``spec.target_train_accuracy`` becomes inactive with
     ``stop_epoch = epoch``; the accuracy is the epoch's running one (``spec.stop_on == "running"``, the authors'
-    PyTorch loops) or the post-epoch full pass (``"eval"``).
+    PyTorch loops) or the post-epoch full pass (``"eval"``). With ``stop_at_target=False`` there is no stop rule:
+    members stay active (fine-tuning and continued training stop by their own rules, from the host).
 
     Note: a short last batch is padded with sample 0 at weight 0. The loss and gradients ignore it exactly, but
     BatchNorm (ResNet) batch statistics of that one batch include the padding rows.
@@ -166,6 +154,8 @@ def make_member_epoch(model: nn.Module, tx: optax.GradientTransformation, spec: 
             state.active, lambda s: train_epoch(model, tx, spec, s, labels, key, epoch, data.x_train, data.y_train),
             lambda s: (s, (zero, zero)), state)
         metrics = evaluate(model, state, labels, data, batch_size=eval_batch_size, running=running)
+        if not stop_at_target:
+            return state, metrics
         reached = metrics.running_correct if spec.stop_on == "running" else metrics.train_correct
         stopping = state.active & (reached >= required)
         state = state._replace(active=state.active & ~stopping,
@@ -200,7 +190,8 @@ def epoch_compiler_options(backend: str | None = None) -> dict:
 
 
 def make_epoch_fn(model: nn.Module, tx: optax.GradientTransformation, spec: TrainSpec, num_train: int, *,
-                  eval_batch_size: int = EVAL_BATCH_SIZE, member_chunk: int | None = None) -> Callable:
+                  eval_batch_size: int = EVAL_BATCH_SIZE, member_chunk: int | None = None, mesh: Mesh | None = None,
+                  stop_at_target: bool = True) -> Callable:
     """``epoch_fn(state [M], labels [M, N], keys [M], epoch [], data) -> (state [M], EvalMetrics [M])``, jitted.
 
     One program for all members: state, labels and keys carry the member axis, the epoch number and the dataset
@@ -208,10 +199,23 @@ def make_epoch_fn(model: nn.Module, tx: optax.GradientTransformation, spec: Trai
     chunk under ``vmap`` (a chunk of one runs unbatched, so a frozen member skips its training). ``None``:
     :func:`default_member_chunk` (all members at once on accelerators, one at a time on CPU). Results do not
     depend on the chunking beyond float rounding. The input state is donated.
+
+    With a ``mesh`` (:func:`jaxmem.sharding.member_mesh`, possibly spanning several processes) each device runs
+    ``vmap`` of the member epoch over its own ``M / n`` members under :func:`jax.shard_map`: the compiled program
+    is the single-device epoch on a member slice, with no collectives (plain ``jit`` with shardings would leave
+    it to the SPMD partitioner to carry the member split through the scan, the gathers and the frozen-member
+    select). State, labels and keys are split over ``"members"``, ``epoch`` and ``data`` replicated; outputs stay
+    split. ``member_chunk`` must then be None. ``stop_at_target``: see :func:`make_member_epoch`.
     """
     if member_chunk is not None and member_chunk < 1:
         raise ValueError(f"member_chunk must be >= 1 or None, got {member_chunk}")
-    member_epoch = make_member_epoch(model, tx, spec, num_train, eval_batch_size=eval_batch_size)
+    member_epoch = make_member_epoch(model, tx, spec, num_train, eval_batch_size=eval_batch_size,
+                                     stop_at_target=stop_at_target)
+    if mesh is not None:
+        if member_chunk is not None:
+            raise ValueError(f"member_chunk={member_chunk} is for the single-device epoch; with a mesh each device "
+                             f"vmaps all of its members, pass member_chunk=None")
+        return _sharded_epoch_fn(member_epoch, mesh)
     batched_epoch = jax.vmap(member_epoch, in_axes=(0, 0, 0, None, None))
 
     def epoch_fn(state: MemberState, labels: jax.Array, keys: jax.Array, epoch: jax.Array, data: DeviceData):
@@ -231,6 +235,14 @@ def make_epoch_fn(model: nn.Module, tx: optax.GradientTransformation, spec: Trai
         return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *outputs)
 
     return jax.jit(epoch_fn, donate_argnums=0, compiler_options=epoch_compiler_options())
+
+
+def _sharded_epoch_fn(member_epoch: Callable, mesh: Mesh) -> Callable:
+    local_epoch = jax.vmap(member_epoch, in_axes=(0, 0, 0, None, None))
+    split, whole = sharding.member_sharding(mesh), sharding.replicated_sharding(mesh)
+    return jax.jit(sharding.on_members(local_epoch, mesh, 3, 2), donate_argnums=0,
+                   in_shardings=(split, split, split, whole, whole), out_shardings=split,
+                   compiler_options=epoch_compiler_options(mesh.devices.flat[0].platform))
 
 
 def make_eval_fn(model: nn.Module, *, eval_batch_size: int = EVAL_BATCH_SIZE) -> Callable:
@@ -279,40 +291,6 @@ def paper2_epoch_schedule(last_epoch: int = 500, *, dense_until: int = 20, spars
     return tuple(e for e in (0, 1, *dense, *sparse) if e <= last_epoch)
 
 
-def run_config(spec: TrainSpec, members: Sequence[MemberSpec], dataset: Dataset) -> dict:
-    """``config.json`` content: the TrainSpec, the members, and a fingerprint of the training data
-    (sizes and a hash of the true train labels, which catches e.g. tfds order vs the original files)."""
-    return {
-        "train": dataclasses.asdict(spec),
-        "members": [dataclasses.asdict(m) for m in members],
-        "data": {
-            "num_train": int(dataset.y_train.shape[0]),
-            "num_test": int(dataset.y_test.shape[0]),
-            "train_labels_sha1": hashlib.sha1(np.asarray(dataset.y_train, np.int32).tobytes()).hexdigest(),
-        },
-    }
-
-
-def read_run_config(out_dir: str | Path) -> tuple[TrainSpec, list[MemberSpec]]:
-    """The TrainSpec and members recorded in a run directory's ``config.json``."""
-    config = json.loads((Path(out_dir) / CONFIG_FILE).read_text())
-    return TrainSpec(**config["train"]), [MemberSpec(**m) for m in config["members"]]
-
-
-def _comparable(config: dict) -> dict:
-    return {**config, "train": {k: v for k, v in config["train"].items() if k not in _RESUMABLE_CHANGES}}
-
-
-def _check_same_run(out_dir: Path, config: dict) -> None:
-    saved = json.loads((out_dir / CONFIG_FILE).read_text())
-    current = json.loads(json.dumps(config))
-    if _comparable(saved) != _comparable(current):
-        differing = sorted(k for k in current if _comparable(saved).get(k) != _comparable(current)[k])
-        raise ValueError(f"{out_dir} holds a different run (its config.json differs in {differing}); resume only "
-                         f"with the same TrainSpec (max_epochs may change), members and data, or use another "
-                         f"out_dir, or pass resume=False to start over")
-
-
 def model_rows(members: Sequence[MemberSpec], epoch: int, metrics: EvalMetrics, trained: np.ndarray,
                num_train: int, num_test: int) -> list[dict]:
     """Tidy rows (``probe="model"``, ``layer="output"``) for the members trained in ``epoch``: the post-epoch full
@@ -342,23 +320,6 @@ def model_rows(members: Sequence[MemberSpec], epoch: int, metrics: EvalMetrics, 
     return rows
 
 
-def _stack(history: Sequence[EvalMetrics]) -> EvalMetrics:
-    return jax.tree.map(lambda *epochs: np.stack(epochs), *history)
-
-
-def _checkpoint_meta(epoch: int, rows_written: int, history: Sequence[EvalMetrics]) -> dict:
-    """What a checkpoint stores beside the state: the epoch, the results rows written, the metric history."""
-    return {"epoch": epoch, "results_rows": rows_written,
-            "history": {name: column.tolist() for name, column in _stack(history)._asdict().items()}}
-
-
-def _history_from_meta(meta: dict) -> list[EvalMetrics]:
-    dtypes = {"train_loss": np.float32}
-    stacked = EvalMetrics(**{name: np.asarray(column, dtypes.get(name, np.int32))
-                             for name, column in meta["history"].items()})
-    return [jax.tree.map(lambda column: column[e], stacked) for e in range(stacked.train_loss.shape[0])]
-
-
 def _progress_postfix(metrics: EvalMetrics, trained: np.ndarray, active: np.ndarray, num_train: int,
                       num_test: int) -> dict:
     train_accuracy = metrics.train_correct[trained] / num_train
@@ -366,75 +327,118 @@ def _progress_postfix(metrics: EvalMetrics, trained: np.ndarray, active: np.ndar
             "test": f"{(metrics.test_correct[trained] / num_test).mean():.4f}", "active": int(active.sum())}
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Checkpoints (Orbax)
-# ----------------------------------------------------------------------------------------------------------
 
+class Progress:
+    """Progress over epochs: a tqdm bar on a terminal; elsewhere (a log file, a pipe) one plain line every
+    ``ceil(total / lines)`` epochs and at the end, so a long run writes a few dozen lines, not thousands.
 
-def _member_params(state: MemberState) -> dict:
-    return jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    ``enabled=False`` shows nothing; in a multi-process run only process 0 shows anything.
+    """
 
+    def __init__(self, total: int, initial: int, desc: str, *, enabled: bool = True, lines: int = 20, stream=None):
+        self._stream = stream or sys.stderr
+        self._enabled = enabled and jax.process_index() == 0
+        self._terminal = self._enabled and hasattr(self._stream, "isatty") and self._stream.isatty()
+        self._every = max(1, math.ceil(max(total - initial, 1) / lines))
+        self._desc, self._total, self._epoch = desc, total, initial
+        self._bar = tqdm(total=total, initial=initial, unit="epoch", desc=desc, file=self._stream) \
+            if self._terminal else None
+        self._postfix: dict = {}
 
-class _Checkpoints:
-    """The Orbax side of a run directory. States are copied to the host before an (async) save, so the
-    donated device buffers can be reused by the next epoch while the files are written."""
+    def update(self, epoch: int, postfix: dict) -> None:
+        self._epoch, self._postfix = epoch, postfix
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(postfix)
+        elif self._enabled and epoch % self._every == 0:
+            self._line()
 
-    def __init__(self, out_dir: Path):
-        out_dir = out_dir.absolute()  # Orbax rejects relative paths (at the first save, in a background thread)
-        self._out_dir = out_dir
-        self._manager = ocp.CheckpointManager(
-            out_dir / CHECKPOINT_DIR, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
-        self._params = ocp.StandardCheckpointer()
-
-    def latest_epoch(self) -> int | None:
-        return self._manager.latest_step()
-
-    def restore(self, epoch: int, target: MemberState) -> tuple[MemberState, dict]:
-        restored = self._manager.restore(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-        return restored.state, restored.meta
-
-    def save(self, epoch: int, state: MemberState, meta: dict) -> None:
-        self._manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(jax.device_get(state)), meta=ocp.args.JsonSave(meta)))
-
-    def save_epoch_params(self, epoch: int, state: MemberState) -> None:
-        path = (self._out_dir / EPOCHS_DIR / str(epoch)).absolute()
-        if not path.exists():  # written before an interruption: same epoch, same (deterministic) parameters
-            self._params.save(path, _member_params(state))
-
-    def save_final_params(self, state: MemberState) -> None:
-        self._params.save((self._out_dir / FINAL_DIR).absolute(), _member_params(state), force=True)
+    def _line(self) -> None:
+        fields = ", ".join(f"{key} {value}" for key, value in self._postfix.items())
+        print(f"{self._desc}: epoch {self._epoch}/{self._total}" + (f" ({fields})" if fields else ""),
+              file=self._stream, flush=True)
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._params.wait_until_finished()
-        self._manager.close()
-        self._params.close()
+        if self._bar is not None:
+            self._bar.close()
+        elif self._enabled and self._postfix and self._epoch % self._every:
+            self._line()
 
 
-def load_member_params(out_dir: str | Path, epoch: int | str = "final"):
-    """Stacked parameters of every member of a run, at ``epoch`` (an int from ``checkpoint_epochs``) or ``"final"``.
+class EpochEnd(NamedTuple):
+    """What :func:`train_members` hands its ``on_epoch`` callback after each epoch."""
+
+    epoch: int
+    state: MemberState  # [M], on the device(s); the next epoch donates it, so copy what must outlive it
+    metrics: EvalMetrics  # [M] host arrays
+    trained: np.ndarray  # [M] bool: members active during the epoch
+    active: np.ndarray  # [M] bool: members still active after it (before the callback's own stops)
+
+
+# on_epoch(end) -> [M] bool of members to freeze from the next epoch on, or None
+EpochCallback = Callable[[EpochEnd], "np.ndarray | None"]
+
+
+def train_members(model: nn.Module, tx: optax.GradientTransformation, spec: TrainSpec, state: MemberState,
+                  labels: jax.Array, keys: jax.Array, data: DeviceData, *, max_epochs: int | None = None,
+                  start_epoch: int = 0, stop_at_target: bool = True, on_epoch: EpochCallback | None = None,
+                  eval_batch_size: int = EVAL_BATCH_SIZE, member_chunk: int | None = None,
+                  mesh: Mesh | None = None) -> tuple[MemberState, EvalMetrics]:
+    """Train every member from ``start_epoch`` until none is active or ``max_epochs`` is reached. No file I/O.
+
+    Epoch ``e`` (from ``start_epoch + 1``) runs all members in one jitted program (:func:`make_epoch_fn`), fetches
+    the metrics to the host once, and calls ``on_epoch(EpochEnd(...))``; the members it returns
+    (``[M]`` bool) are frozen from the next epoch on: this is how a host-side rule such as early stopping on a
+    held-out split stops members. The spec's memorisation rule (``spec.target_train_accuracy`` on
+    ``spec.stop_on``) freezes members inside the epoch unless ``stop_at_target=False``.
+
+    Args:
+      state: stacked states ``[M]`` (donated: do not reuse the argument); with a mesh, split over it.
+      labels: ``[M, N]`` int32 training labels per member; keys: ``[M]`` typed training keys.
+      data: the shared dataset (:func:`device_data`; replicated over the mesh when there is one).
+      max_epochs: last epoch, default ``spec.max_epochs``.
+      member_chunk, mesh, eval_batch_size: see :func:`make_epoch_fn`.
 
     Returns:
-      ``(params, batch_stats)``, leaves with a leading member axis ``[M, ...]``; ``batch_stats`` is ``{}`` for
-      models without BatchNorm.
+      ``(state [M], metrics)``: metric fields ``[E, M]`` host arrays, row ``i`` = epoch ``start_epoch + 1 + i``
+      (frozen members repeat their values).
     """
-    out_dir = Path(out_dir)
-    path = out_dir / FINAL_DIR if epoch == "final" else out_dir / EPOCHS_DIR / str(int(epoch))
-    if not path.exists():
-        saved = sorted(int(p.name) for p in (out_dir / EPOCHS_DIR).glob("*") if p.name.isdigit())
-        raise FileNotFoundError(f"no parameters for epoch {epoch!r} in {out_dir}; saved epochs: {saved}, "
-                                f"and 'final' {'exists' if (out_dir / FINAL_DIR).exists() else 'is missing'}")
-    checkpointer = ocp.StandardCheckpointer()
-    restored = checkpointer.restore(path.absolute())
-    checkpointer.close()
-    return restored["params"], restored.get("batch_stats", {})
+    max_epochs = spec.max_epochs if max_epochs is None else max_epochs
+    epoch_fn = make_epoch_fn(model, tx, spec, int(data.x_train.shape[0]), eval_batch_size=eval_batch_size,
+                             member_chunk=member_chunk, mesh=mesh, stop_at_target=stop_at_target)
+    active = np.asarray(sharding.to_host(state.active))
+    history, epoch = [], start_epoch
+    while epoch < max_epochs and active.any():
+        epoch += 1
+        trained = active
+        state, metrics = epoch_fn(state, labels, keys, jnp.asarray(epoch, jnp.int32), data)
+        metrics, active = sharding.to_host((metrics, state.active))
+        history.append(metrics)
+        stop = on_epoch(EpochEnd(epoch, state, metrics, trained, active)) if on_epoch is not None else None
+        if stop is not None and np.any(stop):
+            active = active & ~np.asarray(stop, bool)
+            state = state._replace(active=_like(state.active, active))
+    num_members = int(labels.shape[0])
+    if not history:
+        empty = np.zeros((0, num_members), np.int32)
+        return state, EvalMetrics(**{name: empty.astype(np.float32) if name == "train_loss" else empty
+                                     for name in EvalMetrics._fields})
+    return state, stack_metrics(history)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The host loop
-# ----------------------------------------------------------------------------------------------------------
+def _like(reference: jax.Array, host: np.ndarray) -> jax.Array:
+    """``host`` placed as ``reference`` is (same sharding, so the jitted epoch sees the same input layout)."""
+    if isinstance(reference, jax.Array) and not reference.is_fully_addressable:
+        return jax.make_array_from_callback(host.shape, reference.sharding, lambda index: host[index])
+    return jax.device_put(host, reference.sharding)
+
+
+def _agreed_seconds_since(start: float) -> float:
+    """Wall time since ``start``; process 0's value in every process, so that all take a checkpoint together."""
+    elapsed = np.float64(time.monotonic() - start)
+    if jax.process_count() > 1:
+        elapsed = multihost_utils.broadcast_one_to_all(elapsed)
+    return float(elapsed)
 
 
 def _check_fit_args(max_epochs: int, checkpoint_epochs: Iterable[int], checkpoint_every: int | None
@@ -449,22 +453,14 @@ def _check_fit_args(max_epochs: int, checkpoint_epochs: Iterable[int], checkpoin
     return frozenset(int(e) for e in epochs)
 
 
-def _start_fresh(out_dir: Path) -> None:
-    for name in _RUN_OUTPUTS:
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
 def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
                 max_epochs: int | None = None, checkpoint_epochs: Iterable[int] = (), resume: bool = True,
                 progress: bool = True, checkpoint_every: int | None = None,
                 checkpoint_seconds: float | None = 60.0,
                 eval_batch_size: int = EVAL_BATCH_SIZE, member_chunk: int | None = None,
                 mesh: Mesh | None = None) -> TrainResult:
-    """Train all members of one (dataset, model) together until each memorises its labels (SPEC §3).
+    """Train all members of one (dataset, model) together until each memorises its labels (SPEC §3), in a run
+    directory: :func:`train_members` with a :class:`~jaxmem.train.rundir.RunDir` around it.
 
     Every member trains until its train accuracy vs its own labels reaches ``spec.target_train_accuracy``
     (then it is frozen) or until ``max_epochs``; the loop ends when no member is active.
@@ -473,12 +469,12 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
       dataset: host dataset; members' labels come from :func:`jaxmem.data.member_train_labels`.
       members: one dataset and model (:func:`jaxmem.members.member_grid`).
       spec: the shared training settings.
-      out_dir: run directory (see the module docstring); created if needed.
+      out_dir: run directory (:mod:`jaxmem.train.rundir`); created if needed.
       max_epochs: epoch cap, default ``spec.max_epochs``.
       checkpoint_epochs: epochs whose parameters are kept under ``out_dir/epochs/<epoch>`` (0 = initialisation),
         e.g. :func:`paper2_epoch_schedule`.
       resume: continue from ``out_dir``'s latest checkpoint; ``False`` deletes this run's previous outputs.
-      progress: show a tqdm bar over epochs.
+      progress: show progress (a bar on a terminal, a line every few epochs otherwise: :class:`Progress`).
       checkpoint_every: save the full state every this many epochs (and always at the end) ...
       checkpoint_seconds: ... and whenever this much wall time has passed since the last save, so that an
         interruption loses at most about a minute of work while fast epochs are not slowed by saving.
@@ -487,8 +483,9 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
       member_chunk: members vmapped together inside the one epoch program (:func:`make_epoch_fn`); ``None``
         picks :func:`default_member_chunk` for the backend.
       mesh: a :func:`jaxmem.sharding.member_mesh` to split the members over its devices (each device vmaps its
-        own ``M / n`` members; ``M`` must be a multiple of the device count; ``member_chunk`` must be None).
-        One process only (a single host with several devices).
+        own ``M / n`` members; ``M`` must be a multiple of the device count; ``member_chunk`` must be None). The
+        mesh may span several processes (:func:`jaxmem.sharding.initialize_distributed`): every process calls
+        this with the same arguments, process 0 alone writes the files, and every process gets the results.
     """
     if mesh is not None and member_chunk is not None:
         raise ValueError(f"member_chunk={member_chunk} is for the single-device epoch; with a mesh each device "
@@ -496,11 +493,10 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
     members = check_members(members)
     max_epochs = spec.max_epochs if max_epochs is None else max_epochs
     checkpoint_epochs = _check_fit_args(max_epochs, checkpoint_epochs, checkpoint_every)
-    out_dir = Path(out_dir)
-    results_path = out_dir / RESULTS_FILE
     num_train, num_test = int(dataset.y_train.shape[0]), int(dataset.y_test.shape[0])
     num_members = len(members)
     config = run_config(spec, members, dataset)
+    run_dir = RunDir(out_dir)
 
     # Decision order at startup:
     # 1. resume=False: delete this run's previous outputs, then start fresh (4).
@@ -510,13 +506,7 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
     #    rows written after it are dropped when training continues (they are recomputed identically).
     # 4. otherwise start at epoch 0: drop rows of an attempt killed before its first checkpoint, write
     #    config.json and members.csv, evaluate and record the initialisation.
-    if not resume:
-        _start_fresh(out_dir)
-    if (out_dir / CONFIG_FILE).exists():
-        _check_same_run(out_dir, config)
-    elif results_path.exists():
-        raise ValueError(f"{results_path} exists but {out_dir / CONFIG_FILE} does not; not a jaxmem training run "
-                         f"directory, choose another out_dir")
+    run_dir.prepare(config, resume=resume)
 
     model = get_model(members[0].model, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     tx = make_optimizer(spec)
@@ -527,60 +517,51 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
         labels = jax.device_put(labels)
         state = init_members(model, tx, init_keys, data.x_train[:1])
     else:
-        from jaxmem import sharding  # not at the top: jaxmem.sharding imports this module
         state, labels, train_keys, data = sharding.place_run(model, tx, mesh, labels, init_keys, train_keys, data)
-    checkpoints = _Checkpoints(out_dir)
-    restored_epoch = checkpoints.latest_epoch()
+    restored_epoch = run_dir.latest_epoch()
     if restored_epoch is not None:
-        state, meta = checkpoints.restore(restored_epoch, state)
-        epoch, rows_written, history = meta["epoch"], meta["results_rows"], _history_from_meta(meta)
+        state, meta = run_dir.restore(restored_epoch, state)
+        epoch, rows_written, history = meta["epoch"], meta["results_rows"], history_from_meta(meta)
     else:
-        epoch, history = 0, [jax.device_get(make_eval_fn(model, eval_batch_size=eval_batch_size)(state, labels, data))]
-        (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        results.write_member_table(out_dir / MEMBERS_FILE, members)
-        results.truncate_rows(results_path, 0)
-        rows_written = results.append_rows(
-            results_path, model_rows(members, 0, history[0], np.ones(num_members, bool), num_train, num_test))
+        epoch = 0
+        history = [sharding.to_host(make_eval_fn(model, eval_batch_size=eval_batch_size)(state, labels, data))]
+        rows_written = run_dir.start(config, members, model_rows(members, 0, history[0], np.ones(num_members, bool),
+                                                                 num_train, num_test))
         if 0 in checkpoint_epochs:
-            checkpoints.save_epoch_params(0, state)
+            run_dir.save_epoch_params(0, state)
 
-    active = np.asarray(jax.device_get(state.active))
-    if epoch < max_epochs and active.any():
-        results.truncate_rows(results_path, rows_written)
-    if mesh is None:
-        epoch_fn = make_epoch_fn(model, tx, spec, num_train, eval_batch_size=eval_batch_size,
-                                 member_chunk=member_chunk)
-    else:
-        epoch_fn = sharding.sharded_epoch_fn(model, tx, spec, num_train, mesh, eval_batch_size)
+    if epoch < max_epochs and np.asarray(sharding.to_host(state.active)).any():
+        run_dir.truncate_rows(rows_written)
     saved_epoch, last_save = restored_epoch, time.monotonic()
-    bar = tqdm(total=max_epochs, initial=epoch, disable=not progress, unit="epoch",
-               desc=f"{members[0].dataset}×{members[0].model} ×{num_members}")
-    while epoch < max_epochs and active.any():
-        epoch += 1
-        trained = active
-        state, metrics = epoch_fn(state, labels, train_keys, jnp.asarray(epoch, jnp.int32), data)
-        metrics, active = jax.device_get((metrics, state.active))
-        history.append(metrics)
-        rows_written += results.append_rows(
-            results_path, model_rows(members, epoch, metrics, trained, num_train, num_test))
-        if epoch in checkpoint_epochs:
-            checkpoints.save_epoch_params(epoch, state)
-        if (checkpoint_every and epoch % checkpoint_every == 0) or (
-                checkpoint_seconds is not None and time.monotonic() - last_save >= checkpoint_seconds):
-            checkpoints.save(epoch, state, _checkpoint_meta(epoch, rows_written, history))
-            saved_epoch, last_save = epoch, time.monotonic()
-        bar.update(1)
-        bar.set_postfix(_progress_postfix(metrics, trained, active, num_train, num_test))
+    bar = Progress(max_epochs, epoch, f"{members[0].dataset}×{members[0].model} ×{num_members}", enabled=progress)
+
+    def record(end: EpochEnd) -> None:
+        nonlocal rows_written, saved_epoch, last_save
+        history.append(end.metrics)
+        rows_written += run_dir.append_rows(model_rows(members, end.epoch, end.metrics, end.trained, num_train,
+                                                       num_test))
+        if end.epoch in checkpoint_epochs:
+            run_dir.save_epoch_params(end.epoch, end.state)
+        if (checkpoint_every and end.epoch % checkpoint_every == 0) or (
+                checkpoint_seconds is not None and _agreed_seconds_since(last_save) >= checkpoint_seconds):
+            run_dir.save(end.epoch, end.state, checkpoint_meta(end.epoch, rows_written, history))
+            saved_epoch, last_save = end.epoch, time.monotonic()
+        bar.update(end.epoch, _progress_postfix(end.metrics, end.trained, end.active, num_train, num_test))
+
+    state, trained_metrics = train_members(model, tx, spec, state, labels, train_keys, data, max_epochs=max_epochs,
+                                           start_epoch=epoch, on_epoch=record, eval_batch_size=eval_batch_size,
+                                           member_chunk=member_chunk, mesh=mesh)
     bar.close()
+    epoch += int(trained_metrics.train_loss.shape[0])
     if saved_epoch != epoch:
-        checkpoints.save(epoch, state, _checkpoint_meta(epoch, rows_written, history))
-    checkpoints.save_final_params(state)
-    checkpoints.close()
+        run_dir.save(epoch, state, checkpoint_meta(epoch, rows_written, history))
+    run_dir.save_final_params(state)
+    run_dir.close()
     return TrainResult(
         state=state,
-        metrics=_stack(history),
-        stop_epoch=np.asarray(jax.device_get(state.stop_epoch)),
-        out_dir=out_dir,
+        metrics=stack_metrics(history),
+        stop_epoch=np.asarray(sharding.to_host(state.stop_epoch)),
+        out_dir=run_dir.path,
         members=members,
         num_train=num_train,
         num_test=num_test,

@@ -1,0 +1,242 @@
+"""The run directory of a training run: file names, the configuration check, Orbax checkpoints, row appends, resume.
+
+Layout (big_vision's workdir):
+
+* ``config.json`` and ``members.csv``: written when the run starts; a rerun must describe the same run.
+* ``results.csv``: the tidy table (:mod:`jaxmem.results`); model rows of epoch 0 = initialisation for every
+  member, then each epoch a member trained in, none after its stop epoch. Probes append to it.
+* ``checkpoints/<epoch>``: the latest full stacked state (member axis included) with the epoch, the number of
+  results rows written and the metric history.
+* ``epochs/<epoch>``: parameters at requested epochs (kept); ``final``: the last parameters.
+
+Everything that touches these files lives here; :func:`jaxmem.train.loop.train_members` does no file I/O.
+
+Several processes (``jax.distributed``): every process opens the same directory, which must be on a file system
+they all see (as Orbax requires); process 0 alone writes the files, Orbax writes each process's shards of the
+global arrays, and each write that others read is followed by a barrier.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from jaxmem import results
+from jaxmem.config import MemberSpec, TrainSpec
+from jaxmem.data import Dataset
+from jaxmem.train.step import EvalMetrics, MemberState
+
+CONFIG_FILE = "config.json"
+MEMBERS_FILE = "members.csv"
+RESULTS_FILE = "results.csv"
+CHECKPOINT_DIR = "checkpoints"
+EPOCHS_DIR = "epochs"
+FINAL_DIR = "final"
+_RUN_OUTPUTS = (CONFIG_FILE, MEMBERS_FILE, RESULTS_FILE, CHECKPOINT_DIR, EPOCHS_DIR, FINAL_DIR)
+# A resumed run may extend the epoch cap; every other TrainSpec field must match the original run.
+_RESUMABLE_CHANGES = ("max_epochs",)
+
+
+def run_config(spec: TrainSpec, members: Sequence[MemberSpec], dataset: Dataset) -> dict:
+    """``config.json`` content: the TrainSpec, the members, and a fingerprint of the training data
+    (sizes and a hash of the true train labels, which catches e.g. tfds order vs the original files)."""
+    return {
+        "train": dataclasses.asdict(spec),
+        "members": [dataclasses.asdict(m) for m in members],
+        "data": {
+            "num_train": int(dataset.y_train.shape[0]),
+            "num_test": int(dataset.y_test.shape[0]),
+            "train_labels_sha1": hashlib.sha1(np.asarray(dataset.y_train, np.int32).tobytes()).hexdigest(),
+        },
+    }
+
+
+def read_run_config(out_dir: str | Path) -> tuple[TrainSpec, list[MemberSpec]]:
+    """The TrainSpec and members recorded in a run directory's ``config.json``."""
+    config = json.loads((Path(out_dir) / CONFIG_FILE).read_text())
+    return TrainSpec(**config["train"]), [MemberSpec(**m) for m in config["members"]]
+
+
+def _comparable(config: dict) -> dict:
+    return {**config, "train": {k: v for k, v in config["train"].items() if k not in _RESUMABLE_CHANGES}}
+
+
+def is_writer() -> bool:
+    """Whether this process writes run files: process 0 of a multi-process run, always when single-process."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait for every process (no-op when single-process): files written by process 0 are visible after it."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def _host_state(state: MemberState):
+    """What Orbax saves: host copies when single-process (so the donated device buffers can be reused while the
+    files are written), the global arrays themselves when multi-process (each process writes its own shards)."""
+    return jax.device_get(state) if jax.process_count() == 1 else state
+
+
+def _member_params(state: MemberState) -> dict:
+    return _host_state({"params": state.params, "batch_stats": state.batch_stats})
+
+
+class RunDir:
+    """One training run's directory. States go to Orbax asynchronously; :meth:`close` waits for the writes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._absolute = self.path.absolute()  # Orbax rejects relative paths (at the first save, in a thread)
+        self._manager: ocp.CheckpointManager | None = None
+        self._params: ocp.StandardCheckpointer | None = None
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / RESULTS_FILE
+
+    # -------------------------------------------------------------------------------- configuration, resume
+
+    def prepare(self, config: dict, *, resume: bool) -> None:
+        """Check (or clear) the directory before anything is read from it, then open the checkpoints.
+
+        ``resume=False`` deletes this run's previous outputs. Otherwise a ``config.json`` already there must
+        describe the same run (``ValueError`` naming the differing parts, never a silent mix), and a
+        ``results.csv`` without ``config.json`` is not ours to overwrite (``ValueError``).
+        """
+        if not resume and is_writer():
+            for name in _RUN_OUTPUTS:
+                target = self.path / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        barrier("jaxmem-rundir-prepared")
+        if (self.path / CONFIG_FILE).exists():
+            self._check_same_run(config)
+        elif self.results_path.exists():
+            raise ValueError(f"{self.results_path} exists but {self.path / CONFIG_FILE} does not; not a jaxmem "
+                             f"training run directory, choose another out_dir")
+        self._manager = ocp.CheckpointManager(
+            self._absolute / CHECKPOINT_DIR, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+        self._params = ocp.StandardCheckpointer()
+
+    def _check_same_run(self, config: dict) -> None:
+        saved = json.loads((self.path / CONFIG_FILE).read_text())
+        current = json.loads(json.dumps(config))
+        if _comparable(saved) != _comparable(current):
+            differing = sorted(k for k in current if _comparable(saved).get(k) != _comparable(current)[k])
+            raise ValueError(f"{self.path} holds a different run (its config.json differs in {differing}); resume "
+                             f"only with the same TrainSpec (max_epochs may change), members and data, or use "
+                             f"another out_dir, or pass resume=False to start over")
+
+    def start(self, config: dict, members: Sequence[MemberSpec], rows: Iterable[Mapping]) -> int:
+        """A fresh run: drop rows of an attempt killed before its first checkpoint, write ``config.json``,
+        ``members.csv`` and the initialisation's rows; returns the number of rows written."""
+        rows = list(rows)
+        if is_writer():
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+            results.write_member_table(self.path / MEMBERS_FILE, members)
+            results.truncate_rows(self.results_path, 0)
+            results.append_rows(self.results_path, rows)
+        barrier("jaxmem-rundir-started")
+        return len(rows)
+
+    def append_rows(self, rows: Iterable[Mapping]) -> int:
+        """Append rows to ``results.csv`` (process 0); returns their number on every process."""
+        rows = list(rows)
+        if is_writer():
+            results.append_rows(self.results_path, rows)
+        return len(rows)
+
+    def truncate_rows(self, keep: int) -> None:
+        """Keep the first ``keep`` rows: those written after the restored checkpoint are recomputed identically."""
+        if is_writer():
+            results.truncate_rows(self.results_path, keep)
+        barrier("jaxmem-rundir-truncated")
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def latest_epoch(self) -> int | None:
+        """Epoch of the latest full checkpoint, or None."""
+        return self._manager.latest_step()
+
+    def restore(self, epoch: int, target: MemberState) -> tuple[MemberState, dict]:
+        """``(state, meta)`` of the checkpoint at ``epoch``, laid out like ``target`` (shardings included)."""
+        restored = self._manager.restore(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        return restored.state, restored.meta
+
+    def save(self, epoch: int, state: MemberState, meta: dict) -> None:
+        """The full state at ``epoch`` (replacing the previous checkpoint) with ``meta`` (JSON)."""
+        self._manager.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_host_state(state)), meta=ocp.args.JsonSave(meta)))
+
+    def save_epoch_params(self, epoch: int, state: MemberState) -> None:
+        """Parameters at ``epoch`` under ``epochs/<epoch>``, kept; skipped when a resumed run already wrote them
+        (same epoch, same deterministic parameters)."""
+        path = self._absolute / EPOCHS_DIR / str(epoch)
+        if not path.exists():
+            self._params.save(path, _member_params(state))
+
+    def save_final_params(self, state: MemberState) -> None:
+        self._params.save(self._absolute / FINAL_DIR, _member_params(state), force=True)
+
+    def close(self) -> None:
+        """Wait for the asynchronous writes, then for every process."""
+        for handle in (self._manager, self._params):
+            if handle is not None:
+                handle.wait_until_finished()
+                handle.close()
+        barrier("jaxmem-rundir-closed")
+
+
+def checkpoint_meta(epoch: int, rows_written: int, history: Sequence[EvalMetrics]) -> dict:
+    """What a checkpoint stores beside the state: the epoch, the results rows written, the metric history."""
+    stacked = stack_metrics(history)
+    return {"epoch": epoch, "results_rows": rows_written,
+            "history": {name: column.tolist() for name, column in stacked._asdict().items()}}
+
+
+def history_from_meta(meta: dict) -> list[EvalMetrics]:
+    """The per-epoch metrics ``[M]`` stored by :func:`checkpoint_meta`."""
+    dtypes = {"train_loss": np.float32}
+    stacked = EvalMetrics(**{name: np.asarray(column, dtypes.get(name, np.int32))
+                             for name, column in meta["history"].items()})
+    return [jax.tree.map(lambda column: column[e], stacked) for e in range(stacked.train_loss.shape[0])]
+
+
+def stack_metrics(history: Sequence[EvalMetrics]) -> EvalMetrics:
+    """Per-epoch host metrics ``[M]`` stacked to ``[E, M]``."""
+    return jax.tree.map(lambda *epochs: np.stack(epochs), *history)
+
+
+def load_member_params(out_dir: str | Path, epoch: int | str = "final"):
+    """Stacked parameters of every member of a run, at ``epoch`` (an int from ``checkpoint_epochs``) or ``"final"``.
+
+    Returns:
+      ``(params, batch_stats)`` as host arrays with a leading member axis ``[M, ...]``, whichever number of
+      processes and devices wrote them; ``batch_stats`` is ``{}`` for models without BatchNorm.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / FINAL_DIR if epoch == "final" else out_dir / EPOCHS_DIR / str(int(epoch))
+    if not path.exists():
+        saved = sorted(int(p.name) for p in (out_dir / EPOCHS_DIR).glob("*") if p.name.isdigit())
+        raise FileNotFoundError(f"no parameters for epoch {epoch!r} in {out_dir}; saved epochs: {saved}, "
+                                f"and 'final' {'exists' if (out_dir / FINAL_DIR).exists() else 'is missing'}")
+    checkpointer = ocp.StandardCheckpointer()
+    path = path.absolute()
+    # Restored as numpy from the saved shapes, so arrays written by other processes or devices load here too.
+    target = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype), checkpointer.metadata(path).item_metadata)
+    restored = checkpointer.restore(path, target)
+    checkpointer.close()
+    return restored["params"], restored.get("batch_stats", {})
