@@ -27,8 +27,8 @@ from jaxmem.features import collect_activations, member_predictions, member_vari
 from jaxmem.models import get_model
 from jaxmem.probes import linear
 from jaxmem.results import accuracy_row, append_rows, read_rows
-from jaxmem.train import (MemberState, device_data, fit_members, load_member_params, make_epoch_fn, make_optimizer,
-                          paper2_epoch_schedule, split_member_keys)
+from jaxmem.train import (EpochEnd, MemberState, Progress, device_data, fit_members, load_member_params,
+                          make_optimizer, paper2_epoch_schedule, split_member_keys, train_members)
 from jaxmem.train.loop import EPOCHS_DIR, RESULTS_FILE
 
 
@@ -133,7 +133,6 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     labels = jnp.asarray(np.concatenate([corrupted, corrupted]))
     _, train_keys = split_member_keys(members)
     keys = concat_members(train_keys, train_keys)
-    epoch_fn = make_epoch_fn(model, tx, spec, len(dataset.y_train), member_chunk=None)
     flipped = corrupted != dataset.y_train  # [M, N]
     rows = []
 
@@ -155,12 +154,15 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
                             for split, against, hits in scored)
 
     record(edit_epoch, state)
-    for epoch in range(edit_epoch + 1, until_epoch + 1):
-        state, _ = epoch_fn(state, labels, keys, jnp.asarray(epoch, jnp.int32), data)
-        state = state._replace(active=jnp.ones_like(state.active))  # no stop rule: train to until_epoch
-        record(epoch, state)
-        if progress:
-            print(f"epoch {epoch}/{until_epoch}", end="\r", flush=True)
+    bar = Progress(until_epoch, edit_epoch, "edit-then-continue", enabled=progress)
+
+    def on_epoch(end: EpochEnd) -> None:
+        record(end.epoch, end.state)
+        bar.update(end.epoch, {})
+
+    train_members(model, tx, spec, state, labels, keys, data, start_epoch=edit_epoch, max_epochs=until_epoch,
+                  stop_at_target=False, on_epoch=on_epoch)  # no stop rule: train to until_epoch
+    bar.close()
     return pd.DataFrame(rows)
 
 

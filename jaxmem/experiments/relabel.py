@@ -36,7 +36,7 @@ from jaxmem.models import get_model, probe_layers
 from jaxmem.probes.registry import select_probes
 from jaxmem.results import accuracy_row
 from jaxmem.train import load_member_params
-from jaxmem.train.loop import device_data, make_epoch_fn, split_member_keys
+from jaxmem.train.loop import EpochEnd, Progress, device_data, split_member_keys, train_members
 from jaxmem.train.step import make_optimizer
 
 RELABEL_FILE = "relabel.csv"
@@ -132,50 +132,50 @@ def relabel_and_finetune(
         new_labels.append(labels)
         chosen.append([layers[b] for b in best])
 
-    # Fine-tune all kinds × members at once; early stopping on the select part, from the host.
+    # Fine-tune all kinds × members at once; no memorisation stop, only early stopping on the select part.
     tx = make_optimizer(spec)
     copies = len(subspaces)
     state = fresh_states(concat_members(*[params] * copies), concat_members(*[batch_stats] * copies), tx)
     labels = jnp.asarray(np.concatenate(new_labels))
     keys = concat_members(*[split_member_keys(members)[1]] * copies)
     data = device_data(dataset)
-    epoch_fn = make_epoch_fn(model, tx, spec, len(dataset.y_train))
     best_select = np.full(copies * num_members, -1)
     best_epoch = np.zeros(copies * num_members, int)
     best_state = jax.tree.map(jnp.copy, state)  # the epoch function donates (deletes) its input state
-    stopped = np.zeros(copies * num_members, bool)
     x_select, x_report = jnp.asarray(x_test[select]), jnp.asarray(x_test[report])
-    for epoch in range(1, max_epochs + 1):
-        state, metrics = epoch_fn(state, labels, keys, jnp.asarray(epoch, jnp.int32), data)
-        trained = ~stopped
-        current = member_variables(state.params, state.batch_stats)
+    bar = Progress(max_epochs, 0, "fine-tune", enabled=progress)
+
+    def early_stopping(end: EpochEnd) -> np.ndarray:
+        """Rows of the epoch; keep each member's best state on the select part; stop after ``patience``."""
+        nonlocal best_select, best_epoch, best_state
+        current = member_variables(end.state.params, end.state.batch_stats)
         select_pred = member_predictions(model, current, x_select)
         report_pred = member_predictions(model, current, x_report)
         correct = np.sum(select_pred == y_select, axis=1)
-        train_correct = np.asarray(metrics.train_correct)
         for c, kind in enumerate(subspaces):
             for m in range(num_members):
                 i = c * num_members + m
-                if trained[i]:
-                    add(m, epoch, "finetune", chosen[c][m], kind, "test_select", "true", select_pred[i] == y_select)
-                    add(m, epoch, "finetune", chosen[c][m], kind, "test_report", "true", report_pred[i] == y_report)
-                    rows.append(accuracy_row(m, members[m], epoch=epoch, probe="finetune", layer=chosen[c][m],
+                if end.trained[i]:
+                    add(m, end.epoch, "finetune", chosen[c][m], kind, "test_select", "true",
+                        select_pred[i] == y_select)
+                    add(m, end.epoch, "finetune", chosen[c][m], kind, "test_report", "true",
+                        report_pred[i] == y_report)
+                    rows.append(accuracy_row(m, members[m], epoch=end.epoch, probe="finetune", layer=chosen[c][m],
                                              subspace_labels=kind, split="train", scored_against="relabelled",
-                                             n_correct=int(train_correct[i]),
+                                             n_correct=int(end.metrics.train_correct[i]),
                                              n_seen=len(dataset.y_train)))
-        improved = trained & (correct > best_select)
+        improved = end.trained & (correct > best_select)
         best_select = np.where(improved, correct, best_select)
-        best_epoch = np.where(improved, epoch, best_epoch)
-        best_state = jax.tree.map(lambda new, old: jnp.where(_expand(improved, new), new, old), state, best_state)
-        stopped |= trained & (epoch - best_epoch >= patience)
-        state = state._replace(active=jnp.asarray(~stopped))  # no memorisation stop: only early stopping
-        if progress:
-            print(f"fine-tune epoch {epoch}/{max_epochs}: {int((~stopped).sum())} of {len(stopped)} still training",
-                  end="\r", flush=True)
-        if stopped.all():
-            break
-    if progress:
-        print()
+        best_epoch = np.where(improved, end.epoch, best_epoch)
+        best_state = jax.tree.map(lambda new, old: jnp.where(_expand(improved, new), new, old), end.state,
+                                  best_state)
+        stop = end.trained & (end.epoch - best_epoch >= patience)
+        bar.update(end.epoch, {"training": int((end.trained & ~stop).sum())})
+        return stop
+
+    train_members(model, tx, spec, state, labels, keys, data, max_epochs=max_epochs, stop_at_target=False,
+                  on_epoch=early_stopping)
+    bar.close()
     kept = member_variables(best_state.params, best_state.batch_stats)
     for split, x, y, index in (("test_select", x_select, y_select, select), ("test_report", x_report, y_report,
                                                                                report)):
