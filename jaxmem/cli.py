@@ -209,6 +209,36 @@ def training_setup(args):
         checkpoint_epochs = parse_ints(args.checkpoint_epochs) if args.checkpoint_epochs else []
     return dataset, members, spec, out, checkpoint_epochs
 
+def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--distributed`` and where to find the other processes (see docs/scaling.md)."""
+    parser.add_argument("--distributed", action="store_true",
+                        help="one of several processes (jax.distributed): the members are split over all devices "
+                             "of all processes, process 0 writes OUT (which every process must see)")
+    parser.add_argument("--coordinator-address", default=None,
+                        help="host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS or the cluster's)")
+    parser.add_argument("--num-processes", type=int, default=None,
+                        help="number of processes (default: $JAX_NUM_PROCESSES or the cluster's)")
+    parser.add_argument("--process-id", type=int, default=None,
+                        help="this process's index, 0 … N-1 (default: $JAX_PROCESS_ID or the cluster's)")
+
+
+def member_mesh_from_args(args):
+    """With ``--distributed``: join the other processes and return the mesh over all their devices; else None.
+    Must run before anything else uses JAX."""
+    if not args.distributed:
+        return None
+    from jaxmem.sharding import distributed_mesh
+
+    return distributed_mesh(args.coordinator_address, args.num_processes, args.process_id)
+
+
+def is_main_process() -> bool:
+    """Whether this process prints summaries and writes files beside the run (process 0)."""
+    import jax
+
+    return jax.process_index() == 0
+
+
 
 def add_train_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train members (degrees × seeds) to memorisation, all at once",
@@ -224,7 +254,9 @@ def cmd_train(args) -> None:
 
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
     result = fit_members(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
-                         checkpoint_epochs=checkpoint_epochs)
+                         checkpoint_epochs=checkpoint_epochs, mesh=mesh)
+    if not is_main_process():
+        return
     final = result.metrics
     print_table(["member", "degree", "seed", "stop epoch", "train acc", "test acc"],
                 [[m, member.degree, member.seed, int(result.stop_epoch[m]),
@@ -240,12 +272,14 @@ def add_probing_arguments(parser: argparse.ArgumentParser) -> None:
                         help="layers whose activations exceed this are probed by streaming their Grams")
     parser.add_argument("--probes", default="",
                         help="extra probes besides MASC, comma-separated: linear, ncm, knn, lda, qda, logreg, or "
+    add_distributed_arguments(parser)
                              "'all' (on the layers held in memory)")
     parser.add_argument("--sensitivity", type=parse_floats, default=[],
                         help="extra MASC variances n (fractions, or integers = components), e.g. 0.25,0.5,0.75,1")
     parser.add_argument("--clean-subspaces", default="auto",
                         help="degrees q at which members trained at p = 0 are also probed with subspaces from "
                              "labels corrupted at q: comma-separated, 'auto' (the run's nonzero degrees) or 'none'")
+    mesh = member_mesh_from_args(args)
 
 
 def probing_options(args) -> dict:
@@ -282,7 +316,9 @@ def cmd_run(args) -> None:
 
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
     table = run_memorization(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
-                             checkpoint_epochs=checkpoint_epochs, **probing_options(args))
+                             checkpoint_epochs=checkpoint_epochs, mesh=mesh, **probing_options(args))
+    if not is_main_process():
+        return
     rows = summary(table)
     rows = rows[rows["probe"] == "masc"]
     best = {kind: rows[rows["subspace_labels"] == kind].set_index("degree") for kind in ("corrupted", "true")}
@@ -302,6 +338,7 @@ def parse_per_model(kind: Callable[[str], float | int]) -> Callable[[str], dict]
     """``"0.02"`` (every model) or ``"mlp=0.02,cnn=1e-3"`` -> ``{model or "*": value}``."""
 
     def parse(text: str) -> dict:
+    add_distributed_arguments(parser)
         values = {}
         try:
             for part in split_names(text):
@@ -309,6 +346,7 @@ def parse_per_model(kind: Callable[[str], float | int]) -> Callable[[str], dict]
                 values[model.strip() or "*"] = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a value or model=value pairs, got {text!r}") from None
+    mesh = member_mesh_from_args(args)
         return values
 
     return parse
@@ -364,7 +402,9 @@ def cmd_sweep(args) -> None:
                       label_rule=args.label_rule, overrides=overrides, relabel=args.relabel,
                       relabel_options={"max_epochs": args.finetune_epochs, "patience": args.patience,
                                        "split_seed": args.split_seed}, progress=not args.quiet,
-                      **probing_options(args))
+                      mesh=mesh, **probing_options(args))
+    if not is_main_process():
+        return
     (args.out / "summary.md").write_text(summary_markdown(table) + "\n")
     print(f"results: {args.out / 'results.csv'}; summary: {args.out / 'summary.md'}; "
           f"report: jaxmem report {args.out / 'results.csv'}")
@@ -378,6 +418,7 @@ def add_dynamics_parser(subparsers) -> None:
                                                     "probe every layer at every kept epoch",
                                    description="Train members keeping their parameters at the epochs of "
                                                "--checkpoint-epochs (default: paper2 = 0, 1, 3, …, 19, 20, 25, …), "
+    add_distributed_arguments(parser)
                                                "then probe every layer at every kept epoch with MASC and the "
                                                "extra probes; rows with their epoch go to OUT/results.csv. "
                                                "Resumable.")
@@ -397,6 +438,7 @@ def cmd_dynamics(args) -> None:
                          extra_probes=split_names(args.probes))
     tests = table[(table["split"] == "test") & (table["subspace_labels"] != "true")]
     curves = tests.pivot_table(index="epoch", columns=["probe", "layer"], values="accuracy", aggfunc="mean")
+    mesh = member_mesh_from_args(args)
     print(f"test accuracy (mean over members) per epoch, {len(curves)} epochs:")
     print((100 * curves).round(1).to_string())
     print(f"results: {out / 'results.csv'}")

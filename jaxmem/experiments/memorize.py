@@ -14,12 +14,14 @@ import numpy as np
 
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset
+from jaxmem.experiments.distributed import probe_on_mesh
 from jaxmem.experiments.probing import check_probes, clean_subspace_kinds, probe_members
 from jaxmem.features import member_variables
 from jaxmem.models import get_model
 from jaxmem.report import final_model_rows
 from jaxmem.results import append_rows, read_rows
 from jaxmem.train import fit_members, load_member_params
+from jaxmem.train.rundir import barrier, is_writer
 
 RESULTS_FILE = "results.csv"
 
@@ -41,6 +43,7 @@ def run_memorization(
     extra_probes: Sequence[str] = (),
     sensitivity: Sequence[float | int] = (),
     clean_degrees: Sequence[float] = (),
+    mesh=None,
 ):
     """Train, probe all layers of every member at its final epoch, and return the results table (DataFrame).
 
@@ -48,11 +51,14 @@ def run_memorization(
     :data:`jaxmem.experiments.probing.EXTRA_PROBES`) on the layers held in memory. The members trained at p = 0
     are also probed with subspaces from their labels corrupted at each of ``clean_degrees`` (subspace kind
     ``"corrupted@q"``). Probing happens once per run directory: a rerun of a probed run only reads it.
+
+    With a ``mesh`` (:func:`jaxmem.sharding.member_mesh`, possibly over several processes) training and probing
+    are split over its devices (:func:`jaxmem.experiments.distributed.probe_on_mesh`); process 0 writes.
     """
     out_dir = Path(out_dir)
     extra_probes = check_probes(extra_probes)
     fit_members(dataset, members, spec, out_dir, max_epochs=max_epochs, resume=resume, progress=progress,
-                checkpoint_epochs=checkpoint_epochs)
+                checkpoint_epochs=checkpoint_epochs, mesh=mesh)
     table = read_rows(out_dir / RESULTS_FILE)
     if (table["probe"] == "masc").any():
         return table
@@ -62,12 +68,20 @@ def run_memorization(
     variables = member_variables(params, batch_stats)
     options = dict(variance=variance, sensitivity=sensitivity, precision=precision, memory_budget=memory_budget,
                    extra_probes=extra_probes)
-    rows = probe_members(model, members[0].model, variables, dataset, members, epoch=final_epoch,
-                         subspaces=subspaces, **options)
-    clean = [m for m, member in enumerate(members) if member.degree == 0]
-    if clean and clean_degrees:
-        rows += probe_members(model, members[0].model, jax.tree.map(lambda leaf: leaf[np.asarray(clean)], variables),
-                              dataset, [members[m] for m in clean], epoch=final_epoch[clean], member_ids=clean,
-                              subspaces=clean_subspace_kinds(clean_degrees), **options)
-    append_rows(out_dir / RESULTS_FILE, rows)
+
+    def probe(ids: Sequence[int]) -> list[dict]:  # the members ``ids`` (all, or one device's)
+        rows = []
+        for kinds, chosen in ((subspaces, list(ids)),
+                              (clean_subspace_kinds(clean_degrees), [m for m in ids if members[m].degree == 0])):
+            if kinds and chosen:
+                rows += probe_members(model, members[0].model, jax.tree.map(lambda leaf: leaf[np.asarray(chosen)],
+                                                                            variables),
+                                      dataset, [members[m] for m in chosen], epoch=final_epoch[chosen],
+                                      member_ids=chosen, subspaces=kinds, **options)
+        return rows
+
+    rows = probe(range(len(members))) if mesh is None else probe_on_mesh(probe, len(members), mesh)
+    if is_writer():
+        append_rows(out_dir / RESULTS_FILE, rows)
+    barrier("jaxmem-probed")
     return read_rows(out_dir / RESULTS_FILE)

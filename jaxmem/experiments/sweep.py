@@ -17,6 +17,7 @@ from jaxmem.experiments.memorize import RESULTS_FILE, run_memorization
 from jaxmem.experiments.relabel import RELABEL_FILE, relabel_and_finetune
 from jaxmem.members import member_grid
 from jaxmem.results import read_rows
+from jaxmem.train.rundir import barrier, is_writer
 
 DONE_FILE = "DONE"
 
@@ -96,14 +97,19 @@ def run_sweep(
     relabel: bool = False,
     relabel_options: dict | None = None,
     progress: bool = True,
+    mesh=None,
     **probe_options,
 ):
     """Run every unfinished cell, then return the combined results table (DataFrame).
 
     ``load(dataset_name)`` gives each dataset (loaded once per dataset, in cell order); ``overrides`` as in
     :func:`cell_spec`; ``probe_options`` go to :func:`run_memorization` (``extra_probes``, ``sensitivity``,
-    ``clean_degrees``, ...); with ``relabel`` each cell also runs :func:`relabel_and_finetune`.
+    ``clean_degrees``, ...); with ``relabel`` each cell also runs :func:`relabel_and_finetune`. With a ``mesh``
+    every cell trains and probes split over its devices (all processes run this; process 0 writes).
     """
+    if mesh is not None and relabel:
+        raise ValueError("relabel runs on one process; run the sweep without --distributed to relabel, or leave "
+                         "out --relabel")
     out_dir = Path(out_dir)
     members_per_cell = len(degrees) * len(seeds)
     loaded: dict[str, Dataset] = {}
@@ -118,11 +124,15 @@ def run_sweep(
         dataset, spec = loaded[cell.dataset], cell_spec(cell, overrides or {})
         members = member_grid(cell.dataset, cell.model, degrees, seeds, label_rule)
         cell_dir = out_dir / cell.name
-        run_memorization(dataset, members, spec, cell_dir, progress=progress, **probe_options)
+        run_memorization(dataset, members, spec, cell_dir, progress=progress, mesh=mesh, **probe_options)
         if relabel:
             relabel_and_finetune(dataset, members, spec, cell_dir, progress=progress, **(relabel_options or {}))
-        (cell_dir / DONE_FILE).write_text("finished\n")
-        for file_name in (RESULTS_FILE, RELABEL_FILE):
-            combine_tables(out_dir, cells, members_per_cell, file_name)
-    combined = combine_tables(out_dir, cells, members_per_cell, RESULTS_FILE)
-    return read_rows(combined)
+        if is_writer():
+            (cell_dir / DONE_FILE).write_text("finished\n")
+            for file_name in (RESULTS_FILE, RELABEL_FILE):
+                combine_tables(out_dir, cells, members_per_cell, file_name)
+        barrier("jaxmem-sweep-cell")
+    if is_writer():
+        combine_tables(out_dir, cells, members_per_cell, RESULTS_FILE)
+    barrier("jaxmem-sweep-combined")
+    return read_rows(out_dir / RESULTS_FILE)
