@@ -328,6 +328,35 @@ def test_resnet_eval_matches_numpy_forward_and_is_deterministic():
     np.testing.assert_array_equal(logits, again)
 
 
+def test_resnet_reference_mode_normalises_each_sample_alone():
+    from jaxmem.features import collect_activations
+    from jaxmem.models.resnet import PerSampleBatchNorm, with_bn_mode
+
+    model, variables = _resnet_with_running_stats(seed=0)
+    x = _images((32, 32, 3), batch=3)
+    reference = with_bn_mode(model, "reference")
+    assert isinstance(reference, PerSampleBatchNorm) and with_bn_mode(model, "eval") is model
+    logits, acts = reference.apply(variables, x)
+    # the oracle: the model in train mode on each image alone (batch of 1), in a plain loop
+    for i in range(len(x)):
+        (one_logits, one_acts), _ = model.apply(variables, x[i:i + 1], train=True, mutable=["batch_stats"])
+        np.testing.assert_allclose(logits[i], one_logits[0], rtol=1e-4, atol=1e-5)
+        for name in probe_layers("resnet18"):
+            np.testing.assert_allclose(acts[name][i], one_acts[name][0], rtol=1e-4, atol=1e-5)
+    # neither the running averages (eval mode) nor the statistics of the whole batch
+    eval_logits, eval_acts = model.apply(variables, x)
+    (batch_logits, batch_acts), _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    for other in (eval_acts, batch_acts):
+        assert not np.allclose(acts["l0"], other["l0"], rtol=1e-3, atol=1e-3)
+        assert not np.allclose(acts["pool"], other["pool"], rtol=1e-3, atol=1e-3)
+    # the same through the feature extraction of the probes, vmapped over members
+    stacked = _stack([variables, variables])
+    got = collect_activations(reference, stacked, x, ("l0", "pool"), batch_size=2)
+    np.testing.assert_allclose(got["pool"][1], acts["pool"], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="bn_mode"):
+        with_bn_mode(model, "batch")
+
+
 def test_resnet_train_mode_uses_batch_stats_and_updates_running_averages():
     model, variables = _resnet_with_running_stats(seed=1)
     x = _images((32, 32, 3), batch=3)
@@ -571,3 +600,24 @@ def test_conv_impls_share_parameters_and_outputs():
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="impl"):
         Conv(8, (3, 3), impl="fft")
+
+
+@pytest.mark.parametrize("name", ["cnn", "alexnet_cifar100", "resnet18"])
+def test_conv_impl_is_the_models_field_not_the_backend(name, monkeypatch):
+    from jaxmem.models.conv import default_conv_impl
+
+    assert (default_conv_impl("cpu"), default_conv_impl("gpu"), default_conv_impl("tpu")) == ("patches", "xla", "xla")
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # model code must not look
+    x = jnp.zeros((2, 32, 32, 3))
+    model = get_model(name, 10, conv_impl="patches")
+    variables = model.init(jax.random.key(0), x)
+
+    def program(model, train):
+        return str(jax.make_jaxpr(lambda v: model.apply(v, x, train=train, mutable=["batch_stats"]))(variables))
+
+    assert "conv_general_dilated" not in program(model, train=True)
+    assert "conv_general_dilated" in program(model, train=False)  # evaluation always uses XLA's convolution
+    assert "conv_general_dilated" in program(get_model(name, 10, conv_impl="xla"), train=True)
+    assert get_model(name, 10).conv_impl == "xla"  # the default follows the (patched) backend
+    with pytest.raises(ValueError, match="conv_impl"):
+        get_model(name, 10, conv_impl="fft")

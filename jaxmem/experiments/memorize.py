@@ -18,6 +18,7 @@ from jaxmem.experiments.distributed import probe_on_mesh
 from jaxmem.experiments.probing import check_probes, clean_subspace_kinds, probe_members
 from jaxmem.features import member_variables
 from jaxmem.models import get_model
+from jaxmem.models.resnet import with_bn_mode
 from jaxmem.report import final_model_rows
 from jaxmem.results import append_rows, read_rows
 from jaxmem.train import fit_members, load_member_params
@@ -43,6 +44,7 @@ def run_memorization(
     extra_probes: Sequence[str] = (),
     sensitivity: Sequence[float | int] = (),
     clean_degrees: Sequence[float] = (),
+    bn_mode: str = "eval",
     mesh=None,
 ):
     """Train, probe all layers of every member at its final epoch, and return the results table (DataFrame).
@@ -50,7 +52,8 @@ def run_memorization(
     MASC runs on every layer (also at each ``sensitivity`` variance), ``extra_probes`` (see
     :data:`jaxmem.experiments.probing.EXTRA_PROBES`) on the layers held in memory. The members trained at p = 0
     are also probed with subspaces from their labels corrupted at each of ``clean_degrees`` (subspace kind
-    ``"corrupted@q"``). Probing happens once per run directory: a rerun of a probed run only reads it.
+    ``"corrupted@q"``). ``bn_mode="reference"`` probes with per-image train-mode BatchNorm
+    (:func:`jaxmem.models.resnet.with_bn_mode`). Probing happens once per run directory: a rerun of a probed run only reads it.
 
     With a ``mesh`` (:func:`jaxmem.sharding.member_mesh`, possibly over several processes) training and probing
     are split over its devices (:func:`jaxmem.experiments.distributed.probe_on_mesh`); process 0 writes.
@@ -64,7 +67,8 @@ def run_memorization(
         return table
     final_epoch = final_model_rows(table).groupby("member")["epoch"].max().sort_index().to_numpy()
     params, batch_stats = load_member_params(out_dir)
-    model = get_model(members[0].model, dataset.num_classes, init=spec.init, dropout=spec.dropout)
+    model = with_bn_mode(get_model(members[0].model, dataset.num_classes, init=spec.init,
+                                   dropout=spec.dropout), bn_mode)
     variables = member_variables(params, batch_stats)
     options = dict(variance=variance, sensitivity=sensitivity, precision=precision, memory_budget=memory_budget,
                    extra_probes=extra_probes)

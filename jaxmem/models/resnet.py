@@ -1,4 +1,4 @@
-"""ResNet-18 for CIFAR-10 (SPEC §2): 3×3 stem, four stages of two BasicBlocks, global average pool, Dense head.
+"""ResNet-18 for CIFAR-10 (docs/methods.md#models): 3×3 stem, four stages of two BasicBlocks, global average pool, Dense head.
 
 Parameter names follow torchvision so a PyTorch state dict maps one-to-one: ``conv1``/``bn1`` (stem),
 ``layer{s}_{b}`` for stage ``s`` in 1..4 and block ``b`` in 0..1 (each with ``conv1``, ``bn1``, ``conv2``, ``bn2`` and,
@@ -6,11 +6,13 @@ when the shape changes, ``shortcut_conv``/``shortcut_bn``), and ``out``. Convs h
 padding (PyTorch semantics). BatchNorm has ``momentum=0.9``, ``epsilon=1e-5`` (PyTorch's ``momentum=0.1``,
 ``eps=1e-5``); unlike PyTorch, Flax updates the running variance with the biased batch variance.
 
-Probing (SPEC §2) uses eval mode, ``train=False``: BatchNorm normalises with the running averages. The reference
-probed in train mode with batch 1, where each sample is normalised by its own spatial statistics, so its
-activations differ from ours.
+Probing uses eval mode by default, ``train=False``: BatchNorm normalises with the running averages. The reference
+probed in train mode with batch 1, where each sample is normalised by its own spatial statistics;
+:class:`PerSampleBatchNorm` (``bn_mode="reference"``) reproduces that, vmapped over the samples.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -25,6 +27,7 @@ STAGE_STRIDES = (1, 2, 2, 2)
 BLOCKS_PER_STAGE = 2
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+BN_MODES = ("eval", "reference")
 
 
 def _conv3x3(features: int, stride: int, name: str, train: bool, init: str, in_channels: int) -> nn.Conv:
@@ -99,3 +102,36 @@ class ResNet18(nn.Module):
         hidden = nn.Dropout(self.dropout, deterministic=not train)(hidden)
         logits = nn.Dense(self.num_classes, name="out", **layer_inits(self.init_scheme, hidden.shape[-1]))(hidden)
         return logits, activations
+
+
+@dataclasses.dataclass(frozen=True)
+class PerSampleBatchNorm:
+    """``model`` applied as the reference probed it: train-mode BatchNorm on one sample at a time.
+
+    ``apply(variables, x [B, ...], train=False)`` returns what ``model.apply(variables, x[i:i+1], train=True)``
+    returns for each ``i`` alone, stacked (one vmapped program, not a loop): every image is normalised by its own
+    per-channel spatial statistics. The running statistics are neither used nor updated, and dropout is off.
+    Drop-in for a model wherever activations are only read (:mod:`jaxmem.features`); hashable, so it can be a
+    static argument of ``jax.jit``.
+    """
+
+    model: nn.Module
+
+    def apply(self, variables, x: jax.Array, *, train: bool = False, **kwargs):
+        if train or kwargs:
+            raise ValueError("PerSampleBatchNorm only evaluates (train=False, no other options)")
+        model = self.model.clone(dropout=0.0) if hasattr(self.model, "dropout") else self.model
+
+        def one(sample):
+            outputs, _ = model.apply(variables, sample[None], train=True, mutable=["batch_stats"])
+            return jax.tree.map(lambda leaf: leaf[0], outputs)
+
+        return jax.vmap(one)(x)
+
+
+def with_bn_mode(model, bn_mode: str = "eval"):
+    """``model`` for probing: itself (``"eval"``: running averages) or :class:`PerSampleBatchNorm`
+    (``"reference"``: each sample normalised by its own statistics, as the authors' activation dumps)."""
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+    return model if bn_mode == "eval" else PerSampleBatchNorm(model)
