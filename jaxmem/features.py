@@ -1,11 +1,12 @@
 """Layer activations of all members, batch by batch, and the probes' two ways to consume them.
 
 * In memory: :func:`collect_activations` returns ``{layer: [M, N, D]}`` for the layers that fit a byte budget;
-  MASC then fits on them directly (and takes the cheap dual problem when a class has fewer samples than D).
+  every probe then fits on them directly (MASC takes the cheap dual problem when a class has fewer samples than D).
 * Streaming: :func:`stream_grams` visits each member's samples in its own class-sorted chunk order
   (:func:`jaxmem.probes.gram.chunk_schedule`), applies the model to one chunk at a time and adds the chunk's
-  activations into every layer's per-class Gram, so ``[M, N, D]`` is never materialised.
-  :func:`stream_predictions` scores the probes chunk by chunk in the same way.
+  activations into every layer's per-class Gram, class sums and counts, so ``[M, N, D]`` is never materialised;
+  the probes that stream (:attr:`jaxmem.probes.base.Probe.from_gram`) fit from them.
+  :func:`stream_predictions` scores fitted probes chunk by chunk in the same way.
 
 The model is applied in eval mode (BatchNorm running averages; no dropout).
 """
@@ -18,9 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem import masc
-from jaxmem.probes.gram import ChunkSchedule, GramState, gram_init, gram_update
-from jaxmem.probes.masc import precision_context
+from jaxmem.probes.base import Probe, precision_context
+from jaxmem.probes.gram import ChunkSchedule, GramState, chunk_schedule, gram_init, gram_update
 
 
 def member_variables(params, batch_stats=None) -> dict:
@@ -93,14 +93,14 @@ def stream_grams(
     model, variables, x, labels, num_classes: int, layers: Sequence[str], *, chunk_size: int = 256,
     precision: str = "fast",
 ) -> dict[str, GramState]:
-    """Per-class Grams {layer: GramState with [M, C, D, D]} without materialising activations.
+    """Per-class moments {layer: GramState with gram [M, C, D, D]} without materialising activations.
 
     ``labels`` is [M, N] (each member's grouping labels) and ``x`` [N, ...] the shared normalised inputs. The
     model runs in float32; ``precision="exact"`` accumulates the Grams in float64.
     """
     layers = tuple(layers)
     widths = layer_widths(model, variables, x, layers)
-    schedule: ChunkSchedule = masc.chunk_schedule(np.asarray(labels), num_classes, chunk_size)
+    schedule: ChunkSchedule = chunk_schedule(np.asarray(labels), num_classes, chunk_size)
     exact = precision == "exact"
     with precision_context(exact):
         return _stream_grams(model, variables, jnp.asarray(x), jnp.asarray(schedule.index),
@@ -109,14 +109,14 @@ def stream_grams(
 
 
 def stream_predictions(
-    model, variables, x, probes: Mapping[tuple[str, str], masc.MascProbe], *, batch_size: int = 1024
+    model, variables, x, fitted: Mapping[tuple[str, str], tuple[Probe, object]], *, batch_size: int = 1024
 ) -> dict[tuple[str, str], np.ndarray]:
-    """MASC predictions [M, N] for every member under the keys of ``probes`` ``{(layer, name): probe}``, computing
-    the activations batch by batch, once per batch for all probes (e.g. several variances) of a layer."""
-    layers = tuple(dict.fromkeys(layer for layer, _ in probes))
+    """Predictions [M, N] for every member under the keys of ``fitted`` ``{(layer, name): (probe, state)}``,
+    computing the activations batch by batch, once per batch for all probes of a layer."""
+    layers = tuple(dict.fromkeys(layer for layer, _ in fitted))
 
     def predict(batch):
         acts = _apply_members(model, variables, batch, layers)
-        return {key: masc.predict(probe, acts[key[0]]) for key, probe in probes.items()}
+        return {key: probe.predict(state, acts[key[0]]) for key, (probe, state) in fitted.items()}
 
     return {key: np.asarray(pred) for key, pred in _over_batches(predict, x, batch_size).items()}

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmem.probes.registry import registry_order
+
 GROUP = ["dataset", "model", "degree"]
 
 
@@ -97,7 +99,7 @@ def best_layer_markdown(df, kind: str = "corrupted", *, sensitivity: bool = Fals
     rows = _clean_variant(table) if kind == "clean" else table[table["subspace_labels"] == kind]
     variant = rows["probe"].map(is_sensitivity).astype(bool)
     rows = rows[variant | (rows["probe"] == "masc") if sensitivity else ~variant]
-    probes = sorted(rows["probe"].unique(), key=_sensitivity_order if sensitivity else lambda n: (n != "masc", n))
+    probes = sorted(rows["probe"].unique(), key=_sensitivity_order if sensitivity else registry_order)
     first = "q (p = 0 model)" if kind == "clean" else "degree"
     lines = [f"| dataset | model | {first} | seeds | model test | " + " | ".join(probes) + " |",
              "|---|---|---|---|---|" + "---|" * len(probes)]
@@ -132,7 +134,7 @@ def plot_layers(df, path: str | Path) -> Path:
     model = final_model_rows(df)
     model = model[model["split"] == "test"].groupby("degree")["accuracy"].mean()
     kinds = sorted(dict.fromkeys(zip(probes["probe"], probes["subspace_labels"])),
-                   key=lambda pair: (pair[1], pair[0] != "masc", pair[0]))
+                   key=lambda pair: (pair[1], registry_order(pair[0])))
     layers = list(dict.fromkeys(probes["layer"]))
     degrees = sorted(probes["degree"].unique())
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(degrees)))

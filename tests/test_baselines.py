@@ -1,4 +1,4 @@
-"""The SPEC §5 baseline probes against scikit-learn, their degenerate cases and the member axis."""
+"""The baseline probes against scikit-learn, their degenerate cases and the member axis."""
 import jax
 import numpy as np
 import pytest
@@ -9,6 +9,7 @@ from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.neighbors import KNeighborsClassifier
 
 from jaxmem.probes import baselines as bl
+from jaxmem.probes.registry import PROBES
 
 TIE = 1e-6
 
@@ -229,7 +230,7 @@ def test_logreg_members_differ_by_labels_and_single_member_equals_unbatched(logr
 # --------------------------------------------------------------------------------------------- member axis
 
 
-@pytest.mark.parametrize("name", sorted(bl.BASELINES))
+@pytest.mark.parametrize("name", list(PROBES))
 @pytest.mark.parametrize("shared_features", [False, True])
 def test_member_axis_equals_per_member_calls(name, shared_features):
     rng = np.random.default_rng(8)
@@ -239,14 +240,15 @@ def test_member_axis_equals_per_member_calls(name, shared_features):
     train = features if shared_features else other
     queries = [rng.normal(size=(40, 5)) * 2, rng.normal(size=(2, 30, 5)) * 2]
     key = jax.random.key(3)
-    fit_predict = bl.BASELINES[name]
-    batched = fit_predict(train, stacked_labels, queries, 3, key)
-    assert [np.shape(p) for p in batched] == [(2, 40), (2, 30)]
+    probe = PROBES[name]
+    state = probe.fit(train, stacked_labels, 3, key=key)
+    batched = [np.asarray(probe.predict(state, q)) for q in queries]
+    assert [p.shape for p in batched] == [(2, 40), (2, 30)]
+    assert probe.scores(state, queries[1]).shape == (2, 30, 3)
     for m in range(2):
-        member_train = features if shared_features else other[m]
-        alone = fit_predict(member_train, stacked_labels[m], [queries[0], queries[1][m]], 3, key)
-        np.testing.assert_array_equal(batched[0][m], alone[0])
-        np.testing.assert_array_equal(batched[1][m], alone[1])
+        alone = probe.fit(features if shared_features else other[m], stacked_labels[m], 3, key=key)
+        np.testing.assert_array_equal(batched[0][m], probe.predict(alone, queries[0]))
+        np.testing.assert_array_equal(batched[1][m], probe.predict(alone, queries[1][m]))
 
 
 # ---------------------------------------------------------------------------------------------- validation

@@ -11,6 +11,7 @@ from jaxmem.data import corrupt_labels, load_dataset, member_train_labels, norma
 from jaxmem.experiments.probing import probe_input_layer, probe_members
 from jaxmem.features import collect_activations, member_variables, stream_grams, stream_predictions
 from jaxmem.models import get_model
+from jaxmem.probes.registry import PROBES
 from jaxmem.report import best_layer_markdown, final_model_rows, plot_layers, summary, summary_markdown
 from jaxmem.results import read_rows
 
@@ -58,7 +59,8 @@ def test_streamed_and_in_memory_probing_agree(digits, two_mlps):
         streamed = masc.fit_from_gram(grams[name], 0.99, "exact")
         direct = masc.fit(acts[name], labels, 10, 0.99, "exact")  # dual problem: N_c < 2048
         np.testing.assert_array_equal(np.asarray(streamed.num_components), np.asarray(direct.num_components))
-        predicted = stream_predictions(model, variables, x, {(name, "masc"): streamed}, batch_size=300)[name, "masc"]
+        fitted = {(name, "masc"): (PROBES["masc"], streamed)}
+        predicted = stream_predictions(model, variables, x, fitted, batch_size=300)[name, "masc"]
         agreement = np.mean(predicted == np.asarray(masc.predict(direct, acts[name])))
         assert agreement >= 0.995  # model activations are float32; near-ties may flip
 
@@ -67,12 +69,12 @@ def test_probe_members_streams_layers_over_the_budget(digits, two_mlps):
     model, variables = two_mlps
     members = [MemberSpec("digits", "mlp", p, 0) for p in (0.0, 0.5)]
     kwargs = dict(epoch=[3, 4], subspaces=("corrupted",), precision="exact", layers=("input", "fc1", "fc2"),
-                  sensitivity=(1,))
+                  sensitivity=(1,), probes=tuple(PROBES))
     everything = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, **kwargs))
     streamed = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, memory_budget=0, **kwargs))
     assert list(dict.fromkeys(everything["layer"])) == ["input", "fc1", "fc2"]
-    assert set(everything["epoch"]) == {3, 4}
-    assert set(streamed["probe"]) == {"masc", "masc(n=1)"}
+    assert set(everything["epoch"]) == {3, 4} and set(everything["probe"]) == {*PROBES, "masc(n=1)"}
+    assert set(streamed["probe"]) == {"masc", "masc(n=1)", "linear", "ncm", "lda", "qda"}  # kNN, logreg need rows
     merged = everything.merge(streamed, on=["member", "probe", "layer", "split", "scored_against"])
     assert np.abs(merged["accuracy_x"] - merged["accuracy_y"]).max() <= 0.01
     np.testing.assert_array_equal(merged["size_x"], merged["size_y"])
@@ -175,7 +177,7 @@ def test_extra_probes_give_rows_that_match_the_probe_itself(digits, two_mlps):
     model, variables = two_mlps
     members = [MemberSpec("digits", "mlp", p, 0) for p in (0.0, 0.5)]
     rows = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, epoch=1, subspaces=("corrupted",),
-                                      layers=("fc1",), extra_probes=("linear", "ncm")))
+                                      layers=("fc1",), probes=("masc", "linear", "ncm")))
     assert set(rows["probe"]) == {"masc", "linear", "ncm"}
     assert rows[rows["probe"] != "masc"]["size"].isna().all()
     x_test = normalize("digits", digits.x_test)
@@ -185,7 +187,7 @@ def test_extra_probes_give_rows_that_match_the_probe_itself(digits, two_mlps):
     got = rows[(rows["probe"] == "linear") & (rows["split"] == "test")].sort_values("member")["n_correct"]
     np.testing.assert_array_equal(got.to_numpy(), (predicted == digits.y_test).sum(axis=1))
     with pytest.raises(ValueError, match="unknown probes"):
-        probe_members(model, "mlp", variables, digits, members, epoch=1, extra_probes=("svm",))
+        probe_members(model, "mlp", variables, digits, members, epoch=1, probes=("svm",))
 
 
 def test_report_page_from_a_tiny_table_with_dynamics(tmp_path):

@@ -118,7 +118,7 @@ def test_streaming_gram_matches_in_memory_fit(precision):
     direct = linear.fit(features, labels, 4, precision)
     np.testing.assert_allclose(np.asarray(streamed.vectors), np.asarray(direct.vectors),
                                atol=1e-10 if precision == "exact" else 2e-5)
-    stacked = masc.GramState(jnp.stack([state.gram, state.gram]), jnp.stack([state.count, state.count]))
+    stacked = jax.tree.map(lambda a: jnp.stack([a, a]), state)
     means = np.stack([features.mean(0), -features.mean(0)])  # member 1: opposite mean, so every sign flips
     both = linear.fit_from_gram(stacked, means, precision)
     np.testing.assert_allclose(np.asarray(both.vectors[1]), -np.asarray(streamed.vectors), atol=1e-12)

@@ -1,4 +1,4 @@
-"""Framework cross-checks (SPEC §9, jaxmem.verify): converters, the four checks, and that they can fail.
+"""Framework cross-checks (jaxmem.reference.verify): converters, the four checks, and that they can fail.
 
 Needs the ``jaxmem[reference]`` extra (TensorFlow for the MLP, PyTorch for the CNN); those tests skip with a reason
 when it is absent. MNIST-shaped checks use real MNIST when ``JAXMEM_DATA_DIR`` holds it, synthetic images otherwise;
@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmem import verify
+from jaxmem.reference import verify
 from jaxmem.config import paper_train_spec
 from jaxmem.models import get_model
 from jaxmem.reference import convert
@@ -40,7 +40,7 @@ def _assert_trees_equal(a, b):
 
 
 def test_importing_verify_imports_no_framework():
-    code = ("import sys, jaxmem.verify, jaxmem.reference.convert; "
+    code = ("import sys, jaxmem.reference.verify, jaxmem.reference.convert; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

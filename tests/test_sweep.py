@@ -31,7 +31,7 @@ def test_sweep_resumes_after_a_failed_cell_without_recomputing_finished_ones(tmp
         return real(dataset, members, spec, out_dir, **kwargs)
 
     monkeypatch.setattr(sweep, "run_memorization", flaky)
-    kwargs = dict(overrides={"max_epochs": {"*": 2}}, progress=False, extra_probes=("ncm",), clean_degrees=(0.8,))
+    kwargs = dict(overrides={"max_epochs": {"*": 2}}, progress=False, probes=("masc", "ncm"), clean_degrees=(0.8,))
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cells, [0.0, 0.8], [0], tmp_path, load, **kwargs)
     assert [cell_status(tmp_path, cell) for cell in cells] == ["done", "new"]

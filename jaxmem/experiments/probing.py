@@ -1,49 +1,41 @@
 """Probes on the layers of members: the input layer (no model) and every probe layer of trained members.
 
-Rows follow SPEC §4.6: per layer, test accuracy vs true labels and train accuracy vs corrupted and vs true labels,
-with the mean number of components as MASC's probe size. For the input layer all members (corruption degrees ×
-seeds) share the features and differ only in their grouping labels, so one batched fit serves them all.
-Besides MASC, :data:`EXTRA_PROBES` (the paper-2 linear probe and the SPEC §5 baselines) can run on the layers
-whose activations are held in memory.
+Rows (docs/methods.md): per layer and probe, test accuracy vs true labels and train accuracy vs corrupted and vs
+true labels, with the probe's size (MASC: mean components per class). For the input layer all members (corruption
+degrees × seeds) share the features and differ only in their grouping labels, so one batched fit serves them all.
+Every probe of :mod:`jaxmem.probes.registry` runs the same way: fitted on the activations held in memory, or, for a
+layer too large for memory, from its streamed Grams when the probe streams (kNN and logistic regression need the
+activations themselves and skip such layers).
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Sequence
 
-import numpy as np
+from typing import Mapping, NamedTuple
 
 import jax
+import numpy as np
 
-from jaxmem import masc
 from jaxmem.config import MemberSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.features import collect_activations, layer_widths, stream_grams, stream_predictions
 from jaxmem.models import probe_layers
-from jaxmem.probes import linear
-from jaxmem.probes.baselines import BASELINES
+from jaxmem.probes.base import Probe
+from jaxmem.probes.registry import select_probes
 from jaxmem.results import accuracy_row
 
 
-def _linear_fit_predict(train_features, train_labels, eval_features_list, num_classes, key):
-    probe = linear.fit(train_features, train_labels, num_classes)
-    return [linear.predict(probe, features) for features in eval_features_list]
+class Scored(NamedTuple):
+    """One probe on one layer with one grouping, for every member."""
 
-
-# name -> fit_predict(train_features, train_labels, [eval_features, ...], num_classes, key) -> [predictions, ...]
-EXTRA_PROBES = {"linear": _linear_fit_predict, **BASELINES}
-
-
-def check_probes(names: Sequence[str]) -> tuple[str, ...]:
-    """The extra probe names, validated (MASC always runs and is not listed)."""
-    unknown = [name for name in names if name not in EXTRA_PROBES]
-    if unknown:
-        raise ValueError(f"unknown probes {unknown}; choose from {sorted(EXTRA_PROBES)} (MASC always runs)")
-    return tuple(names)
+    size: np.ndarray  # [M] the probe's size (NaN when it has none)
+    train: np.ndarray  # [M, N] predictions on the training set
+    test: np.ndarray  # [M, T] predictions on the test set
 
 
 def subspace_grouping(dataset: Dataset, members: Sequence[MemberSpec], kinds: Sequence[str]) -> dict:
-    """Grouping labels ``[M, N]`` per subspace kind (SPEC §4 variants).
+    """Grouping labels ``[M, N]`` per subspace kind (the MASC variants of docs/methods.md).
 
     ``"corrupted"``: each member's own training labels; ``"true"``: the true labels; ``"corrupted@q"``: the labels
     each member's rule and seed give at degree q (the clean-model variant: a model trained at p = 0 probed with
@@ -70,7 +62,7 @@ def clean_subspace_kinds(degrees: Sequence[float]) -> tuple[str, ...]:
 
 def probe_rows(
     members: Sequence[MemberSpec],
-    probe: masc.MascProbe | None,
+    sizes: np.ndarray | None,
     *,
     layer: str,
     epoch: int | Sequence[int],
@@ -80,16 +72,16 @@ def probe_rows(
     corrupted_labels: np.ndarray,
     true_train_labels: np.ndarray,
     test_labels: np.ndarray,
-    probe_name: str = "masc",
+    probe_name: str,
     member_ids: Sequence[int] | None = None,
 ) -> list[dict]:
     """Rows for one layer: test vs true labels, train vs corrupted and vs true labels, per member.
 
     Predictions and ``corrupted_labels`` are [M, N]; true labels are shared; ``epoch`` is one or per member.
-    ``probe`` is the fitted MASC probe (its mean components become the size), or None for ``probe_name``'s rows.
-    ``member_ids`` are the members' indices in the run (default 0..M-1).
+    ``sizes`` [M] are the probe's sizes (None: NaN). ``member_ids`` are the members' indices in the run
+    (default 0..M-1).
     """
-    sizes = masc.mean_components(probe) if probe is not None else np.full(len(members), np.nan)
+    sizes = np.full(len(members), np.nan) if sizes is None else sizes
     epochs = np.broadcast_to(epoch, (len(members),))
     member_ids = range(len(members)) if member_ids is None else member_ids
     rows = []
@@ -110,67 +102,66 @@ def probe_input_layer(
     dataset: Dataset,
     members: Sequence[MemberSpec],
     *,
+    probes: Sequence[str] = ("masc",),
     variance: float | int = 0.99,
     precision: str = "fast",
     subspace_labels: str = "corrupted",
+    seed: int = 0,
 ) -> list[dict]:
-    """Fit MASC on the flattened, normalised inputs with each member's labels and score train and test."""
+    """Fit ``probes`` (see :func:`jaxmem.probes.registry.select_probes`) on the flattened, normalised inputs with
+    each member's labels and score train and test."""
     if subspace_labels not in ("corrupted", "true"):
         raise ValueError(f"subspace_labels must be 'corrupted' or 'true', got {subspace_labels!r}")
     x_train = normalize(dataset.name, dataset.x_train).reshape(len(dataset.x_train), -1)
     x_test = normalize(dataset.name, dataset.x_test).reshape(len(dataset.x_test), -1)
     corrupted = member_train_labels(dataset, members)
     grouping = corrupted if subspace_labels == "corrupted" else np.broadcast_to(dataset.y_train, corrupted.shape)
-    probe = masc.fit(x_train, grouping, dataset.num_classes, variance, precision)
-    return probe_rows(
-        members, probe, layer="input", epoch=-1, subspace_labels=subspace_labels,
-        train_predictions=np.asarray(masc.predict(probe, x_train)),
-        test_predictions=np.asarray(masc.predict(probe, x_test)),
-        corrupted_labels=corrupted, true_train_labels=dataset.y_train, test_labels=dataset.y_test,
-    )
+    rows = []
+    for name, probe in select_probes(probes, variance=variance, precision=precision).items():
+        scored = _fit_and_score_features(probe, x_train, grouping, x_train, x_test, dataset.num_classes, seed)
+        rows += probe_rows(members, scored.size, layer="input", epoch=-1, subspace_labels=subspace_labels,
+                           probe_name=name, train_predictions=scored.train, test_predictions=scored.test,
+                           corrupted_labels=corrupted, true_train_labels=dataset.y_train, test_labels=dataset.y_test)
+    return rows
 
 
-def masc_variants(variance: float | int = 0.99, sensitivity: Sequence[float | int] = ()) -> dict:
-    """Probe name -> MASC variance: ``"masc"`` at ``variance``, ``"masc(n=…)"`` for each sensitivity value (§7)."""
-    variants = {"masc": masc.check_variance(variance)}
-    for value in sensitivity:
-        value = masc.check_variance(value)
-        if value != variants["masc"]:
-            variants[f"masc(n={value:g})"] = value
-    return variants
+def _fit_and_score_features(probe: Probe, features, labels, x_train, x_test, num_classes, seed) -> Scored:
+    """Fit on features [N, D] or [M, N, D] grouped by labels [M, N]; predict train and test [M, ·]."""
+    state = probe.fit(features, labels, num_classes, key=jax.random.key(seed))
+    return Scored(probe.member_sizes(state, len(labels)), np.asarray(probe.predict(state, x_train)),
+                  np.asarray(probe.predict(state, x_test)))
 
 
-def _fit_and_score_in_memory(model, variables, x_train, x_test, layers, grouping, num_classes, variants,
-                             precision, batch_size, extra_probes=(), seed=0):
+def _fit_and_score_in_memory(model, variables, x_train, x_test, layers, grouping, num_classes, probes, batch_size,
+                             seed):
     train_acts = collect_activations(model, variables, x_train, layers, batch_size=batch_size)
     test_acts = collect_activations(model, variables, x_test, layers, batch_size=batch_size)
     out = {}
     for name in layers:
         for kind, labels in grouping.items():
-            for probe_name, variance in variants.items():
-                probe = masc.fit(train_acts[name], labels, num_classes, variance, precision)
-                out[name, kind, probe_name] = (probe, np.asarray(masc.predict(probe, train_acts[name])),
-                                               np.asarray(masc.predict(probe, test_acts[name])))
-            for probe_name in extra_probes:
-                train_pred, test_pred = EXTRA_PROBES[probe_name](
-                    train_acts[name], labels, [train_acts[name], test_acts[name]], num_classes, jax.random.key(seed))
-                out[name, kind, probe_name] = (None, np.asarray(train_pred), np.asarray(test_pred))
+            for probe_name, probe in probes.items():
+                out[name, kind, probe_name] = _fit_and_score_features(
+                    probe, train_acts[name], labels, train_acts[name], test_acts[name], num_classes, seed)
         del train_acts[name], test_acts[name]
     return out
 
 
-def _fit_and_score_streaming(model, variables, x_train, x_test, layers, grouping, num_classes, variants,
-                             precision, batch_size):
+def _fit_and_score_streaming(model, variables, x_train, x_test, layers, grouping, num_classes, probes, precision,
+                             batch_size):
     out = {}
+    streaming = {name: probe for name, probe in probes.items() if probe.streams}
+    if not streaming:
+        return out
     for kind, labels in grouping.items():
         grams = stream_grams(model, variables, x_train, labels, num_classes, layers, precision=precision)
-        probes = {(name, probe_name): masc.fit_from_gram(grams[name], variance, precision)
-                  for name in layers for probe_name, variance in variants.items()}
+        fitted = {(name, probe_name): (probe, probe.from_gram(grams[name]))
+                  for name in layers for probe_name, probe in streaming.items()}
         del grams
-        train_pred = stream_predictions(model, variables, x_train, probes, batch_size=batch_size)
-        test_pred = stream_predictions(model, variables, x_test, probes, batch_size=batch_size)
-        for (name, probe_name), probe in probes.items():
-            out[name, kind, probe_name] = (probe, train_pred[name, probe_name], test_pred[name, probe_name])
+        train_pred = stream_predictions(model, variables, x_train, fitted, batch_size=batch_size)
+        test_pred = stream_predictions(model, variables, x_test, fitted, batch_size=batch_size)
+        for (name, probe_name), (probe, state) in fitted.items():
+            out[name, kind, probe_name] = Scored(probe.member_sizes(state, len(labels)), train_pred[name, probe_name],
+                                                 test_pred[name, probe_name])
     return out
 
 
@@ -181,22 +172,25 @@ def fit_and_score(
     grouping: dict,
     layers: Sequence[str],
     *,
-    variants: dict | None = None,
+    probes: Mapping[str, Probe],
     precision: str = "fast",
     memory_budget: float = 2**31,
     batch_size: int = 1024,
-    extra_probes: Sequence[str] = (),
     seed: int = 0,
 ) -> dict:
     """Fit every probe on every layer with each grouping ``{kind: labels [M, N]}`` and predict train and test.
 
-    Returns ``{(layer, kind, probe_name): (masc probe or None, train predictions [M, N], test predictions [M, T])}``.
-    Layers whose train and test activations for all members fit ``memory_budget`` bytes are fitted in memory
-    (dual problem for small classes); larger layers stream their per-class Grams chunk by chunk. MASC runs in
-    every variant of ``variants`` (default :func:`masc_variants`) on every layer; ``extra_probes`` (names from
-    :data:`EXTRA_PROBES`, random state from ``seed``) on the in-memory ones.
+    Args:
+      probes: ``{name: probe}``, e.g. from :func:`jaxmem.probes.registry.select_probes`.
+      precision: of the streamed Grams ("exact": float64).
+      memory_budget: layers whose train and test activations for all members fit this many bytes are fitted in
+        memory; larger layers stream their per-class moments chunk by chunk, and only the probes that stream
+        run on them.
+      seed: the random state of probes that take a key (logistic regression).
+
+    Returns:
+      ``{(layer, kind, probe_name): Scored(size [M], train predictions [M, N], test predictions [M, T])}``.
     """
-    variants = variants or masc_variants()
     num_members = next(iter(grouping.values())).shape[0]
     x_train = normalize(dataset.name, dataset.x_train)
     x_test = normalize(dataset.name, dataset.x_test)
@@ -210,10 +204,10 @@ def fit_and_score(
     common = (model, variables, x_train, x_test)
     fitted = {}
     if in_memory:
-        fitted.update(_fit_and_score_in_memory(*common, tuple(in_memory), grouping, dataset.num_classes, variants,
-                                               precision, batch_size, check_probes(extra_probes), seed))
+        fitted.update(_fit_and_score_in_memory(*common, tuple(in_memory), grouping, dataset.num_classes, probes,
+                                               batch_size, seed))
     if streamed:
-        fitted.update(_fit_and_score_streaming(*common, tuple(streamed), grouping, dataset.num_classes, variants,
+        fitted.update(_fit_and_score_streaming(*common, tuple(streamed), grouping, dataset.num_classes, probes,
                                                precision, batch_size))
     order = {name: i for i, name in enumerate(layers)}
     return dict(sorted(fitted.items(), key=lambda item: order[item[0][0]]))
@@ -227,6 +221,7 @@ def probe_members(
     members: Sequence[MemberSpec],
     *,
     epoch: int | Sequence[int],
+    probes: Sequence[str] = ("masc",),
     subspaces: Sequence[str] = ("corrupted", "true"),
     variance: float | int = 0.99,
     sensitivity: Sequence[float | int] = (),
@@ -234,26 +229,27 @@ def probe_members(
     memory_budget: float = 2**31,
     batch_size: int = 1024,
     layers: Sequence[str] | None = None,
-    extra_probes: Sequence[str] = (),
     seed: int = 0,
     member_ids: Sequence[int] | None = None,
 ) -> list[dict]:
     """Probe rows for every probe layer (or the given ``layers``) of every member (member axis on ``variables``).
 
-    ``subspaces`` are kinds of :func:`subspace_grouping`; MASC runs at ``variance`` and at each ``sensitivity``
-    value (probe ``"masc(n=…)"``); see :func:`fit_and_score` for the rest. Train predictions are scored against
-    the member's own labels as "corrupted" (for a ``"corrupted@q"`` kind: against those labels) and the true ones.
+    ``probes``, ``variance``, ``sensitivity`` and ``precision`` choose the probes
+    (:func:`jaxmem.probes.registry.select_probes`: e.g. MASC at each ``sensitivity`` value as ``"masc(n=…)"``);
+    ``subspaces`` are kinds of :func:`subspace_grouping`; see :func:`fit_and_score` for the rest. Train
+    predictions are scored against the member's own labels as "corrupted" (for a ``"corrupted@q"`` kind: against
+    those labels) and the true ones.
     """
-    extra_probes = check_probes(extra_probes)
+    selected = select_probes(probes, variance=variance, sensitivity=sensitivity, precision=precision)
     grouping = subspace_grouping(dataset, members, subspaces)
     corrupted = member_train_labels(dataset, members)
     fitted = fit_and_score(model, variables, dataset, grouping, tuple(layers or probe_layers(model_name)),
-                           variants=masc_variants(variance, sensitivity), precision=precision,
-                           memory_budget=memory_budget, batch_size=batch_size, extra_probes=extra_probes, seed=seed)
+                           probes=selected, precision=precision, memory_budget=memory_budget, batch_size=batch_size,
+                           seed=seed)
     rows = []
-    for (name, kind, probe_name), (probe, train_pred, test_pred) in fitted.items():
-        rows += probe_rows(members, probe, layer=name, epoch=epoch, subspace_labels=kind, probe_name=probe_name,
-                           train_predictions=train_pred, test_predictions=test_pred,
+    for (name, kind, probe_name), scored in fitted.items():
+        rows += probe_rows(members, scored.size, layer=name, epoch=epoch, subspace_labels=kind, probe_name=probe_name,
+                           train_predictions=scored.train, test_predictions=scored.test,
                            corrupted_labels=grouping[kind] if kind.startswith("corrupted@") else corrupted,
                            true_train_labels=dataset.y_train, test_labels=dataset.y_test, member_ids=member_ids)
     return rows

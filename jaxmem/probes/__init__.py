@@ -1,2 +1,3 @@
-"""Probes fitted on layer activations, all with a leading member axis: MASC (:mod:`.masc`, sharing the Gram
-machinery of :mod:`.gram`), the paper-2 linear probe (:mod:`.linear`) and the SPEC §5 baselines (:mod:`.baselines`)."""
+"""Probes fitted on layer activations, all with a leading member axis and one protocol (:mod:`.base`): MASC
+(:mod:`.masc`), the paper-2 linear probe (:mod:`.linear`) and the baselines (:mod:`.baselines`), sharing the Gram
+machinery of :mod:`.gram`; every probe by name in :mod:`.registry`."""

@@ -1,9 +1,10 @@
-"""The baseline probes of SPEC §5 besides the linear probe: NCM, k-NN, LDA, QDA and logistic regression.
+"""The baseline probes besides MASC and the linear probe: NCM, k-NN, LDA, QDA and logistic regression.
 
 Every probe is batched over a leading member axis exactly like :func:`jaxmem.probes.masc.fit`: training features
 are [N, D] (shared by all members) or [M, N, D], labels [N] or [M, N] integers in [0, C); a fitted probe is a
-NamedTuple pytree whose fields gain a leading [M] axis when the features or the labels have one, and ``*_predict``
-takes [T, D] (shared) or [M, T, D] features and returns int32 predictions [T] or [M, T]. Everything runs in float32
+NamedTuple pytree whose fields gain a leading [M] axis when the features or the labels have one; ``*_scores``
+takes [T, D] (shared) or [M, T, D] features and returns [T, C] or [M, T, C], ``*_predict`` their argmax, int32
+[T] or [M, T]. Everything runs in float32
 with full-precision (HIGHEST) matmuls. Ties in a decision value go to the lowest class index. A class with no
 training samples is never predicted (unless every class is empty, when class 0 is returned).
 
@@ -13,7 +14,8 @@ training samples is never predicted (unless every class is empty, when class 0 i
 - k-NN (k = 5): cosine distance, uniform votes; the most-voted class wins, ties between equally voted classes go to
   the smallest label (as scikit-learn's ``KNeighborsClassifier(metric="cosine", algorithm="brute")``); neighbours
   at equal distance are taken lowest training index first. An all-zero vector is at cosine distance 1 from
-  everything (scikit-learn's convention). Query rows are scored ``chunk`` at a time, so memory is
+  everything (scikit-learn's convention). The fit keeps the training rows; the scores are the votes. Query rows
+  are scored ``chunk`` at a time, so memory is
   M·chunk·N floats beyond the inputs; cost T·N·D·2 flops plus a top-k over N per query.
 - LDA: scikit-learn's ``LinearDiscriminantAnalysis()`` (svd solver, priors = class frequencies, tol = 1e-4, the
   scaling of scikit-learn 1.9). The SVD of the std-scaled, class-centred data is taken as the eigendecomposition of
@@ -35,20 +37,23 @@ training samples is never predicted (unless every class is empty, when class 0 i
   smaller), no feature scaling. The epoch loop is a ``lax.scan`` inside one jit, vmapped over members.
   Cost epochs·N·D·C·4 flops (logits and the kernel gradient; no gradient flows to the features).
 
-:data:`BASELINES` maps each probe's name to a uniform ``fit_predict`` for experiments that loop over probes.
+NCM, LDA and QDA are functions of per-class counts, sums and second moments, so each also fits from a streamed
+:class:`~jaxmem.probes.gram.GramState` (``*_fit_from_gram``): the centred scatter is then G_c − S_c S_cᵀ/N_c,
+formed in the Gram's precision (float64 Grams for exact agreement; in float32 it loses the digits by which a class
+mean dominates its spread). The registry of all probes is :mod:`jaxmem.probes.registry`.
 """
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxmem.probes.gram import HIGHEST, chunk_schedule, gram_init, gram_update
-from jaxmem.probes.masc import _with_member_axis
+from jaxmem.probes.base import check_finite, precision_context, with_member_axis
+from jaxmem.probes.gram import HIGHEST, GramState, chunk_schedule, gram_init, gram_update
 
 DISCRIMINANT_TOL = 1e-4  # scikit-learn's default ``tol`` of LDA (singular values) and QDA (variances)
 
@@ -58,6 +63,13 @@ class NcmProbe(NamedTuple):
 
     directions: jax.Array  # [C, D] unit class means (0 for an empty class or a zero mean)
     valid: jax.Array  # [C] bool: the class has samples and a non-zero mean
+
+
+class KnnProbe(NamedTuple):
+    """k-NN keeps its training set; fields may carry a leading member axis [M, ...]."""
+
+    features: jax.Array  # [N, D] training rows, shared by all members, or [M, N, D]
+    one_hot: jax.Array  # [N, C] or [M, N, C] bool training labels
 
 
 class LdaProbe(NamedTuple):
@@ -92,12 +104,11 @@ class LogRegProbe(NamedTuple):
 def _training_inputs(features, labels, num_classes):
     """(features float32 [N, D] or [M, N, D], shared flag, labels [M, N] numpy, has_member_axis)."""
     has_member_axis = np.ndim(features) == 3 or np.ndim(labels) == 2
-    shared, labels = _with_member_axis(features, labels, num_classes)
+    shared, labels = with_member_axis(features, labels, num_classes)
     if labels.shape[1] == 0:
         raise ValueError("features and labels hold no samples; a probe needs at least one")
     features = jnp.asarray(features, jnp.float32)
-    if not bool(jnp.isfinite(features).all()):
-        raise ValueError("features contain NaN or infinite values")
+    check_finite(features)
     return features, shared, labels, has_member_axis
 
 
@@ -155,33 +166,72 @@ def _class_sums(features, labels, num_classes, shared):
     return counts, sums / jnp.maximum(jnp.asarray(counts, features.dtype), 1)[..., None]
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "per_class", "shared"))
-def _centred_scatter(features, means, index, chunk_class, num_classes, per_class, shared):
-    """Σ (h − μ_y)(h − μ_y)ᵀ per class [M, C, D, D], or summed over classes [M, D, D]; class-pure chunks."""
+@functools.partial(jax.jit, static_argnames=("num_classes", "shared"))
+def _constant_features(features, labels, num_classes, shared):
+    """[M, C, D] bool: the feature takes one value over the class (its centred rows are then exactly 0)."""
 
-    def one(x, mu, member_index, member_class):
+    def one(x, y):
+        high = jax.ops.segment_max(x, y, num_segments=num_classes)
+        return high == jax.ops.segment_min(x, y, num_segments=num_classes)
+
+    return jax.vmap(one, in_axes=(None if shared else 0, 0))(features, labels)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "per_class", "shared"))
+def _centred_scatter(features, means, constant, index, chunk_class, num_classes, per_class, shared):
+    """Σ (h − μ_y)(h − μ_y)ᵀ per class [M, C, D, D], or summed over classes [M, D, D]; class-pure chunks.
+
+    Features ``constant`` [M, C, D] in a class centre to exactly 0 there (μ_y, a float mean, may miss the value).
+    """
+
+    def one(x, mu, is_constant, member_index, member_class):
         state = gram_init(num_classes if per_class else 1, x.shape[-1], x.dtype)
 
         def step(state, chunk):
             rows_index, c = chunk
             valid = rows_index >= 0
-            rows = x[jnp.where(valid, rows_index, 0)] - mu[c]
+            rows = jnp.where(is_constant[c], 0, x[jnp.where(valid, rows_index, 0)] - mu[c])
             return gram_update(state, rows, c if per_class else 0, valid), None
 
         state, _ = jax.lax.scan(step, state, (member_index, member_class))
         return state.gram if per_class else state.gram[0]
 
-    return jax.vmap(one, in_axes=(None if shared else 0, 0, 0, 0))(features, means, index, chunk_class)
+    return jax.vmap(one, in_axes=(None if shared else 0, 0, 0, 0, 0))(features, means, constant, index, chunk_class)
 
 
 def _moments(features, shared, labels, num_classes, chunk_size, per_class):
     counts, means = _class_sums(features, labels, num_classes, shared)
     schedule = chunk_schedule(labels, num_classes, chunk_size)
+    constant = _constant_features(features, jnp.asarray(labels), num_classes=num_classes, shared=shared)
     scatter = _centred_scatter(
-        features, means, jnp.asarray(schedule.index), jnp.asarray(schedule.chunk_class),
+        features, means, constant, jnp.asarray(schedule.index), jnp.asarray(schedule.chunk_class),
         num_classes=num_classes, per_class=per_class, shared=shared,
     )
     return jnp.asarray(counts), means, scatter
+
+
+def _centred_from_gram(state: GramState, per_class: bool):
+    """(counts [M, C] float32, means [M, C, D], centred scatter [M, C, D, D] or summed [M, D, D], member axis).
+
+    G_c − S_c S_cᵀ/N_c is formed in the Gram's dtype, then cast to float32. A feature whose centred variance in
+    a class lies within the rounding bound N_c·eps·(G_c)_ii of the accumulated sums (a feature constant over the
+    class, e.g. a never-lit pixel after normalisation) gets exactly zero scatter, as the in-memory fit computes.
+    """
+    has_member_axis = np.ndim(state.gram) == 4
+    with precision_context(np.asarray(state.gram).dtype == np.float64):
+        gram, sums = jnp.asarray(state.gram), jnp.asarray(state.sums)
+        counts = jnp.asarray(state.count).astype(gram.dtype)
+        if not has_member_axis:
+            gram, sums, counts = gram[None], sums[None], counts[None]
+        means = sums / jnp.maximum(counts, 1)[..., None]
+        scatter = gram - means[..., :, None] * sums[..., None, :]
+        rounding = counts[..., None] * jnp.finfo(gram.dtype).eps * jnp.diagonal(gram, axis1=-2, axis2=-1)
+        constant = jnp.diagonal(scatter, axis1=-2, axis2=-1) <= rounding  # [M, C, D]
+        scatter = jnp.where(constant[..., :, None] | constant[..., None, :], 0, scatter)
+        if not per_class:
+            scatter = scatter.sum(-3)
+        moments = [jnp.asarray(a, jnp.float32) for a in (counts, means, scatter)]
+    return (*moments, has_member_axis)
 
 
 def _numerical_floor(eigenvalues):
@@ -197,10 +247,20 @@ def ncm_fit(features, labels, num_classes: int) -> NcmProbe:
     """Nearest class mean: unit uncentred class means. features [N, D] or [M, N, D]; labels [N] or [M, N]."""
     features, shared, labels, has_member_axis = _training_inputs(features, labels, num_classes)
     counts, means = _class_sums(features, labels, num_classes, shared)
+    return _unbatched(_ncm(jnp.asarray(counts), means), has_member_axis)
+
+
+def ncm_fit_from_gram(state: GramState) -> NcmProbe:
+    """NCM from streamed class sums and counts (``state`` fields [C, ...] or [M, C, ...])."""
+    counts, sums = jnp.asarray(state.count), jnp.asarray(state.sums, jnp.float32)
+    return _ncm(counts, sums / jnp.maximum(counts, 1)[..., None])
+
+
+def _ncm(counts, means) -> NcmProbe:
     norms = jnp.linalg.norm(means, axis=-1)
-    valid = (jnp.asarray(counts) > 0) & (norms > 0)
+    valid = (counts > 0) & (norms > 0)
     directions = jnp.where(valid[..., None], means / jnp.where(valid, norms, 1)[..., None], 0)
-    return _unbatched(NcmProbe(directions, valid), has_member_axis)
+    return NcmProbe(directions, valid)
 
 
 def _ncm_scores_one(probe: NcmProbe, features):
@@ -225,28 +285,54 @@ def ncm_predict(probe: NcmProbe, features) -> jax.Array:
 # ------------------------------------------------------------------------------------------------------ kNN
 
 
-def _knn_one(train, labels, queries, num_classes, k, chunk):
-    """Votes of the k nearest training rows (cosine) per query, ``chunk`` queries at a time: [T] int32."""
+def _knn_votes_one(train, one_hot, queries, k, chunk):
+    """Votes [T, C] of the k nearest training rows (cosine) per query, ``chunk`` queries at a time."""
     norms = jnp.linalg.norm(train, axis=-1)
     inverse_norms = jnp.where(norms > 0, 1 / jnp.where(norms > 0, norms, 1), 0)
 
-    def vote(query):  # [D] -> []; lax.map vmaps it over a chunk, so sims are [chunk, N] at most
+    def vote(query):  # [D] -> [C]; lax.map vmaps it over a chunk, so sims are [chunk, N] at most
         # cos(q, t)·‖q‖: the same order over t as the cosine similarity (zero rows: similarity 0, distance 1)
         similarity = jnp.matmul(train, query, precision=HIGHEST) * inverse_norms
         _, nearest = jax.lax.top_k(similarity, k)  # equal similarities: lowest index first
-        votes = jnp.zeros(num_classes, jnp.int32).at[labels[nearest]].add(1)
-        return jnp.argmax(votes).astype(jnp.int32)  # equal votes: smallest label
+        return one_hot[nearest].sum(0, dtype=jnp.int32)  # argmax over equal votes: smallest label
 
     return jax.lax.map(vote, queries, batch_size=chunk)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("num_classes", "k", "chunk", "shared_train", "shared_queries")
-)
-def _knn(train, labels, queries, num_classes, k, chunk, shared_train, shared_queries):
-    one = functools.partial(_knn_one, num_classes=num_classes, k=k, chunk=chunk)
+@functools.partial(jax.jit, static_argnames=("k", "chunk", "members", "shared_train", "shared_queries"))
+def _knn_votes(train, one_hot, queries, k, chunk, members, shared_train, shared_queries):
+    one = functools.partial(_knn_votes_one, k=k, chunk=chunk)
+    if not members:
+        return one(train, one_hot, queries)
     in_axes = (None if shared_train else 0, 0, None if shared_queries else 0)
-    return jax.vmap(one, in_axes=in_axes)(train, labels, queries)
+    return jax.vmap(one, in_axes=in_axes)(train, one_hot, queries)
+
+
+def knn_fit(features, labels, num_classes: int) -> KnnProbe:
+    """k-NN "fit": keep the training rows and one-hot labels. features [N, D] or [M, N, D]; labels [N] or [M, N]."""
+    features, _, labels, has_member_axis = _training_inputs(features, labels, num_classes)
+    one_hot = jax.nn.one_hot(jnp.asarray(labels), num_classes, dtype=jnp.bool_)  # [M, N, C]
+    return KnnProbe(features, one_hot if has_member_axis else one_hot[0])
+
+
+def knn_scores(probe: KnnProbe, features, *, k: int = 5, chunk: int = 512) -> jax.Array:
+    """Votes of the k nearest training rows (cosine distance): int32 [T, C] or [M, T, C].
+
+    ``features``: queries [T, D] (shared by all members) or [M, T, D]; 1 ≤ k ≤ N; ``chunk`` queries are scored
+    together (memory M·chunk·N floats).
+    """
+    n, dim = probe.one_hot.shape[-2], probe.features.shape[-1]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+        raise ValueError(f"k must be an integer in [1, {n}] (the number of training samples), got {k!r}")
+    chunk = _check_chunk(chunk)
+    queries = _eval_features(features, dim)
+    members = probe.one_hot.ndim == 3
+    if not members and queries.ndim == 3:
+        raise ValueError("a probe without a member axis scores [T, D] features")
+    if members and queries.ndim == 3 and queries.shape[0] != probe.one_hot.shape[0]:
+        raise ValueError(f"training has {probe.one_hot.shape[0]} members but features have {queries.shape[0]}")
+    return _knn_votes(probe.features, probe.one_hot, queries, k=int(k), chunk=min(chunk, max(queries.shape[-2], 1)),
+                      members=members, shared_train=probe.features.ndim == 2, shared_queries=queries.ndim == 2)
 
 
 def knn_predict(train_features, train_labels, features, num_classes: int, k: int = 5, *, chunk: int = 512):
@@ -261,21 +347,10 @@ def knn_predict(train_features, train_labels, features, num_classes: int, k: int
     Returns:
       int32 predictions [T], or [M, T] when any input has a member axis.
     """
-    train, shared_train, labels, has_member_axis = _training_inputs(train_features, train_labels, num_classes)
-    n, dim = labels.shape[1], train.shape[-1]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-        raise ValueError(f"k must be an integer in [1, {n}] (the number of training samples), got {k!r}")
-    chunk = _check_chunk(chunk)
-    queries = _eval_features(features, dim)
-    if queries.ndim == 3:
-        if has_member_axis and queries.shape[0] != labels.shape[0]:
-            raise ValueError(f"training has {labels.shape[0]} members but features have {queries.shape[0]}")
-        labels = np.broadcast_to(labels, (queries.shape[0], n))
-    predictions = _knn(
-        train, jnp.asarray(labels), queries, num_classes=num_classes, k=int(k),
-        chunk=min(chunk, max(queries.shape[-2], 1)), shared_train=shared_train, shared_queries=queries.ndim == 2,
-    )
-    return predictions if has_member_axis or queries.ndim == 3 else predictions[0]
+    probe = knn_fit(train_features, train_labels, num_classes)
+    if probe.one_hot.ndim == 2 and np.ndim(features) == 3:  # one training set for every member's queries
+        probe = probe._replace(one_hot=jnp.broadcast_to(probe.one_hot, (np.shape(features)[0], *probe.one_hot.shape)))
+    return _argmax(knn_scores(probe, features, k=k, chunk=chunk))
 
 
 # ------------------------------------------------------------------------------------------------------ LDA
@@ -319,6 +394,12 @@ def lda_fit(features, labels, num_classes: int, *, chunk_size: int = 512) -> Lda
     counts, means, scatter = _moments(features, shared, labels, num_classes, chunk_size, per_class=False)
     probe = jax.vmap(_lda_member)(counts.astype(jnp.float32), means, scatter)
     return _unbatched(probe, has_member_axis)
+
+
+def lda_fit_from_gram(state: GramState) -> LdaProbe:
+    """LDA from streamed moments (``state`` fields [C, ...] or [M, C, ...]); see the module docstring."""
+    counts, means, scatter, has_member_axis = _centred_from_gram(state, per_class=False)
+    return _unbatched(jax.vmap(_lda_member)(counts, means, scatter), has_member_axis)
 
 
 def _lda_scores_one(probe: LdaProbe, features):
@@ -365,6 +446,12 @@ def qda_fit(features, labels, num_classes: int, *, chunk_size: int = 512) -> Qda
     counts, means, scatter = _moments(features, shared, labels, num_classes, chunk_size, per_class=True)
     probe = jax.vmap(_qda_member)(counts.astype(jnp.float32), means, scatter)
     return _unbatched(probe, has_member_axis)
+
+
+def qda_fit_from_gram(state: GramState) -> QdaProbe:
+    """QDA from streamed moments (``state`` fields [C, ...] or [M, C, ...]); see the module docstring."""
+    counts, means, scatter, has_member_axis = _centred_from_gram(state, per_class=True)
+    return _unbatched(jax.vmap(_qda_member)(counts, means, scatter), has_member_axis)
 
 
 def _qda_scores_one(probe: QdaProbe, features, chunk):
@@ -498,54 +585,26 @@ def logreg_predict(probe: LogRegProbe, features) -> jax.Array:
     return _argmax(logreg_scores(probe, features))
 
 
-# ---------------------------------------------------------------------------------------------- registry
-
-# (train_features, train_labels, eval_features_list, num_classes, key) -> predictions [T] or [M, T] per eval set
-FitPredict = Callable[..., list]
-
-
-def _fit_then_predict(fit, predict):
-    def fit_predict(train_features, train_labels, eval_features_list, num_classes, key):
-        del key  # deterministic probe
-        probe = fit(train_features, train_labels, num_classes)
-        return [predict(probe, features) for features in eval_features_list]
-
-    return fit_predict
-
-
-def _knn_fit_predict(train_features, train_labels, eval_features_list, num_classes, key):
-    del key  # deterministic probe
-    return [knn_predict(train_features, train_labels, f, num_classes) for f in eval_features_list]
-
-
-def _logreg_fit_predict(train_features, train_labels, eval_features_list, num_classes, key):
-    probe = logreg_fit(train_features, train_labels, num_classes, key)
-    return [logreg_predict(probe, features) for features in eval_features_list]
-
-
-BASELINES: dict[str, FitPredict] = {
-    "ncm": _fit_then_predict(ncm_fit, ncm_predict),
-    "knn": _knn_fit_predict,
-    "lda": _fit_then_predict(lda_fit, lda_predict),
-    "qda": _fit_then_predict(qda_fit, qda_predict),
-    "logreg": _logreg_fit_predict,
-}
-
 __all__ = [
-    "BASELINES",
     "DISCRIMINANT_TOL",
+    "KnnProbe",
     "NcmProbe",
     "LdaProbe",
     "QdaProbe",
     "LogRegProbe",
     "ncm_fit",
+    "ncm_fit_from_gram",
     "ncm_scores",
     "ncm_predict",
+    "knn_fit",
+    "knn_scores",
     "knn_predict",
     "lda_fit",
+    "lda_fit_from_gram",
     "lda_scores",
     "lda_predict",
     "qda_fit",
+    "qda_fit_from_gram",
     "qda_scores",
     "qda_predict",
     "logreg_fit",

@@ -1,7 +1,7 @@
-"""The paper-2 linear probe (SPEC §5): per class, the leading eigenvector of the uncentred Gram; no bias.
+"""The paper-2 linear probe (docs/methods.md): per class, the leading eigenvector of the uncentred Gram; no bias.
 
 Per class c, with grouping labels g: v_c = the unit eigenvector of the largest eigenvalue of G_c = X_cᵀX_c (the
-same uncentred G_c as MASC, SPEC §4; never mean-centre), its sign fixed so that the mean of v_cᵀh over ALL training
+same uncentred G_c as MASC; never mean-centre), its sign fixed so that the mean of v_cᵀh over ALL training
 samples (every class) is ≥ 0, i.e. v_cᵀμ ≥ 0 for the training mean μ. A sample scores v_cᵀh per class and is
 predicted as argmax_c v_cᵀh (ties → lowest index). Stacked as rows the vectors are a bias-free Dense kernel
 [D, C] = vectorsᵀ, which :mod:`jaxmem.editing` puts into a model's last layer.
@@ -16,7 +16,7 @@ Degenerate cases (documented behaviour, tested):
 - an all-zero sample scores 0 for every class and is predicted as class 0.
 
 Speed. Fit = Gram (N·D²) + one eigh per class (C·D³), or the dual N_c×N_c problem (N_c²·D + N_c³) for classes
-with fewer samples than dimensions — MASC's own machinery (:mod:`jaxmem.probes.masc`). Scoring T samples is one
+with fewer samples than dimensions — MASC's own machinery (:mod:`jaxmem.probes.gram`). Scoring T samples is one
 matmul, T·D·C·2 flops. ``precision="exact"`` runs in float64; ``"fast"`` in float32 with full-precision
 (HIGHEST) matmuls.
 """
@@ -28,17 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.probes.gram import HIGHEST, GramState
-from jaxmem.probes.masc import (
-    _check_precision,
-    _fit_dual,
-    _fit_primal,
-    precision_context,
-    prepare_fit,
-    spectrum,
-)
-
-_TOP_COMPONENT = 1  # the MASC helpers also return a component count k; only the leading eigenvector is used here
+from jaxmem.probes.base import check_precision, precision_context, prepare_fit
+from jaxmem.probes.gram import HIGHEST, ClassSpectra, GramState, dual_spectra, primal_spectra, spectrum
 
 
 class LinearProbe(NamedTuple):
@@ -50,6 +41,13 @@ class LinearProbe(NamedTuple):
 def _leading(values: jax.Array, vectors: jax.Array) -> jax.Array:
     """Leading eigenvector [..., D] from descending ``values`` [..., R] and columns [..., D, R]; 0 where λ₁ ≤ 0."""
     return jnp.where(values[..., :1] > 0, vectors[..., 0], 0)
+
+
+def _scatter_leading(vectors: jax.Array, part: ClassSpectra) -> jax.Array:
+    """``vectors`` [M, C, D] with the leading eigenvectors of ``part``'s (member, class) pairs set."""
+    if part.values is None:
+        return vectors
+    return vectors.at[part.member, part.cls].set(_leading(part.values, part.vectors))
 
 
 @jax.jit
@@ -82,36 +80,35 @@ def fit(
       A :class:`LinearProbe`, vectors [C, D], or [M, C, D] when features or labels have a member axis. The sign
       rule uses each member's own training mean (the mean over all N samples, whatever their labels).
     """
-    _check_precision(precision)
+    check_precision(precision)
     exact = precision == "exact"
     with precision_context(exact):
         x = prepare_fit(features, labels, num_classes, exact, dual)
         vectors = jnp.zeros((x.labels.shape[0], num_classes, x.features.shape[-1]), x.features.dtype)
-        pm, pc, values, eigenvectors, _ = _fit_primal(
-            x.features, x.shared, x.labels, x.counts, x.use_primal, num_classes, _TOP_COMPONENT, chunk_size
-        )
-        if len(pm):
-            vectors = vectors.at[pm, pc].set(_leading(values, eigenvectors))
-        dm, dc, values, basis, _ = _fit_dual(x.features, x.shared, x.labels, x.counts, x.use_dual, _TOP_COMPONENT)
-        if len(dm):
-            vectors = vectors.at[dm, dc].set(_leading(values, basis))
+        for part in (primal_spectra(x.features, x.shared, x.labels, x.use_primal, num_classes, chunk_size),
+                     dual_spectra(x.features, x.shared, x.labels, x.counts, x.use_dual)):
+            vectors = _scatter_leading(vectors, part)
         vectors = _orient(vectors, x.features.mean(-2))
     return LinearProbe(vectors if x.has_member_axis else vectors[0])
 
 
-def fit_from_gram(state: GramState, mean_feature, precision: str = "fast") -> LinearProbe:
+def fit_from_gram(state: GramState, mean_feature=None, precision: str = "fast") -> LinearProbe:
     """Fit from accumulated second moments (the streaming path; primal problem for every class).
 
     Args:
-      state: per-class Grams, gram [C, D, D] or [M, C, D, D] (``count`` is not needed: an empty class has G = 0).
-      mean_feature: [D] or [M, D] mean activation over ALL training samples, for the sign rule.
+      state: per-class Grams, gram [C, D, D] or [M, C, D, D] (an empty class has G = 0).
+      mean_feature: [D] or [M, D] mean activation over ALL training samples, for the sign rule; None: from the
+        state's class sums and counts.
       precision: "fast" (float32) or "exact" (float64).
     """
-    _check_precision(precision)
+    check_precision(precision)
     exact = precision == "exact"
     with precision_context(exact):
         dtype = jnp.float64 if exact else jnp.float32
         gram = jnp.asarray(state.gram, dtype)
+        if mean_feature is None:
+            total = jnp.sum(jnp.asarray(state.count), -1)[..., None]
+            mean_feature = jnp.sum(jnp.asarray(state.sums, dtype), -2) / jnp.maximum(total, 1)
         mean_feature = jnp.asarray(mean_feature, dtype)
         if gram.ndim not in (3, 4) or gram.shape[-1] != gram.shape[-2]:
             raise ValueError(f"state.gram must be [C, D, D] or [M, C, D, D], got shape {gram.shape}")

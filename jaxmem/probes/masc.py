@@ -1,4 +1,4 @@
-"""MASC, the Minimum Angle Subspace Classifier (SPEC §4), batched over classes and a leading member axis.
+"""MASC, the Minimum Angle Subspace Classifier (docs/methods.md), batched over classes and a leading member axis.
 
 Per class c, with grouping labels g: G_c = X_cᵀX_c (uncentred: the reference's ±-augmented covariance equals it up
 to scale; never mean-centre). Its eigenvalues λ₁ ≥ λ₂ ≥ … give r_j = (λ₁+…+λ_j)/Σλ and, for a variance fraction
@@ -21,7 +21,6 @@ bases. ``precision="exact"`` runs every step in float64 (reproduces the numpy re
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import NamedTuple
 
@@ -29,9 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.probes.gram import HIGHEST, ChunkSchedule, GramState, accumulate, chunk_schedule, gram_init
-
-PRECISIONS = ("fast", "exact")
+from jaxmem.probes.base import check_precision, precision_context, prepare_fit
+from jaxmem.probes.gram import HIGHEST, ClassSpectra, GramState, dual_spectra, primal_spectra, spectrum
 
 
 class MascProbe(NamedTuple):
@@ -57,16 +55,6 @@ def check_variance(variance) -> float | int:
     raise ValueError(f"variance must be a fraction in (0, 1) or an integer >= 1, got {variance!r}")
 
 
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-
-
-def precision_context(exact: bool):
-    """float64 enabled for exact mode; the caller's setting otherwise."""
-    return jax.enable_x64(True) if exact else contextlib.nullcontext()
-
-
 def _in_probe_precision(function):
     """Run a function of (probe, ...) with float64 enabled when the probe was fitted in exact mode."""
 
@@ -78,67 +66,11 @@ def _in_probe_precision(function):
     return wrapped
 
 
-def _with_member_axis(features, labels, num_classes):
-    """Validate and return (features [M|1, N, D] or [N, D], shared flag, labels [M, N] numpy)."""
-    features_ndim = np.ndim(features)
-    if features_ndim not in (2, 3):
-        raise ValueError(f"features must be [N, D] or [M, N, D], got shape {np.shape(features)}")
-    labels = np.asarray(labels)
-    if labels.ndim not in (1, 2):
-        raise ValueError(f"labels must be [N] or [M, N], got shape {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}), found values in [{labels.min()}, {labels.max()}]"
-        )
-    n = np.shape(features)[-2]
-    if labels.shape[-1] != n:
-        raise ValueError(f"features have {n} samples but labels have {labels.shape[-1]}")
-    if features_ndim == 3 and labels.ndim == 2 and labels.shape[0] != np.shape(features)[0]:
-        raise ValueError(
-            f"member axes differ: features {np.shape(features)[0]}, labels {labels.shape[0]}"
-        )
-    if labels.ndim == 1:
-        labels = np.broadcast_to(labels, (np.shape(features)[0] if features_ndim == 3 else 1, n))
-    return features_ndim == 2, labels
-
-
-class FitInputs(NamedTuple):
-    """Validated inputs of a per-class fit (see :func:`prepare_fit`)."""
-
-    features: jax.Array  # [M|1, N, D] or [N, D] in the mode's dtype (float64 exact, float32 fast)
-    labels: np.ndarray  # [M, N] int
-    shared: bool  # features without a member axis, shared by all members
-    counts: np.ndarray  # [M, C] samples per class
-    use_primal: np.ndarray  # [M, C] bool: D × D Gram eigenproblem
-    use_dual: np.ndarray  # [M, C] bool: N_c × N_c problem (non-empty classes with fewer samples than D)
-    has_member_axis: bool  # the caller passed a member axis (features [M, N, D] or labels [M, N])
-
-
-def prepare_fit(features, labels, num_classes: int, exact: bool, dual="auto") -> FitInputs:
-    """Check and cast a fit's inputs and choose primal or dual per class; call inside :func:`precision_context`.
-
-    ``dual``: "auto" (dual where N_c < D), True (dual for every non-empty class) or False (never).
-    """
-    has_member_axis = np.ndim(features) == 3 or np.ndim(labels) == 2
-    shared, labels = _with_member_axis(features, labels, num_classes)
-    features = jnp.asarray(features, jnp.float64 if exact else jnp.float32)
-    if not bool(jnp.isfinite(features).all()):
-        raise ValueError("features contain NaN or infinite values")
-    counts = np.stack([np.bincount(y, minlength=num_classes) for y in labels])  # [M, C]
-    dim = features.shape[-1]
-    use_dual = (counts > 0) & (counts < dim) if dual == "auto" else (counts > 0) & bool(dual)
-    return FitInputs(features, labels, shared, counts, (counts > 0) & ~use_dual, use_dual, has_member_axis)
-
-
 # -------------------------------------------------------------------------------------------- pure kernels
 
 
 def num_components(eigenvalues: jax.Array, count: jax.Array, variance) -> jax.Array:
-    """The k rule of SPEC §4 on descending ``eigenvalues`` [..., R]; 0 where ``count`` is 0 or Σλ = 0."""
+    """The k rule on descending ``eigenvalues`` [..., R]; 0 where ``count`` is 0 or Σλ = 0."""
     rank_limit = eigenvalues.shape[-1]
     total = eigenvalues.sum(-1)
     if isinstance(variance, int):
@@ -148,13 +80,6 @@ def num_components(eigenvalues: jax.Array, count: jax.Array, variance) -> jax.Ar
         # "+1": the reference keeps the first component whose cumulative ratio exceeds n.
         k = jnp.minimum(jnp.sum(ratios <= variance, -1, dtype=jnp.int32) + 1, rank_limit)
     return jnp.where((count > 0) & (total > 0), k, 0)
-
-
-@jax.jit
-def spectrum(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Descending eigenvalues [..., D] and matching eigenvector columns [..., D, D] of symmetric ``gram``."""
-    values, vectors = jnp.linalg.eigh(gram, symmetrize_input=False)  # LAPACK reads one triangle
-    return values[..., ::-1], vectors[..., ::-1]
 
 
 @functools.partial(jax.jit, static_argnames="width")
@@ -167,18 +92,6 @@ def select_basis(vectors: jax.Array, k: jax.Array, width: int) -> tuple[jax.Arra
     keep = jnp.where(complement[:, None], columns >= k[:, None], columns < k[:, None])
     basis = jnp.take_along_axis(vectors, columns[:, None, :], axis=2) * keep[:, None, :]
     return basis, complement
-
-
-@jax.jit
-def _dual_spectrum(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Dual problem for rows [P, Nmax, D] (zero-padded): eigenvalues [P, Nmax] and unit U columns [P, D, Nmax]."""
-    kernel = jnp.matmul(rows, jnp.swapaxes(rows, 1, 2), precision=HIGHEST)
-    values, vectors = spectrum(kernel)
-    # U = Xᵀ V Λ^{-1/2}; directions with (numerically) zero eigenvalue are not spanned by the class.
-    tol = values[:, :1] * rows.shape[-1] * jnp.finfo(rows.dtype).eps
-    scale = jnp.where(values > tol, jax.lax.rsqrt(jnp.maximum(values, tol)), 0)
-    basis = jnp.matmul(jnp.swapaxes(rows, 1, 2), vectors, precision=HIGHEST) * scale[:, None, :]
-    return jnp.maximum(values, 0), basis
 
 
 @functools.partial(jax.jit, static_argnames=("chunk",))
@@ -220,26 +133,28 @@ def _assemble(shape, dim, width, dtype, parts) -> MascProbe:
     return MascProbe(basis, complement, k, values)
 
 
-def _primal_part(gram_pairs, counts, variance):
-    values, vectors = spectrum(gram_pairs)
-    k = num_components(values, jnp.asarray(counts), variance)
-    return values, vectors, k
+def _with_k(spectra: ClassSpectra, counts, variance) -> tuple[ClassSpectra, jax.Array]:
+    """The spectra of some (member, class) pairs and their k [P] (empty when there are none)."""
+    if spectra.values is None:
+        return spectra, np.zeros(0, np.int32)
+    return spectra, num_components(spectra.values, jnp.asarray(counts[spectra.member, spectra.cls]), variance)
 
 
 def _finish(shape, dim, dtype, primal, dual) -> MascProbe:
     """Choose the static scoring width on the host from the fitted k, then build the probe."""
-    (pm, pc, p_values, p_vectors, p_k), (dm, dc, d_values, d_basis, d_k) = primal, dual
+    (p, p_k), (d, d_k) = primal, dual
     k_primal, k_dual = np.asarray(p_k), np.asarray(d_k)
     width = max(
         int(np.minimum(k_primal, dim - k_primal).max(initial=0)), int(k_dual.max(initial=0)), 1
     )
     parts = []
-    if len(pm):
-        basis, complement = select_basis(p_vectors, p_k, width)
-        parts.append(((pm, pc), (basis, complement, p_k, p_values)))
-    if len(dm):
-        keep = jnp.arange(d_basis.shape[-1]) < d_k[:, None]
-        parts.append(((dm, dc), (d_basis * keep[:, None, :], jnp.zeros(len(dm), bool), d_k, d_values)))
+    if len(p.member):
+        basis, complement = select_basis(p.vectors, p_k, width)
+        parts.append(((p.member, p.cls), (basis, complement, p_k, p.values)))
+    if len(d.member):
+        keep = jnp.arange(d.vectors.shape[-1]) < d_k[:, None]
+        parts.append(((d.member, d.cls), (d.vectors * keep[:, None, :], jnp.zeros(len(d.member), bool), d_k,
+                                          d.values)))
     return _assemble(shape, dim, width, dtype, parts)
 
 
@@ -267,52 +182,16 @@ def fit(
     Returns:
       A :class:`MascProbe` with a leading member axis when features or labels have one.
     """
-    _check_precision(precision)
+    check_precision(precision)
     variance = check_variance(variance)
     exact = precision == "exact"
     with precision_context(exact):
         x = prepare_fit(features, labels, num_classes, exact, dual)
-        primal = _fit_primal(x.features, x.shared, x.labels, x.counts, x.use_primal, num_classes, variance,
-                             chunk_size)
-        dual_part = _fit_dual(x.features, x.shared, x.labels, x.counts, x.use_dual, variance)
+        primal = primal_spectra(x.features, x.shared, x.labels, x.use_primal, num_classes, chunk_size)
+        dual_part = dual_spectra(x.features, x.shared, x.labels, x.counts, x.use_dual)
+        primal, dual_part = _with_k(primal, x.counts, variance), _with_k(dual_part, x.counts, variance)
         probe = _finish((x.labels.shape[0], num_classes), x.features.shape[-1], x.features.dtype, primal, dual_part)
     return probe if x.has_member_axis else jax.tree.map(lambda a: a[0], probe)
-
-
-def _fit_primal(features, shared, labels, counts, use_primal, num_classes, variance, chunk_size):
-    pm, pc = np.nonzero(use_primal)
-    if len(pm) == 0:
-        return pm, pc, None, None, np.zeros(0, np.int32)
-    keep = use_primal[np.arange(len(labels))[:, None], labels]  # [M, N] samples of primal classes
-    schedule = chunk_schedule(labels, num_classes, chunk_size, keep=keep)
-    dim = features.shape[-1]
-    grams = _accumulate_members(features, schedule, num_classes, dim, shared)
-    values, vectors, k = _primal_part(grams.gram[pm, pc], counts[pm, pc], variance)
-    return pm, pc, values, vectors, k
-
-
-@functools.partial(jax.jit, static_argnames=("num_classes", "dim", "shared"))
-def _accumulate_members(features, schedule: ChunkSchedule, num_classes, dim, shared) -> GramState:
-    init = gram_init(num_classes, dim, features.dtype)
-    one = lambda x, index, chunk_class: accumulate(init, x, ChunkSchedule(index, chunk_class))  # noqa: E731
-    return jax.vmap(one, in_axes=(None if shared else 0, 0, 0))(features, schedule.index, schedule.chunk_class)
-
-
-def _fit_dual(features, shared, labels, counts, use_dual, variance):
-    dm, dc = np.nonzero(use_dual)
-    if len(dm) == 0:
-        return dm, dc, None, None, np.zeros(0, np.int32)
-    longest = int(counts[dm, dc].max())
-    index = np.full((len(dm), longest), -1, np.int64)
-    for i, (m, c) in enumerate(zip(dm, dc)):
-        rows_of_c = np.flatnonzero(labels[m] == c)
-        index[i, : len(rows_of_c)] = rows_of_c
-    safe = np.maximum(index, 0)
-    rows = features[safe] if shared else features[dm[:, None], safe]
-    rows = jnp.where(jnp.asarray(index >= 0)[..., None], rows, 0)
-    values, basis = _dual_spectrum(rows)
-    k = num_components(values, jnp.asarray(counts[dm, dc]), variance)
-    return dm, dc, values, basis, k
 
 
 def fit_from_gram(state: GramState, variance: float | int = 0.99, precision: str = "fast") -> MascProbe:
@@ -320,7 +199,7 @@ def fit_from_gram(state: GramState, variance: float | int = 0.99, precision: str
 
     ``state`` fields may have a leading member axis: gram [M, C, D, D], count [M, C].
     """
-    _check_precision(precision)
+    check_precision(precision)
     variance = check_variance(variance)
     exact = precision == "exact"
     with precision_context(exact):
@@ -331,9 +210,9 @@ def fit_from_gram(state: GramState, variance: float | int = 0.99, precision: str
             gram, count = gram[None], count[None]
         shape, dim = count.shape, gram.shape[-1]
         pm, pc = np.nonzero(count > 0)
-        values, vectors, k = _primal_part(gram[pm, pc], count[pm, pc], variance)
-        empty = (np.zeros(0, int), np.zeros(0, int), None, None, np.zeros(0, np.int32))
-        probe = _finish(shape, dim, dtype, (pm, pc, values, vectors, k), empty)
+        primal = _with_k(ClassSpectra(pm, pc, *spectrum(gram[pm, pc])), count, variance)
+        empty = (ClassSpectra(np.zeros(0, int), np.zeros(0, int), None, None), np.zeros(0, np.int32))
+        probe = _finish(shape, dim, dtype, primal, empty)
     return probe if has_member_axis else jax.tree.map(lambda a: a[0], probe)
 
 
@@ -387,7 +266,7 @@ def projectors(probe: MascProbe) -> jax.Array:
 
 @_in_probe_precision
 def quadratic_scores(probe: MascProbe, features) -> jax.Array:
-    """Paper 2's quadratic form hᵀP_c h: [T, C] (or [M, T, C]); argmax equals the MASC prediction (SPEC §6).
+    """Paper 2's quadratic form hᵀP_c h: [T, C] (or [M, T, C]); argmax equals the MASC prediction.
 
     Costs T·D²·C (dense projectors); use :func:`scores` for speed.
     """

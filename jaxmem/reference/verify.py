@@ -1,12 +1,12 @@
-"""Independent framework cross-checks (SPEC §9): jaxmem against a Keras MLP and a PyTorch CNN.
+"""Independent framework cross-checks (docs/verification.md): jaxmem against a Keras MLP and a PyTorch CNN.
 
 The same network, the same weights and the same batches must give the same results in the framework the original
 study used: the MLP against TensorFlow/Keras, the CNN against PyTorch, each on MNIST-shaped (28×28×1) and
 CIFAR-shaped (32×32×3) inputs. Four checks per (model, input shape):
 
 (a) ``forward``: logits and every probe-layer activation at jaxmem's initial weights, loaded into the reference;
-(b) ``one_step``: the weights after one optimiser step on the first batch (SPEC §3: SGD+momentum 0.9 at 1e-3 for
-    the MLP, Adam at 2e-4 for the CNN; batch from the preset);
+(b) ``one_step``: the weights after one optimiser step on the first batch (the paper preset: SGD+momentum 0.9 at
+    1e-3 for the MLP, Adam at 2e-4 for the CNN; batch from the preset);
 (c) ``trajectory``: S steps in fixed batch order from the same start — weights, per-step losses, end accuracy;
 (d) ``masc``: MASC (:func:`jaxmem.masc.fit`, exact mode) fitted on each framework's activations of the trained
     weights predicts the same classes on held-out samples, layer by layer.
@@ -44,7 +44,7 @@ from jaxmem.train.step import MemberState, init_member, make_optimizer, train_st
 
 CHECKS = ("forward", "one_step", "trajectory", "masc")
 FRAMEWORKS = {"mlp": "tensorflow", "cnn": "torch"}  # model -> the framework the original study trained it in
-DATASETS = ("mnist", "cifar10")  # input shapes 28×28×1 and 32×32×3; their SPEC §3 presets give the optimiser
+DATASETS = ("mnist", "cifar10")  # input shapes 28×28×1 and 32×32×3; their paper presets give the optimiser
 TRAINING_DTYPES = {"mlp": "float32", "cnn": "float64"}  # of checks (b) and (c); float64 for Adam (module docstring)
 INSTALL_HINT = "install jaxmem[reference] (pip install 'jaxmem[reference]')"
 
@@ -417,7 +417,7 @@ def run_pair(model_name: str, data: VerifyData, *, steps: int, seed: int = 0, ba
         ``steps · batch`` samples.
       steps: trajectory length.
       seed: jaxmem's initialisation seed (``jax.random.key(seed)``); the reference loads those weights.
-      batch_size: batch of the one-step and trajectory checks; the SPEC §3 preset's by default.
+      batch_size: batch of the one-step and trajectory checks; the paper preset's by default.
       training_dtype: ``"float32"`` or ``"float64"`` for checks (b) and (c); :data:`TRAINING_DTYPES` by default.
         Checks (a) and (d) always run in float32.
       masc_samples: MASC is fitted on the first this-many training samples (the trajectory's, in order).
@@ -498,7 +498,7 @@ def status(result: CheckResult) -> str:
 def format_report(results: Sequence[CheckResult]) -> str:
     """A short plain-text table, one line per check, then where the data came from and a summary line."""
     header = f"{'model':<5} {'reference':<34} {'input':<8} {'check':<10} {'result':<6} {'error':>9} {'tol':>8}  detail"
-    lines = ["jaxmem verify: jaxmem vs independent reference frameworks (SPEC §9)", header, "-" * len(header)]
+    lines = ["jaxmem verify: jaxmem vs independent reference frameworks", header, "-" * len(header)]
     for r in results:
         lines.append(f"{r.model:<5} {r.framework:<34} {r.dataset:<8} {r.check:<10} {status(r):<6} {r.error:>9.1e} "
                      f"{r.tolerance:>8.0e}  {r.skipped or r.detail}")
