@@ -282,9 +282,14 @@ def add_probing_arguments(parser: argparse.ArgumentParser) -> None:
     mesh = member_mesh_from_args(args)
 
 
+def with_masc(names: str) -> list[str]:
+    """The probes of a ``--probes`` list of extra probes: MASC, then those named."""
+    return list(dict.fromkeys(["masc", *split_names(names)]))
+
+
 def probing_options(args) -> dict:
     """Keyword arguments of :func:`jaxmem.experiments.memorize.run_memorization` from the probing arguments."""
-    from jaxmem.experiments.probing import EXTRA_PROBES
+    from jaxmem.probes.registry import PROBES
 
     if args.clean_subspaces == "auto":
         clean = sorted({d for d in args.degrees if d > 0})
@@ -292,9 +297,9 @@ def probing_options(args) -> dict:
         clean = []
     else:
         clean = parse_floats(args.clean_subspaces)
-    probes = list(EXTRA_PROBES) if args.probes == "all" else split_names(args.probes)
+    probes = list(PROBES) if args.probes == "all" else with_masc(args.probes)
     return dict(variance=args.variance, precision=args.precision, memory_budget=args.memory_budget_gib * 2**30,
-                extra_probes=probes, sensitivity=args.sensitivity, clean_degrees=clean)
+                probes=probes, sensitivity=args.sensitivity, clean_degrees=clean)
 
 
 def add_run_parser(subparsers) -> None:
@@ -435,7 +440,7 @@ def cmd_dynamics(args) -> None:
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
     table = run_dynamics(dataset, members, spec, out, checkpoint_epochs=checkpoint_epochs,
                          resume=not args.no_resume, progress=not args.quiet, variance=args.variance,
-                         extra_probes=split_names(args.probes))
+                         probes=with_masc(args.probes))
     tests = table[(table["split"] == "test") & (table["subspace_labels"] != "true")]
     curves = tests.pivot_table(index="epoch", columns=["probe", "layer"], values="accuracy", aggfunc="mean")
     mesh = member_mesh_from_args(args)
@@ -601,11 +606,12 @@ def add_cost_parser(subparsers) -> None:
 def cmd_cost(args) -> None:
     import jax
 
-    from jaxmem.experiments.cost import COST_FILE, COST_PROBES, cost_markdown, load_run_dataset, run_cost
+    from jaxmem.experiments.cost import COST_FILE, cost_markdown, load_run_dataset, run_cost
+    from jaxmem.probes.registry import PROBES
 
     dataset = load_run_dataset(args.run_dir, args.data_dir, args.source)
     table = run_cost(args.run_dir, dataset, layers=split_names(args.layers) or None,
-                     probes=split_names(args.probes) or COST_PROBES, repeats=args.repeats,
+                     probes=split_names(args.probes) or tuple(PROBES), repeats=args.repeats,
                      subspace_labels=args.subspace_labels, variance=args.variance, num_train=args.train_subset,
                      num_test=args.test_subset)
     shape = table.iloc[0]
@@ -637,7 +643,7 @@ def add_verify_parser(subparsers) -> None:
 
 
 def cmd_verify(args) -> int:
-    from jaxmem import verify
+    from jaxmem.reference import verify
 
     results = verify.run_all(args.data_dir, steps=args.steps, cnn_steps=args.cnn_steps, seed=args.seed,
                              models=split_names(args.models), datasets=split_names(args.datasets))

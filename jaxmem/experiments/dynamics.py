@@ -3,8 +3,8 @@
 Both read a run directory written by :func:`jaxmem.train.fit_members` and append rows to its ``results.csv``:
 
 * :func:`probe_saved_epochs` probes every layer at every epoch kept under ``epochs/<e>`` (epoch 0 is the
-  initialisation) with MASC and the extra probes; an epoch that already has MASC rows is skipped, so an
-  interrupted probing pass resumes where it stopped.
+  initialisation) with the requested probes; a probe that already has rows at an epoch is not run there again,
+  so an interrupted probing pass resumes where it stopped.
 * :func:`edit_rows` replaces the last Dense kernel with the linear-probe vectors of the layer that feeds it
   (:mod:`jaxmem.editing`) and scores the edited model (probe ``"edited"``, layer ``"output"``).
 * :func:`edit_then_continue` edits at a kept epoch and trains on, beside the unedited members (its own table).
@@ -22,10 +22,11 @@ import pandas as pd
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.editing import edit_layer, edit_params
-from jaxmem.experiments.probing import check_probes, probe_members, probe_rows
+from jaxmem.experiments.probing import probe_members, probe_rows
 from jaxmem.features import collect_activations, member_predictions, member_variables
 from jaxmem.models import get_model
 from jaxmem.probes import linear
+from jaxmem.probes.registry import check_probe_names
 from jaxmem.results import accuracy_row, append_rows, read_rows
 from jaxmem.train import (EpochEnd, MemberState, Progress, device_data, fit_members, load_member_params,
                           make_optimizer, paper2_epoch_schedule, split_member_keys, train_members)
@@ -39,24 +40,26 @@ def saved_epochs(out_dir: str | Path) -> list[int]:
 
 def probe_saved_epochs(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
                        variance: float | int = 0.99, precision: str = "fast",
-                       extra_probes: Sequence[str] = ("linear",), memory_budget: float = 2**31,
+                       probes: Sequence[str] = ("masc", "linear"), memory_budget: float = 2**31,
                        progress: bool = True):
-    """MASC (corrupted- and true-label subspaces) and ``extra_probes`` on every layer at every saved epoch.
+    """``probes`` (names of :mod:`jaxmem.probes.registry`; corrupted- and true-label subspaces) on every layer at
+    every saved epoch, skipping the (epoch, probe) pairs that already have rows.
 
     Returns the run's results table (DataFrame) with the new rows.
     """
     out_dir = Path(out_dir)
-    extra_probes = check_probes(extra_probes)
+    probes = check_probe_names(probes)
     table = read_rows(out_dir / RESULTS_FILE)
-    done = set(table.loc[table["probe"] == "masc", "epoch"])
+    done = table.groupby("epoch")["probe"].agg(set).to_dict()
     model = get_model(members[0].model, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     for epoch in saved_epochs(out_dir):
-        if epoch in done:
+        missing = [name for name in probes if name not in done.get(epoch, set())]
+        if not missing:
             continue
         params, batch_stats = load_member_params(out_dir, epoch)
         rows = probe_members(model, members[0].model, member_variables(params, batch_stats), dataset, members,
                              epoch=epoch, variance=variance, precision=precision, memory_budget=memory_budget,
-                             extra_probes=extra_probes)
+                             probes=missing)
         append_rows(out_dir / RESULTS_FILE, rows)
         if progress:
             print(f"probed epoch {epoch}", flush=True)

@@ -1,8 +1,8 @@
-"""The main experiment (paper 1): train members to memorisation, then probe every layer with MASC.
+"""The main experiment (paper 1): train members to memorisation, then probe every layer (MASC and any other probe).
 
-Writes into one run directory: the training outputs of :func:`jaxmem.train.fit_members` and the MASC rows,
+Writes into one run directory: the training outputs of :func:`jaxmem.train.fit_members` and the probe rows,
 appended to the same ``results.csv``. A rerun resumes training from its checkpoint and skips probing when the
-finished run already has its MASC rows.
+finished run already has rows of the requested probes.
 """
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import numpy as np
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset
 from jaxmem.experiments.distributed import probe_on_mesh
-from jaxmem.experiments.probing import check_probes, clean_subspace_kinds, probe_members
+from jaxmem.experiments.probing import clean_subspace_kinds, probe_members
 from jaxmem.features import member_variables
 from jaxmem.models import get_model
 from jaxmem.models.resnet import with_bn_mode
+from jaxmem.probes.registry import check_probe_names
 from jaxmem.report import final_model_rows
 from jaxmem.results import append_rows, read_rows
 from jaxmem.train import fit_members, load_member_params
@@ -41,7 +42,7 @@ def run_memorization(
     precision: str = "fast",
     subspaces: Sequence[str] = ("corrupted", "true"),
     memory_budget: float = 2**31,
-    extra_probes: Sequence[str] = (),
+    probes: Sequence[str] = ("masc",),
     sensitivity: Sequence[float | int] = (),
     clean_degrees: Sequence[float] = (),
     bn_mode: str = "eval",
@@ -49,8 +50,8 @@ def run_memorization(
 ):
     """Train, probe all layers of every member at its final epoch, and return the results table (DataFrame).
 
-    MASC runs on every layer (also at each ``sensitivity`` variance), ``extra_probes`` (see
-    :data:`jaxmem.experiments.probing.EXTRA_PROBES`) on the layers held in memory. The members trained at p = 0
+    ``probes`` (names of :mod:`jaxmem.probes.registry`) run on every layer, MASC also at each ``sensitivity``
+    variance (see :func:`jaxmem.experiments.probing.probe_members`). The members trained at p = 0
     are also probed with subspaces from their labels corrupted at each of ``clean_degrees`` (subspace kind
     ``"corrupted@q"``). ``bn_mode="reference"`` probes with per-image train-mode BatchNorm
     (:func:`jaxmem.models.resnet.with_bn_mode`). Probing happens once per run directory: a rerun of a probed run only reads it.
@@ -59,11 +60,11 @@ def run_memorization(
     are split over its devices (:func:`jaxmem.experiments.distributed.probe_on_mesh`); process 0 writes.
     """
     out_dir = Path(out_dir)
-    extra_probes = check_probes(extra_probes)
+    probes = check_probe_names(probes)
     fit_members(dataset, members, spec, out_dir, max_epochs=max_epochs, resume=resume, progress=progress,
                 checkpoint_epochs=checkpoint_epochs, mesh=mesh)
     table = read_rows(out_dir / RESULTS_FILE)
-    if (table["probe"] == "masc").any():
+    if table["probe"].isin(probes).any():
         return table
     final_epoch = final_model_rows(table).groupby("member")["epoch"].max().sort_index().to_numpy()
     params, batch_stats = load_member_params(out_dir)
@@ -71,7 +72,7 @@ def run_memorization(
                                    dropout=spec.dropout), bn_mode)
     variables = member_variables(params, batch_stats)
     options = dict(variance=variance, sensitivity=sensitivity, precision=precision, memory_budget=memory_budget,
-                   extra_probes=extra_probes)
+                   probes=probes)
 
     def probe(ids: Sequence[int]) -> list[dict]:  # the members ``ids`` (all, or one device's)
         rows = []

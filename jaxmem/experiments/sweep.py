@@ -103,7 +103,7 @@ def run_sweep(
     """Run every unfinished cell, then return the combined results table (DataFrame).
 
     ``load(dataset_name)`` gives each dataset (loaded once per dataset, in cell order); ``overrides`` as in
-    :func:`cell_spec`; ``probe_options`` go to :func:`run_memorization` (``extra_probes``, ``sensitivity``,
+    :func:`cell_spec`; ``probe_options`` go to :func:`run_memorization` (``probes``, ``sensitivity``,
     ``clean_degrees``, ...); with ``relabel`` each cell also runs :func:`relabel_and_finetune`. With a ``mesh``
     every cell trains and probes split over its devices (all processes run this; process 0 writes).
     """
