@@ -15,6 +15,7 @@ import jax
 from jaxmem.models import alexnet, cnn, mlp, resnet
 from jaxmem.models.alexnet import AlexNet
 from jaxmem.models.cnn import CNN
+from jaxmem.models.conv import CONV_IMPLS, default_conv_impl
 from jaxmem.models.init import INITS, check_init
 from jaxmem.models.mlp import MLP
 from jaxmem.models.resnet import ResNet18
@@ -36,11 +37,14 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
 
 
-def get_model(name: str, num_classes: int, *, init: str = "torch", dropout: float = 0.0) -> nn.Module:
+def get_model(name: str, num_classes: int, *, init: str = "torch", dropout: float = 0.0,
+              conv_impl: str | None = None) -> nn.Module:
     """The model ``name`` with a ``num_classes``-way head.
 
     ``init``: ``"torch"`` (PyTorch's default initialisers, the paper preset) or ``"flax"`` (Flax's defaults);
-    ``dropout`` only for ``cnn`` and ``resnet18``.
+    ``dropout`` only for ``cnn`` and ``resnet18``; ``conv_impl``: the convolution of training steps, ``"xla"`` or
+    ``"patches"`` (parameters and values are the same), by default :func:`~jaxmem.models.conv.default_conv_impl`
+    of the default backend, decided here once rather than inside the model.
     """
     _check_name(name)
     check_init(init)
@@ -50,15 +54,18 @@ def get_model(name: str, num_classes: int, *, init: str = "torch", dropout: floa
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if dropout > 0 and name not in DROPOUT_MODELS:
         raise ValueError(f"dropout={dropout} given for model {name!r}; only {', '.join(DROPOUT_MODELS)} take dropout")
+    conv_impl = default_conv_impl(jax.default_backend()) if conv_impl is None else conv_impl
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
     if name == "mlp":
         return MLP(num_classes, init_scheme=init)
     if name == "cnn":
-        return CNN(num_classes, dropout=dropout, init_scheme=init)
+        return CNN(num_classes, dropout=dropout, init_scheme=init, conv_impl=conv_impl)
     if name == "alexnet_cifar100":
-        return AlexNet(num_classes, convs=alexnet.CIFAR100_CONVS, init_scheme=init)
+        return AlexNet(num_classes, convs=alexnet.CIFAR100_CONVS, init_scheme=init, conv_impl=conv_impl)
     if name == "alexnet_tiny_imagenet":
-        return AlexNet(num_classes, convs=alexnet.TINY_IMAGENET_CONVS, init_scheme=init)
-    return ResNet18(num_classes, dropout=dropout, init_scheme=init)
+        return AlexNet(num_classes, convs=alexnet.TINY_IMAGENET_CONVS, init_scheme=init, conv_impl=conv_impl)
+    return ResNet18(num_classes, dropout=dropout, init_scheme=init, conv_impl=conv_impl)
 
 
 def probe_layers(name: str) -> tuple[str, ...]:

@@ -54,6 +54,7 @@ class AlexNet(nn.Module):
     num_classes: int
     convs: tuple[ConvLayer, ...]
     init_scheme: str = "torch"  # "torch" (PyTorch's default initialisers) or "flax"
+    conv_impl: str = "xla"  # training convolution, "xla" or "patches" (:func:`jaxmem.models.conv.default_conv_impl`)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -66,7 +67,7 @@ class AlexNet(nn.Module):
                 strides=(layer.stride, layer.stride),
                 padding=(pad, pad),
                 name=f"conv{index}",
-                impl=conv_impl(train),
+                impl=conv_impl(train, self.conv_impl),
                 **layer_inits(self.init_scheme, layer.kernel * layer.kernel * hidden.shape[-1]),
             )
             hidden = nn.relu(conv(hidden))

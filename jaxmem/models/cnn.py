@@ -59,6 +59,7 @@ class CNN(nn.Module):
     num_classes: int
     dropout: float = 0.0
     init_scheme: str = "torch"  # "torch" (PyTorch's default initialisers) or "flax"
+    conv_impl: str = "xla"  # training convolution, "xla" or "patches" (:func:`jaxmem.models.conv.default_conv_impl`)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -67,7 +68,7 @@ class CNN(nn.Module):
         hidden = x
         for index, width in enumerate(CONV_WIDTHS, start=1):
             conv = Conv(width, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)), name=f"conv{index}",
-                        impl=conv_impl(train), **layer_inits(self.init_scheme, 9 * hidden.shape[-1]))
+                        impl=conv_impl(train, self.conv_impl), **layer_inits(self.init_scheme, 9 * hidden.shape[-1]))
             hidden = nn.relu(conv(hidden))
             if index % 2 == 0:
                 hidden = max_pool_2x2(hidden)

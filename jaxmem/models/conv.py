@@ -5,7 +5,8 @@ generic path (https://github.com/jax-ml/jax/issues/12868): the MNIST CNN's 8-ste
 against 0.66 s unrolled on 2 cores. Written as shifted strided slices of the padded input, concatenated on the
 channel axis and multiplied by the reshaped kernel, the same convolution is a plain dot and runs at full speed
 inside the scan (0.74 s). Only gradients are affected: a forward (evaluation) convolution is fast in a loop
-too and faster than the patches, so models use the patches in training mode only (:func:`conv_impl`).
+too and faster than the patches, so models use the patches in training mode only (:func:`conv_impl`). The choice
+is data: a model's ``conv_impl`` field, set by its builder from :func:`default_conv_impl` of the backend.
 Parameters are those of ``flax.linen.Conv`` (kernel ``[kh, kw, C_in, C_out]``), so
 checkpoints, converters and initial values do not depend on the choice.
 """
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_IMPLS = ("auto", "xla", "patches")
+CONV_IMPLS = ("xla", "patches")
 
 
 def patches_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
@@ -42,14 +43,13 @@ def patches_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
 
 
 def _conv_general_dilated(impl: str):
-    """The function ``nn.Conv`` calls: ``patches_conv`` where chosen (``auto``: on CPU), else XLA's convolution."""
+    """The function ``nn.Conv`` calls: ``patches_conv`` where chosen, else XLA's convolution."""
 
     def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
              feature_group_count=1, precision=None):
         nhwc = dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
         plain = all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))) and feature_group_count == 1
-        use_patches = impl == "patches" or (impl == "auto" and jax.default_backend() == "cpu")
-        if use_patches and nhwc and plain and lhs.ndim == 4:
+        if impl == "patches" and nhwc and plain and lhs.ndim == 4:
             return patches_conv(lhs, rhs, window_strides, padding)
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, precision=precision)
@@ -57,13 +57,18 @@ def _conv_general_dilated(impl: str):
     return conv
 
 
-def conv_impl(train: bool) -> str:
-    """The convolution a model uses: patches on CPU when training (see the module docstring), XLA's otherwise."""
-    return "auto" if train else "xla"
+def default_conv_impl(backend: str) -> str:
+    """The training convolution for a JAX backend name: patches on ``"cpu"`` (see the module docstring), else XLA's."""
+    return "patches" if backend == "cpu" else "xla"
 
 
-def Conv(features: int, kernel_size: tuple[int, int], *, impl: str = "auto", **kwargs) -> nn.Conv:
-    """``flax.linen.Conv`` whose convolution is chosen by ``impl`` (``auto``: patches on CPU, XLA elsewhere)."""
+def conv_impl(train: bool, training_impl: str) -> str:
+    """The convolution a layer uses: ``training_impl`` when training, XLA's in evaluation (see the module docstring)."""
+    return training_impl if train else "xla"
+
+
+def Conv(features: int, kernel_size: tuple[int, int], *, impl: str = "xla", **kwargs) -> nn.Conv:
+    """``flax.linen.Conv`` whose convolution is ``impl``: ``"xla"`` or ``"patches"`` (:func:`patches_conv`)."""
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}")
     return nn.Conv(features, kernel_size, conv_general_dilated=_conv_general_dilated(impl), **kwargs)

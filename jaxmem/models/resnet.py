@@ -30,9 +30,9 @@ BN_EPSILON = 1e-5
 BN_MODES = ("eval", "reference")
 
 
-def _conv3x3(features: int, stride: int, name: str, train: bool, init: str, in_channels: int) -> nn.Conv:
+def _conv3x3(features: int, stride: int, name: str, impl: str, init: str, in_channels: int) -> nn.Conv:
     return Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)), use_bias=False, name=name,
-                impl=conv_impl(train), **layer_inits(init, 9 * in_channels))
+                impl=impl, **layer_inits(init, 9 * in_channels))
 
 
 def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
@@ -52,18 +52,20 @@ class BasicBlock(nn.Module):
     features: int
     stride: int
     init_scheme: str = "torch"
+    conv_impl: str = "xla"  # training convolution
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
-        first_relu = nn.relu(_batch_norm(train, "bn1")(_conv3x3(self.features, self.stride, "conv1", train, self.init_scheme,
+        impl = conv_impl(train, self.conv_impl)
+        first_relu = nn.relu(_batch_norm(train, "bn1")(_conv3x3(self.features, self.stride, "conv1", impl, self.init_scheme,
                                                                           x.shape[-1])(x)))
-        residual = _batch_norm(train, "bn2")(_conv3x3(self.features, 1, "conv2", train, self.init_scheme,
+        residual = _batch_norm(train, "bn2")(_conv3x3(self.features, 1, "conv2", impl, self.init_scheme,
                                                                 self.features)(first_relu))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.features:
             strides = (self.stride, self.stride)
             shortcut = Conv(self.features, (1, 1), strides=strides, padding="VALID", use_bias=False,
-                            name="shortcut_conv", impl=conv_impl(train), **layer_inits(self.init_scheme, x.shape[-1]))(x)
+                            name="shortcut_conv", impl=impl, **layer_inits(self.init_scheme, x.shape[-1]))(x)
             shortcut = _batch_norm(train, "shortcut_bn")(shortcut)
         return nn.relu(residual + shortcut), first_relu
 
@@ -81,16 +83,19 @@ class ResNet18(nn.Module):
     num_classes: int
     dropout: float = 0.0
     init_scheme: str = "torch"  # "torch" (PyTorch's default initialisers) or "flax"
+    conv_impl: str = "xla"  # training convolution, "xla" or "patches" (:func:`jaxmem.models.conv.default_conv_impl`)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
-        hidden = nn.relu(_batch_norm(train, "bn1")(_conv3x3(STAGE_WIDTHS[0], 1, "conv1", train, self.init_scheme, x.shape[-1])(x)))
+        stem = _conv3x3(STAGE_WIDTHS[0], 1, "conv1", conv_impl(train, self.conv_impl), self.init_scheme, x.shape[-1])
+        hidden = nn.relu(_batch_norm(train, "bn1")(stem(x)))
         hidden = nn.max_pool(hidden, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf
         activations = {"l0": _flatten(hidden)}
         for stage, (width, stride) in enumerate(zip(STAGE_WIDTHS, STAGE_STRIDES), start=1):
             for block in range(BLOCKS_PER_STAGE):
                 block_stride = stride if block == 0 else 1
-                hidden, first_relu = BasicBlock(width, block_stride, self.init_scheme, name=f"layer{stage}_{block}")(hidden, train=train)
+                hidden, first_relu = BasicBlock(width, block_stride, self.init_scheme, self.conv_impl,
+                                                name=f"layer{stage}_{block}")(hidden, train=train)
                 if (stage, block) == (1, 0):
                     activations["l0_1"] = _flatten(first_relu)
                     activations["l0_2"] = _flatten(hidden)
