@@ -30,6 +30,7 @@ from jaxmem.reference import numpy_masc as reference
 
 FULL = dict(num_train=60000, num_test=10000, dim=2048, num_classes=10)
 SMALL = dict(num_train=6000, num_test=1000, dim=256, num_classes=10)
+TINY = dict(num_train=600, num_test=100, dim=32, num_classes=10)  # the device suite's --tiny mode (tests)
 
 
 def make_layer(num_train, num_test, dim, num_classes, *, spread=0.7, overlap=0.3, seed=0):
@@ -101,12 +102,13 @@ def roofline(x_train, y_train, x_test, num_classes, probe, repeat):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="6000 × 256 workload, for a quick check")
+    parser.add_argument("--tiny", action="store_true", help="600 × 32 workload: the code path only, in seconds")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--repeat", type=int, default=3,
                         help="fast-mode and roofline timings are the best of this many calls (exact and reference: one)")
     parser.add_argument("--skip-reference", action="store_true", help="time jaxmem only (no ratios)")
     args = parser.parse_args(argv)
-    shape = SMALL if args.small else FULL
+    shape = TINY if args.tiny else SMALL if args.small else FULL
     x_train, y_train, x_test, y_test = make_layer(**shape)
     num_classes = shape["num_classes"]
     results = {"workload": shape, "device": str(jax.devices()[0]), "platform": jax.default_backend(),

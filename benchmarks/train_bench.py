@@ -214,13 +214,16 @@ def _logits(model, x):
 
 def bench_torch(torch, workload: Workload, spec: TrainSpec, data: DeviceData, labels: np.ndarray,
                 repeats: int) -> dict:
-    """Best time of one epoch of every member, members one after another, plain PyTorch loop."""
+    """Best time of one epoch of every member, members one after another, plain PyTorch loop (on CUDA when torch
+    has it)."""
     members, num_train = labels.shape
-    as_input = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if workload.model == "cnn"
-                                                               else x))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    as_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    as_input = lambda x: as_tensor(x.transpose(0, 3, 1, 2) if workload.model == "cnn" else x)
     x_train, x_test = as_input(data.x_train), as_input(data.x_test)
-    y_train, y_test = torch.from_numpy(data.y_train.astype(np.int64)), torch.from_numpy(data.y_test.astype(np.int64))
-    member_labels = [torch.from_numpy(labels[m].astype(np.int64)) for m in range(members)]
+    y_train, y_test = as_tensor(data.y_train.astype(np.int64)), as_tensor(data.y_test.astype(np.int64))
+    member_labels = [as_tensor(labels[m].astype(np.int64)) for m in range(members)]
     eval_batch_size = x_test.shape[0]
 
     def optimizer(model):
@@ -238,7 +241,7 @@ def bench_torch(torch, workload: Workload, spec: TrainSpec, data: DeviceData, la
             opt.step()
         model.eval()
         with torch.no_grad():
-            counts = torch.zeros(4)
+            counts = torch.zeros(4, device=device)
             for start in range(0, num_train, eval_batch_size):
                 logits = _logits(model, x_train[start:start + eval_batch_size])
                 predicted, own = logits.argmax(1), own_labels[start:start + eval_batch_size]
@@ -250,16 +253,18 @@ def bench_torch(torch, workload: Workload, spec: TrainSpec, data: DeviceData, la
         return counts.tolist()
 
     torch.manual_seed(0)
-    pairs = [(model, optimizer(model)) for model in (torch_model(torch, workload) for _ in range(members))]
-    warm_up = torch_model(torch, workload)
+    pairs = [(model, optimizer(model)) for model in (torch_model(torch, workload).to(device) for _ in range(members))]
+    warm_up = torch_model(torch, workload).to(device)
     epoch(warm_up, optimizer(warm_up), member_labels[0])
+    synchronize()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         for (model, opt), own_labels in zip(pairs, member_labels):
             epoch(model, opt, own_labels)
+        synchronize()
         times.append(time.perf_counter() - start)
-    return {"torch_s": min(times)}
+    return {"torch_s": min(times), "torch_device": device}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -320,6 +325,9 @@ def main(argv=None):
             parser.error(f"--models must be a comma-separated subset of {','.join(WORKLOADS)}, got {args.models!r}")
 
     torch = _torch()
+    torch_note = None
+    if torch is not None and jax.default_backend() != "cpu" and not torch.cuda.is_available():
+        torch, torch_note = None, "PyTorch has no CUDA here: the torch side was skipped on this accelerator"
     results = {"M": settings["members"], "steps": settings["steps"], "repeats": settings["repeats"],
                "device": str(jax.devices()[0]), "platform": jax.default_backend(), "jax": jax.__version__,
                "torch": torch.__version__ if torch else None,
@@ -332,7 +340,7 @@ def main(argv=None):
                "notes": ["one epoch = `steps` optimiser steps + the per-epoch evaluation (train and test "
                          "accuracies, train loss) on every side; member-samples/s = M · N / epoch time"]}
     if torch is None:
-        results["notes"].append("PyTorch is not installed: the torch side was skipped")
+        results["notes"].append(torch_note or "PyTorch is not installed: the torch side was skipped")
     results["workloads"] = {}
     for model in settings["models"]:
         workload = WORKLOADS[model]
