@@ -23,6 +23,26 @@ def parse_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def parse_positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def parse_checkpoint_epochs(text: str) -> str | list[int]:
+    """``"paper2"`` or comma-separated non-negative epochs."""
+    if text.strip() == "paper2":
+        return "paper2"
+    epochs = parse_ints(text)
+    if any(e < 0 for e in epochs):
+        raise argparse.ArgumentTypeError(f"epochs must be >= 0, got {text!r}")
+    return epochs
+
+
 def parse_variance(text: str) -> float | int:
     from jaxmem.probes.masc import check_variance
 
@@ -44,9 +64,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | N
     parser.add_argument("--data-dir", default=None,
                         help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
     parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
-    parser.add_argument("--train-subset", type=int, default=None,
+    parser.add_argument("--train-subset", type=parse_positive_int, default=None,
                         help="use only the first N training samples (corruption then applies to them)")
-    parser.add_argument("--test-subset", type=int, default=None, help="use only the first N test samples")
+    parser.add_argument("--test-subset", type=parse_positive_int, default=None,
+                        help="use only the first N test samples")
 
 
 def load_data(args, name: str | None = None):
@@ -56,7 +77,7 @@ def load_data(args, name: str | None = None):
     dataset = load_dataset(name or args.dataset, args.data_dir, args.source)
     if args.labels is not None:
         dataset = with_train_labels(dataset, args.labels)
-    if args.train_subset or args.test_subset:
+    if args.train_subset is not None or args.test_subset is not None:
         dataset = subset(dataset, args.train_subset, args.test_subset)
     return dataset
 
@@ -180,34 +201,13 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, degrees: str) -> 
     parser.add_argument("--stop-on", default=None, choices=["running", "eval"],
                         help="stop rule's train accuracy: running (counted over the epoch's steps; the preset of "
                              "CNN, AlexNet, ResNet-18) or eval (a full pass after the epoch; the MLP preset)")
-    parser.add_argument("--checkpoint-epochs", default="",
-                        help="epochs whose parameters are kept for dynamics: comma-separated, or 'paper2'")
+    parser.add_argument("--checkpoint-epochs", type=parse_checkpoint_epochs, default=[],
+                        help="epochs whose parameters are kept for dynamics: comma-separated, or 'paper2' "
+                             "(0, 1, 2, 4, …, 20, 25, 30, …; every 10th after 20 for tiny_imagenet)")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<dataset>-<model>)")
     parser.add_argument("--no-resume", action="store_true", help="start over, deleting this run's outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
-
-def training_setup(args):
-    """Dataset, members, TrainSpec, run directory and checkpoint epochs from the parsed arguments."""
-    from jaxmem.config import DEFAULT_MODEL, paper_train_spec
-    from jaxmem.members import member_grid
-    from jaxmem.train import paper2_epoch_schedule
-
-    model = args.model or DEFAULT_MODEL.get(args.dataset, "mlp")
-    spec = paper_train_spec(args.dataset, model)
-    overrides = {"order": args.order, "max_epochs": args.max_epochs, "learning_rate": args.learning_rate,
-                 "batch_size": args.batch_size, "dropout": args.dropout, "init": args.init,
-                 "stop_on": args.stop_on}
-    spec = spec.replace(**{k: v for k, v in overrides.items() if v is not None})
-    dataset = load_data(args)
-    members = member_grid(args.dataset, model, args.degrees, args.seeds, args.label_rule)
-    out = args.out or Path("runs") / f"{args.dataset}-{model}"
-    if args.checkpoint_epochs == "paper2":
-        checkpoint_epochs = paper2_epoch_schedule(spec.max_epochs,
-                                                  sparse_step=10 if args.dataset == "tiny_imagenet" else 5)
-    else:
-        checkpoint_epochs = parse_ints(args.checkpoint_epochs) if args.checkpoint_epochs else []
-    return dataset, members, spec, out, checkpoint_epochs
 
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     """``--distributed`` and where to find the other processes (see docs/scaling.md)."""
@@ -239,6 +239,30 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
+def training_setup(args):
+    """Dataset, members, TrainSpec, run directory and checkpoint epochs from the parsed arguments."""
+    from jaxmem.config import DEFAULT_MODEL, paper_train_spec
+    from jaxmem.members import member_grid
+    from jaxmem.train import paper2_epoch_schedule
+
+    model = args.model or DEFAULT_MODEL.get(args.dataset, "mlp")
+    spec = paper_train_spec(args.dataset, model)
+    overrides = {"order": args.order, "max_epochs": args.max_epochs, "learning_rate": args.learning_rate,
+                 "batch_size": args.batch_size, "dropout": args.dropout, "init": args.init,
+                 "stop_on": args.stop_on}
+    spec = spec.replace(**{k: v for k, v in overrides.items() if v is not None})
+    dataset = load_data(args)
+    members = member_grid(args.dataset, model, args.degrees, args.seeds, args.label_rule)
+    out = args.out or Path("runs") / f"{args.dataset}-{model}"
+    if args.checkpoint_epochs == "paper2":
+        checkpoint_epochs = paper2_epoch_schedule(spec.max_epochs,
+                                                  sparse_step=10 if args.dataset == "tiny_imagenet" else 5)
+    else:
+        checkpoint_epochs = args.checkpoint_epochs
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a run directory")
+    return dataset, members, spec, out, checkpoint_epochs
+
 
 def add_train_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train members (degrees × seeds) to memorisation, all at once",
@@ -246,12 +270,14 @@ def add_train_parser(subparsers) -> None:
                                                "program; resumable; model accuracies per epoch go to "
                                                "OUT/results.csv.")
     add_training_arguments(parser, degrees="0,0.4,0.8")
+    add_distributed_arguments(parser)
     parser.set_defaults(run=cmd_train)
 
 
 def cmd_train(args) -> None:
     from jaxmem.train import fit_members
 
+    mesh = member_mesh_from_args(args)
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
     result = fit_members(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
                          checkpoint_epochs=checkpoint_epochs, mesh=mesh)
@@ -272,14 +298,15 @@ def add_probing_arguments(parser: argparse.ArgumentParser) -> None:
                         help="layers whose activations exceed this are probed by streaming their Grams")
     parser.add_argument("--probes", default="",
                         help="extra probes besides MASC, comma-separated: linear, ncm, knn, lda, qda, logreg, or "
-    add_distributed_arguments(parser)
                              "'all' (on the layers held in memory)")
     parser.add_argument("--sensitivity", type=parse_floats, default=[],
                         help="extra MASC variances n (fractions, or integers = components), e.g. 0.25,0.5,0.75,1")
     parser.add_argument("--clean-subspaces", default="auto",
                         help="degrees q at which members trained at p = 0 are also probed with subspaces from "
                              "labels corrupted at q: comma-separated, 'auto' (the run's nonzero degrees) or 'none'")
-    mesh = member_mesh_from_args(args)
+    parser.add_argument("--bn-mode", default="eval", choices=["eval", "reference"],
+                        help="ResNet BatchNorm when probing: eval (running averages) or reference (train mode on "
+                             "each image alone, as the authors' activation dumps); docs/methods.md#models")
 
 
 def with_masc(names: str) -> list[str]:
@@ -299,7 +326,8 @@ def probing_options(args) -> dict:
         clean = parse_floats(args.clean_subspaces)
     probes = list(PROBES) if args.probes == "all" else with_masc(args.probes)
     return dict(variance=args.variance, precision=args.precision, memory_budget=args.memory_budget_gib * 2**30,
-                probes=probes, sensitivity=args.sensitivity, clean_degrees=clean)
+                probes=probes, sensitivity=args.sensitivity, clean_degrees=clean,
+                bn_mode=args.bn_mode)
 
 
 def add_run_parser(subparsers) -> None:
@@ -312,6 +340,7 @@ def add_run_parser(subparsers) -> None:
                                                "and OUT/layers.png. Default: the embedded digits data, offline.")
     add_training_arguments(parser, degrees="0,0.4,0.8")
     add_probing_arguments(parser)
+    add_distributed_arguments(parser)
     parser.set_defaults(run=cmd_run)
 
 
@@ -319,6 +348,7 @@ def cmd_run(args) -> None:
     from jaxmem.experiments.memorize import run_memorization
     from jaxmem.report import plot_layers, summary, summary_markdown
 
+    mesh = member_mesh_from_args(args)
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
     table = run_memorization(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
                              checkpoint_epochs=checkpoint_epochs, mesh=mesh, **probing_options(args))
@@ -327,7 +357,15 @@ def cmd_run(args) -> None:
     rows = summary(table)
     rows = rows[rows["probe"] == "masc"]
     best = {kind: rows[rows["subspace_labels"] == kind].set_index("degree") for kind in ("corrupted", "true")}
-    print(f"\n{dataset.name} × {members[0].model}: test accuracy (%, mean over seeds) after memorisation")
+    from jaxmem.report import unmemorised_members
+
+    unfinished = unmemorised_members(table, spec.target_train_accuracy, spec.stop_on)
+    if unfinished:
+        stage = "at the last trained epoch, NOT memorised (stopped by --max-epochs: " + ", ".join(
+            f"member {m} epoch {e} train {100 * a:.2f} %" for m, (e, a) in unfinished.items()) + ")"
+    else:
+        stage = "after memorisation"
+    print(f"\n{dataset.name} × {members[0].model}: test accuracy (%, mean over seeds) {stage}")
     print_table(
         ["degree", "model", "MASC corrupted", "layer", "MASC true", "layer"],
         [[degree, 100 * r["model_test"], 100 * r["best_test"], r["best_layer"],
@@ -343,7 +381,6 @@ def parse_per_model(kind: Callable[[str], float | int]) -> Callable[[str], dict]
     """``"0.02"`` (every model) or ``"mlp=0.02,cnn=1e-3"`` -> ``{model or "*": value}``."""
 
     def parse(text: str) -> dict:
-    add_distributed_arguments(parser)
         values = {}
         try:
             for part in split_names(text):
@@ -351,7 +388,6 @@ def parse_per_model(kind: Callable[[str], float | int]) -> Callable[[str], dict]
                 values[model.strip() or "*"] = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a value or model=value pairs, got {text!r}") from None
-    mesh = member_mesh_from_args(args)
         return values
 
     return parse
@@ -380,10 +416,11 @@ def add_sweep_parser(subparsers) -> None:
     parser.add_argument("--relabel", action="store_true", help="also relabel and fine-tune every cell (SPEC §7)")
     parser.add_argument("--finetune-epochs", type=int, default=30, help="relabel: at most this many epochs")
     parser.add_argument("--patience", type=int, default=3, help="relabel: early-stopping patience (epochs)")
-    parser.add_argument("--split-seed", type=int, default=0, help="relabel: seed of the 80/20 test split")
+    parser.add_argument("--split-seed", type=int, default=2345, help="relabel: seed of the 80/20 test split")
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep directory")
     parser.add_argument("--dry-run", action="store_true", help="print the cells and their settings, run nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_distributed_arguments(parser)
     parser.set_defaults(run=cmd_sweep)
 
 
@@ -403,6 +440,7 @@ def cmd_sweep(args) -> None:
     if args.dry_run:
         return
 
+    mesh = member_mesh_from_args(args)
     table = run_sweep(cells, args.degrees, args.seeds, args.out, lambda name: load_data(args, name),
                       label_rule=args.label_rule, overrides=overrides, relabel=args.relabel,
                       relabel_options={"max_epochs": args.finetune_epochs, "patience": args.patience,
@@ -423,7 +461,6 @@ def add_dynamics_parser(subparsers) -> None:
                                                     "probe every layer at every kept epoch",
                                    description="Train members keeping their parameters at the epochs of "
                                                "--checkpoint-epochs (default: paper2 = 0, 1, 3, …, 19, 20, 25, …), "
-    add_distributed_arguments(parser)
                                                "then probe every layer at every kept epoch with MASC and the "
                                                "extra probes; rows with their epoch go to OUT/results.csv. "
                                                "Resumable.")
@@ -443,7 +480,6 @@ def cmd_dynamics(args) -> None:
                          probes=with_masc(args.probes))
     tests = table[(table["split"] == "test") & (table["subspace_labels"] != "true")]
     curves = tests.pivot_table(index="epoch", columns=["probe", "layer"], values="accuracy", aggfunc="mean")
-    mesh = member_mesh_from_args(args)
     print(f"test accuracy (mean over members) per epoch, {len(curves)} epochs:")
     print((100 * curves).round(1).to_string())
     print(f"results: {out / 'results.csv'}")
@@ -459,9 +495,14 @@ def add_edit_parser(subparsers) -> None:
     parser.add_argument("--keep-bias", action="store_true", help="keep the last layer's bias (default: zero)")
     parser.add_argument("--subspace-labels", default="corrupted", choices=["corrupted", "true"])
     parser.add_argument("--edit-epoch", type=int, default=None,
-                        help="edit at this kept epoch (see --checkpoint-epochs) and continue training to "
-                             "--continue-to beside the unedited members; writes OUT/edit_continue_<E>.csv and .png")
+                        help="edit the parameters kept after this epoch (0 = the initialisation) and continue "
+                             "training to --continue-to, beside the original run as the unedited control; writes "
+                             "OUT/edit_continue_<E>.csv and .png")
     parser.add_argument("--continue-to", type=int, default=100, help="last epoch of the continued training")
+    parser.add_argument("--paper-setting", type=int, default=None, choices=[1, 10, 40],
+                        help="the paper's edit-then-continue settings: 1 = edit the untrained initialisation and "
+                             "train 99 more epochs (--edit-epoch 0 --continue-to 99); 10 and 40 = edit after that "
+                             "epoch and continue to 100")
     parser.set_defaults(run=cmd_edit)
 
 
@@ -471,6 +512,10 @@ def cmd_edit(args) -> None:
     from jaxmem.results import append_rows, read_rows
     from jaxmem.train import fit_members
 
+    from jaxmem.experiments.dynamics import PAPER_EDIT_SETTINGS
+
+    if args.paper_setting is not None:
+        args.edit_epoch, args.continue_to = PAPER_EDIT_SETTINGS[args.paper_setting]
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
     if args.edit_epoch is not None and args.edit_epoch not in checkpoint_epochs:
         checkpoint_epochs = sorted({*checkpoint_epochs, args.edit_epoch})
@@ -524,7 +569,7 @@ def add_relabel_parser(subparsers) -> None:
     parser.add_argument("--layers", default="", help="candidate layers (default: all probe layers)")
     parser.add_argument("--finetune-epochs", type=int, default=30, help="at most this many fine-tuning epochs")
     parser.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs)")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the 80/20 test split")
+    parser.add_argument("--split-seed", type=int, default=2345, help="seed of the 80/20 test split")
     parser.add_argument("--variance", type=parse_variance, default=0.99)
     parser.set_defaults(run=cmd_relabel)
 
@@ -566,8 +611,6 @@ def cmd_report(args) -> None:
     from jaxmem.report import write_report
     from jaxmem.results import read_rows
 
-    if not args.results.exists():
-        raise FileNotFoundError(f"no results table at {args.results}")
     table = read_rows(args.results)
     if table.empty:
         raise ValueError(f"{args.results} has no rows")
@@ -591,7 +634,7 @@ def add_cost_parser(subparsers) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
     parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
-    parser.add_argument("--train-subset", type=int, default=None,
+    parser.add_argument("--train-subset", type=parse_positive_int, default=None,
                         help="fit on the first N of the run's training samples (labels as in training)")
     parser.add_argument("--test-subset", type=int, default=None, help="score the first N of the run's test samples")
     parser.add_argument("--layers", default="", help="comma-separated probe layers (default: all of the model's)")

@@ -7,6 +7,7 @@ tables with several probed epochs, vs epoch) as a Markdown page.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,19 @@ def final_model_rows(df):
     model = df[df["probe"] == "model"]
     last = model.groupby("member")["epoch"].transform("max")
     return model[model["epoch"] == last]
+
+
+def unmemorised_members(df, target_train_accuracy: float, stop_on: str = "eval") -> dict[int, tuple[int, float]]:
+    """Members whose last recorded epoch is below the stop rule's target: ``{member: (epoch, train accuracy)}``.
+
+    ``stop_on`` picks the accuracy the rule reads: ``"eval"`` (the post-epoch pass, rows ``split="train"``) or
+    ``"running"`` (rows ``split="train_running"``). Empty when every member memorised its labels.
+    """
+    split = "train_running" if stop_on == "running" else "train"
+    rows = final_model_rows(df)
+    rows = rows[(rows["split"] == split) & (rows["scored_against"] == "corrupted")]
+    return {int(r.member): (int(r.epoch), float(r.accuracy)) for r in rows.itertuples()
+            if r.n_correct < math.ceil(round(target_train_accuracy * r.n_seen, 6))}
 
 
 def _probe_test_rows(df, *, last_epoch: bool = True):
@@ -299,6 +313,13 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relab
                   "", "| degree | probe | layer | peak epoch | peak test |", "|---|---|---|---|---|"]
         parts += [f"| {r.degree:g} | {r.probe} | {r.layer} | {r.peak_epoch} | {100 * r.peak_test:.1f} |"
                   for r in peaks.itertuples()]
+    from jaxmem.paper import compare, compare_markdown
+
+    if not compare(df).empty:
+        compare(df).to_csv(out_dir / "paper_comparison.csv", index=False)
+        parts += ["", "## Compared with the papers", "", "Published figures (mean of the authors' 3 runs) beside "
+                  "ours (mean over seeds, best layer without the input layer); difference in points. "
+                  "docs/methods.md lists the remaining differences of protocol.", "", compare_markdown(df), ""]
     if relabel is not None:
         parts += ["", "## Relabel and fine-tune", "", "Training labels replaced by the MASC predictions of the layer "
                   "chosen on 20 % of the test set; fine-tuned with early stopping on that part; accuracy on the "

@@ -67,7 +67,7 @@ def test_cli_edit_appends_rows_and_prints_them(tmp_path, capsys):
     assert "edited" in capsys.readouterr().out
 
 
-def test_edit_then_continue_starts_at_the_edit_and_trains_both_branches(run):
+def test_edit_then_continue_starts_at_the_edit_beside_the_original_run(run):
     dataset, members, spec, out, _ = run
     table = edit_then_continue(dataset, members, spec, out, edit_epoch=1, until_epoch=3, progress=False)
     assert set(table["epoch"]) == {1, 2, 3} and set(table["probe"]) == {"unedited", "edited"}
@@ -75,14 +75,33 @@ def test_edit_then_continue_starts_at_the_edit_and_trains_both_branches(run):
     edited_start = pd.DataFrame(edit_rows(dataset, members, spec, out, epoch=1))
     expected = edited_start[edited_start["split"] == "test"].sort_values("member")["n_correct"].to_numpy()
     np.testing.assert_array_equal(start.loc["edited"].sort_index().to_numpy(), expected)
+    original = read_rows(out / "results.csv")
+    original = original[(original["probe"] == "model") & original["split"].isin(["train", "test"])
+                        & original["epoch"].between(1, 3)]
+    control = table[table["probe"] == "unedited"]
+    pd.testing.assert_frame_equal(control.drop(columns="probe").reset_index(drop=True),
+                                  original.drop(columns="probe").reset_index(drop=True), check_dtype=False)
     flipped = member_train_labels(dataset, members) != dataset.y_train
     parts = table[(table["split"] == "train_flipped") & (table["epoch"] == 3)].groupby("member")["n_seen"].first()
     np.testing.assert_array_equal(parts.sort_index().to_numpy(), flipped.sum(axis=1))
-    moved = table[(table["split"] == "train") & (table["scored_against"] == "corrupted")].pivot_table(
-        index="epoch", columns=["probe", "member"], values="n_correct")
+    moved = table[(table["split"] == "train") & (table["scored_against"] == "corrupted")
+                  & (table["probe"] == "edited")].pivot_table(index="epoch", columns="member", values="n_correct")
     assert (moved.loc[3] != moved.loc[1]).any()  # training went on
     with pytest.raises(ValueError, match="until_epoch"):
         edit_then_continue(dataset, members, spec, out, edit_epoch=3, until_epoch=3)
+
+
+def test_paper_setting_1_edits_the_initialisation(run):
+    from jaxmem.experiments.dynamics import PAPER_EDIT_SETTINGS
+
+    dataset, members, spec, out, _ = run
+    assert PAPER_EDIT_SETTINGS == {1: (0, 99), 10: (10, 100), 40: (40, 100)}
+    table = edit_then_continue(dataset, members, spec, out, edit_epoch=0, until_epoch=1, progress=False)
+    start = table[(table["epoch"] == 0) & (table["split"] == "test") & (table["probe"] == "edited")]
+    at_init = pd.DataFrame(edit_rows(dataset, members, spec, out, epoch=0))
+    np.testing.assert_array_equal(start.sort_values("member")["n_correct"].to_numpy(),
+                                  at_init[at_init["split"] == "test"].sort_values("member")["n_correct"].to_numpy())
+    assert set(table.loc[table["probe"] == "edited", "epoch"]) == {0, 1}
 
 
 def test_cli_edit_then_continue_writes_its_table_and_plot(tmp_path):

@@ -101,9 +101,40 @@ def test_cli_reports_bad_input_in_one_line(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_cli_rejects_bad_variance():
-    with pytest.raises(SystemExit):
-        main(["probe", "--variance", "2.5"])
+@pytest.mark.parametrize("argv", [
+    ["probe", "--variance", "2.5"],
+    ["probe", "--train-subset", "0"],
+    ["train", "--checkpoint-epochs", "1,x"],
+    ["train", "--checkpoint-epochs", "-3"],
+])
+def test_cli_rejects_malformed_arguments_with_status_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_report_on_a_csv_that_is_not_a_results_table_is_one_line(tmp_path, capsys):
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    assert main(["report", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "not a jaxmem results table" in err and err.count("\n") == 1
+
+
+def test_out_naming_an_existing_file_is_refused(tmp_path, capsys):
+    existing = tmp_path / "file.txt"
+    existing.write_text("x")
+    assert main(["train", "--out", str(existing), "--max-epochs", "1", "--quiet"]) == 2
+    assert "is an existing file" in capsys.readouterr().err
+
+
+def test_run_stopped_by_max_epochs_is_not_called_memorised(tmp_path, capsys):
+    assert main(["run", "--degrees", "0.8", "--max-epochs", "1", "--train-subset", "200", "--test-subset", "100",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "after memorisation" not in printed
+    assert "NOT memorised" in printed and "member 0 epoch 1 train" in printed
 
 
 def synthetic_table():
@@ -241,3 +272,20 @@ def test_report_can_leave_out_the_input_layer(tmp_path):
     assert main(["report", str(path), "--out", str(tmp_path / "hidden"), "--exclude-layers", "input"]) == 0
     page = (tmp_path / "hidden" / "report.md").read_text()
     assert "(input" not in page and "| mnist | mlp | 0.8 | 2 | 50.5 ± 0.7 | 77.5 ± 0.7 (fc2) |" in page
+
+
+def test_paper_comparison_puts_the_published_figure_beside_ours():
+    from jaxmem.paper import MASC_CORRUPTED, MODEL, compare, compare_markdown
+
+    table = compare(synthetic_table()).set_index(["table", "probe", "degree"])
+    model = table.loc[("model", "model", 0.8)]
+    assert model["paper"] == MODEL[("mnist", "mlp")][0.8]
+    assert model["jaxmem"] == pytest.approx(50.5) and model["difference"] == pytest.approx(50.5 - 32.10)
+    masc = table.loc[("masc_corrupted", "masc", 0.8)]
+    assert masc["paper"] == MASC_CORRUPTED[("mnist", "mlp")][0.8] and masc["layer"] == "fc2"
+    assert masc["jaxmem"] == pytest.approx(77.5) and masc["difference"] == pytest.approx(77.5 - 83.43)
+    assert table.loc[("sensitivity", "masc(n=1)", 0.0), "jaxmem"] == pytest.approx(65.5)
+    assert ("masc_corrupted", "masc", 0.0) not in table.index  # not published at p = 0
+    assert ("masc_true", "masc", 0.8) not in table.index  # no true-label rows in this table
+    assert "| masc_corrupted | mnist × mlp | 0.8 | masc | corrupted | 83.43 | 77.50 (fc2) | -5.93 |" in \
+        compare_markdown(synthetic_table())

@@ -110,16 +110,23 @@ def edit_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, 
                       corrupted_labels=corrupted, true_train_labels=dataset.y_train, test_labels=dataset.y_test)
 
 
+# The paper's edit-then-continue settings -> (epoch whose parameters are edited, last epoch of the continued run).
+# The authors' "1" edits the untrained initialisation and trains 99 more epochs; "10" and "40" edit after that epoch.
+PAPER_EDIT_SETTINGS = {1: (0, 99), 10: (10, 100), 40: (40, 100)}
+
+
 def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
                        edit_epoch: int, until_epoch: int = 100, keep_bias: bool = False, progress: bool = True):
-    """Edit the last layer at ``edit_epoch`` (a kept epoch of the run), then keep training on the corrupted labels
-    to ``until_epoch``, side by side with the same members unedited; returns the tidy table (DataFrame).
+    """Edit the last layer at ``edit_epoch`` (a kept epoch of the run; 0 = the initialisation), then keep training
+    on the corrupted labels to ``until_epoch``; returns the tidy table (DataFrame) beside the unedited control.
 
-    Both branches restart from the parameters kept at ``edit_epoch`` with a fresh optimiser state (a run keeps
-    parameters, not optimiser states) and see the run's own batches (epoch ``e`` uses ``fold_in(key, e)``); nobody
-    stops at memorisation. Rows per epoch (``edit_epoch`` = the state right after the edit): probe ``"unedited"``
-    or ``"edited"``, layer ``"output"``, splits ``train`` / ``test`` / ``train_flipped`` (corrupted ≠ true label) /
-    ``train_unflipped``, scored against the corrupted and the true labels.
+    The control is the uninterrupted original run itself: its model rows (post-epoch pass, ``train`` and ``test``)
+    from ``edit_epoch`` on, as probe ``"unedited"``; it ends where the run stopped (at memorisation). The edited
+    branch restarts from the kept parameters with a fresh optimiser state (a run keeps parameters, not optimiser
+    states), sees the run's own batches (epoch ``e`` uses ``fold_in(key, e)``) and does not stop at memorisation.
+    Its rows per epoch (``edit_epoch`` = right after the edit): probe ``"edited"``, layer ``"output"``, splits
+    ``train`` / ``test`` / ``train_flipped`` (corrupted ≠ true label) / ``train_unflipped``, scored against the
+    corrupted and the true labels.
     """
     if until_epoch <= edit_epoch:
         raise ValueError(f"until_epoch ({until_epoch}) must be after edit_epoch ({edit_epoch})")
@@ -131,11 +138,8 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     corrupted = member_train_labels(dataset, members)
     edited = edited_params(model, model_name, member_variables(params, batch_stats), data.x_train, corrupted,
                            dataset.num_classes, keep_bias=keep_bias)
-    both = concat_members(params, edited)  # [2M]: unedited, then edited
-    state = fresh_states(both, concat_members(batch_stats, batch_stats), tx)
-    labels = jnp.asarray(np.concatenate([corrupted, corrupted]))
+    state = fresh_states(edited, batch_stats, tx)
     _, train_keys = split_member_keys(members)
-    keys = concat_members(train_keys, train_keys)
     flipped = corrupted != dataset.y_train  # [M, N]
     rows = []
 
@@ -143,18 +147,16 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
         variables = member_variables(state.params, state.batch_stats)
         train_pred = member_predictions(model, variables, data.x_train)
         test_pred = member_predictions(model, variables, data.x_test)
-        for branch, offset in (("unedited", 0), ("edited", len(members))):
-            for m, member in enumerate(members):
-                pred, own = train_pred[offset + m], corrupted[m]
-                scored = [("train", "corrupted", pred == own), ("train", "true", pred == dataset.y_train),
-                          ("test", "true", test_pred[offset + m] == dataset.y_test)]
-                for part, mask in (("train_flipped", flipped[m]), ("train_unflipped", ~flipped[m])):
-                    scored += [(part, "corrupted", (pred == own)[mask]),
-                               (part, "true", (pred == dataset.y_train)[mask])]
-                rows.extend(accuracy_row(m, member, epoch=epoch, probe=branch, layer="output",
-                                         subspace_labels="none", split=split, scored_against=against,
-                                         n_correct=int(hits.sum()), n_seen=int(hits.size))
-                            for split, against, hits in scored)
+        for m, member in enumerate(members):
+            pred, own = train_pred[m], corrupted[m]
+            scored = [("train", "corrupted", pred == own), ("train", "true", pred == dataset.y_train),
+                      ("test", "true", test_pred[m] == dataset.y_test)]
+            for part, mask in (("train_flipped", flipped[m]), ("train_unflipped", ~flipped[m])):
+                scored += [(part, "corrupted", (pred == own)[mask]), (part, "true", (pred == dataset.y_train)[mask])]
+            rows.extend(accuracy_row(m, member, epoch=epoch, probe="edited", layer="output", subspace_labels="none",
+                                     split=split, scored_against=against, n_correct=int(hits.sum()),
+                                     n_seen=int(hits.size))
+                        for split, against, hits in scored)
 
     record(edit_epoch, state)
     bar = Progress(until_epoch, edit_epoch, "edit-then-continue", enabled=progress)
@@ -163,10 +165,13 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
         record(end.epoch, end.state)
         bar.update(end.epoch, {})
 
-    train_members(model, tx, spec, state, labels, keys, data, start_epoch=edit_epoch, max_epochs=until_epoch,
-                  stop_at_target=False, on_epoch=on_epoch)  # no stop rule: train to until_epoch
+    train_members(model, tx, spec, state, jnp.asarray(corrupted), train_keys, data, start_epoch=edit_epoch,
+                  max_epochs=until_epoch, stop_at_target=False, on_epoch=on_epoch)  # no stop rule
     bar.close()
-    return pd.DataFrame(rows)
+    run = read_rows(Path(out_dir) / RESULTS_FILE)
+    control = run[(run["probe"] == "model") & run["split"].isin(["train", "test"])
+                  & run["epoch"].between(edit_epoch, until_epoch)].assign(probe="unedited")
+    return pd.concat([control, pd.DataFrame(rows)], ignore_index=True)
 
 
 def concat_members(*trees):
