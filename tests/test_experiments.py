@@ -1,5 +1,7 @@
 """Probing experiments, the CLI and the report, on the embedded digits data and tiny synthetic tables."""
 import jax
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -289,3 +291,31 @@ def test_paper_comparison_puts_the_published_figure_beside_ours():
     assert ("masc_true", "masc", 0.8) not in table.index  # no true-label rows in this table
     assert "| masc_corrupted | mnist × mlp | 0.8 | masc | corrupted | 83.43 | 77.50 (fc2) | -5.93 |" in \
         compare_markdown(synthetic_table())
+
+
+def test_a_rerun_with_other_probes_adds_only_the_missing_rows(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["run", "--degrees", "0,0.8", "--max-epochs", "1", "--train-subset", "200", "--test-subset", "100",
+            "--out", str(out), "--quiet", "--clean-subspaces", "none"]
+    assert main(base) == 0
+    first = read_rows(out / "results.csv")
+    assert set(first["probe"]) == {"model", "masc"}
+    assert main(base + ["--probes", "ncm", "--sensitivity", "1"]) == 0
+    second = read_rows(out / "results.csv")
+    pd.testing.assert_frame_equal(second.iloc[:len(first)], first)  # nothing rewritten
+    added = second.iloc[len(first):]
+    assert set(added["probe"]) == {"ncm", "masc(n=1)"}
+    keys = ["member", "epoch", "probe", "layer", "subspace_labels", "split", "scored_against"]
+    assert not second.duplicated(keys).any()
+    assert len(added) == 2 * len(first[first["probe"] == "masc"])
+    assert main(base + ["--probes", "ncm"]) == 0  # everything asked for exists: nothing is added
+    assert len(read_rows(out / "results.csv")) == len(second)
+    config = json.loads((out / "config.json").read_text())
+    assert config["probing"]["identity"]["variance"] == 0.99 and len(config["probing"]["requests"]) == 3
+    capsys.readouterr()
+
+    assert main(base + ["--variance", "0.5"]) == 2
+    assert "variance: 0.99 in the run, 0.5 now" in capsys.readouterr().err
+    assert main(base + ["--learning-rate", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "train.learning_rate: 0.01 in the run, 0.5 now" in err and "--no-resume" in err and "--out" in err

@@ -1,11 +1,12 @@
 """The main experiment (paper 1): train members to memorisation, then probe every layer (MASC and any other probe).
 
 Writes into one run directory: the training outputs of :func:`jaxmem.train.fit_members` and the probe rows,
-appended to the same ``results.csv``. A rerun resumes training from its checkpoint and skips probing when the
-finished run already has rows of the requested probes.
+appended to the same ``results.csv``. A rerun resumes training from its checkpoint and probes only what is missing;
+the probe settings are kept in ``config.json``.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -19,11 +20,11 @@ from jaxmem.experiments.probing import clean_subspace_kinds, probe_members
 from jaxmem.features import member_variables
 from jaxmem.models import get_model
 from jaxmem.models.resnet import with_bn_mode
-from jaxmem.probes.registry import check_probe_names
+from jaxmem.probes.registry import check_probe_names, select_probes
 from jaxmem.report import final_model_rows
 from jaxmem.results import append_rows, read_rows
 from jaxmem.train import fit_members, load_member_params
-from jaxmem.train.rundir import barrier, is_writer
+from jaxmem.train.rundir import CONFIG_FILE, barrier, config_differences, is_writer
 
 RESULTS_FILE = "results.csv"
 
@@ -54,7 +55,8 @@ def run_memorization(
     variance (see :func:`jaxmem.experiments.probing.probe_members`). The members trained at p = 0
     are also probed with subspaces from their labels corrupted at each of ``clean_degrees`` (subspace kind
     ``"corrupted@q"``). ``bn_mode="reference"`` probes with per-image train-mode BatchNorm
-    (:func:`jaxmem.models.resnet.with_bn_mode`). Probing happens once per run directory: a rerun of a probed run only reads it.
+    (:func:`jaxmem.models.resnet.with_bn_mode`). The probe settings go into ``config.json``; a rerun computes only
+    the (member, probe, subspace kind) rows that are missing (:func:`missing_probes`), never duplicates.
 
     With a ``mesh`` (:func:`jaxmem.sharding.member_mesh`, possibly over several processes) training and probing
     are split over its devices (:func:`jaxmem.experiments.distributed.probe_on_mesh`); process 0 writes.
@@ -63,26 +65,33 @@ def run_memorization(
     probes = check_probe_names(probes)
     fit_members(dataset, members, spec, out_dir, max_epochs=max_epochs, resume=resume, progress=progress,
                 checkpoint_epochs=checkpoint_epochs, mesh=mesh)
+    record_probing(out_dir, dict(variance=variance, precision=precision, bn_mode=bn_mode),
+                   dict(probes=list(probes), sensitivity=list(sensitivity), subspaces=list(subspaces),
+                        clean_degrees=list(clean_degrees), memory_budget=memory_budget))
     table = read_rows(out_dir / RESULTS_FILE)
-    if table["probe"].isin(probes).any():
-        return table
     final_epoch = final_model_rows(table).groupby("member")["epoch"].max().sort_index().to_numpy()
+    names = list(select_probes(probes, variance=variance, sensitivity=sensitivity, precision=precision))
+    clean = [m for m, member in enumerate(members) if member.degree == 0]
+    plan = missing_probes(table, final_epoch, names, {kind: list(range(len(members))) for kind in subspaces}
+                          | {kind: clean for kind in clean_subspace_kinds(clean_degrees)})
+    if not plan:
+        return table
     params, batch_stats = load_member_params(out_dir)
     model = with_bn_mode(get_model(members[0].model, dataset.num_classes, init=spec.init,
                                    dropout=spec.dropout), bn_mode)
     variables = member_variables(params, batch_stats)
-    options = dict(variance=variance, sensitivity=sensitivity, precision=precision, memory_budget=memory_budget,
-                   probes=probes)
 
     def probe(ids: Sequence[int]) -> list[dict]:  # the members ``ids`` (all, or one device's)
         rows = []
-        for kinds, chosen in ((subspaces, list(ids)),
-                              (clean_subspace_kinds(clean_degrees), [m for m in ids if members[m].degree == 0])):
-            if kinds and chosen:
-                rows += probe_members(model, members[0].model, jax.tree.map(lambda leaf: leaf[np.asarray(chosen)],
-                                                                            variables),
-                                      dataset, [members[m] for m in chosen], epoch=final_epoch[chosen],
-                                      member_ids=chosen, subspaces=kinds, **options)
+        for (kinds, wanted), chosen in plan.items():
+            chosen = [m for m in ids if m in chosen]
+            if not chosen:
+                continue
+            index = np.asarray(chosen)
+            rows += probe_members(model, members[0].model, jax.tree.map(lambda leaf: leaf[index], variables),
+                                  dataset, [members[m] for m in chosen], epoch=final_epoch[index],
+                                  member_ids=chosen, subspaces=kinds, probes=wanted, variance=variance,
+                                  precision=precision, memory_budget=memory_budget)
         return rows
 
     rows = probe(range(len(members))) if mesh is None else probe_on_mesh(probe, len(members), mesh)
@@ -90,3 +99,42 @@ def run_memorization(
         append_rows(out_dir / RESULTS_FILE, rows)
     barrier("jaxmem-probed")
     return read_rows(out_dir / RESULTS_FILE)
+
+
+def missing_probes(table, final_epoch, names: Sequence[str], members_by_kind: dict[str, list[int]]) -> dict:
+    """What is left to probe: ``{(subspace kinds, probe names): members}`` with no rows yet at each member's final
+    epoch, kinds sharing the same missing probes and members grouped into one call."""
+    probed = table[table["probe"] != "model"]
+    done = set(zip(probed["member"], probed["epoch"], probed["probe"], probed["subspace_labels"]))
+    plan: dict[tuple[str, ...], dict] = {}
+    for kind, ids in members_by_kind.items():
+        for m in ids:
+            wanted = tuple(n for n in names if (m, int(final_epoch[m]), n, kind) not in done)
+            if wanted:
+                plan.setdefault(wanted, {}).setdefault(kind, []).append(m)
+    grouped: dict = {}
+    for wanted, by_kind in plan.items():
+        for kind, ids in by_kind.items():
+            grouped.setdefault((tuple(ids), wanted), []).append(kind)
+    return {(tuple(kinds), wanted): ids for (ids, wanted), kinds in grouped.items()}
+
+
+def record_probing(out_dir: Path, identity: dict, request: dict) -> None:
+    """Keep the probe settings in ``config.json``: ``identity`` (settings that change what an existing row means:
+    MASC's variance, precision, BatchNorm mode) must match an earlier probing of the run (else ``ValueError``
+    naming the field and the ways out); each ``request`` (probes, variances, subspace kinds) is appended."""
+    path = out_dir / CONFIG_FILE
+    if not is_writer():
+        return
+    config = json.loads(path.read_text())
+    saved = config.get("probing")
+    if saved is not None:
+        differing = config_differences(saved["identity"], identity)
+        if differing:
+            raise ValueError(f"{out_dir} was probed with other settings ({'; '.join(differing)}): use a new --out, "
+                             f"or add MASC at another variance with --sensitivity")
+    requests = (saved or {}).get("requests", [])
+    if request not in requests:
+        requests.append(request)
+    config["probing"] = {"identity": identity, "requests": requests}
+    path.write_text(json.dumps(config, indent=2))

@@ -69,6 +69,22 @@ def _comparable(config: dict) -> dict:
     return {**config, "train": {k: v for k, v in config["train"].items() if k not in _RESUMABLE_CHANGES}}
 
 
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """``"field: saved in the run, current now"`` for every leaf of two configuration dicts that differs; a key
+    missing from ``saved`` (a setting added after the run was made) is not a difference."""
+    differing = []
+    for key, value in current.items():
+        name = f"{prefix}{key}"
+        if key not in saved:
+            continue
+        if isinstance(value, dict) and isinstance(saved[key], dict):
+            differing += config_differences(saved[key], value, f"{name}.")
+        elif saved[key] != value:
+            shown = (lambda v: f"{len(v)} members" if key == "members" else repr(v))
+            differing.append(f"{name}: {shown(saved[key])} in the run, {shown(value)} now")
+    return differing
+
+
 def is_writer() -> bool:
     """Whether this process writes run files: process 0 of a multi-process run, always when single-process."""
     return jax.process_index() == 0
@@ -132,11 +148,10 @@ class RunDir:
     def _check_same_run(self, config: dict) -> None:
         saved = json.loads((self.path / CONFIG_FILE).read_text())
         current = json.loads(json.dumps(config))
-        if _comparable(saved) != _comparable(current):
-            differing = sorted(k for k in current if _comparable(saved).get(k) != _comparable(current)[k])
-            raise ValueError(f"{self.path} holds a different run (its config.json differs in {differing}); resume "
-                             f"only with the same TrainSpec (max_epochs may change), members and data, or use "
-                             f"another out_dir, or pass resume=False to start over")
+        differing = config_differences(_comparable(saved), _comparable(current))
+        if differing:
+            raise ValueError(f"{self.path} holds a different run ({'; '.join(differing)}): use a new --out "
+                             f"(out_dir), or --no-resume (resume=False) to delete it and start over")
 
     def start(self, config: dict, members: Sequence[MemberSpec], rows: Iterable[Mapping]) -> int:
         """A fresh run: drop rows of an attempt killed before its first checkpoint, write ``config.json``,
