@@ -1,4 +1,4 @@
-"""MASC probe benchmark (SPEC §10): jaxmem fast and exact modes vs the plain numpy reference, in one run.
+"""MASC probe benchmark: jaxmem fast and exact modes vs the plain numpy reference, in one run.
 
 Workload: one layer shaped like MLP-MNIST ``fc3`` — 60000 × 2048 train, 10000 × 2048 test, 10 overlapping classes
 of ReLU features with a flat spectrum (n = 0.99 keeps most of the 2048 directions, as in trained ReLU layers).

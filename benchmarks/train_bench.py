@@ -1,7 +1,7 @@
-"""Training benchmark (SPEC §10): M members vmapped vs the same member program run M times, vs PyTorch.
+"""Training benchmark: M members vmapped vs the same member program run M times, vs PyTorch.
 
 Workloads: MLP on MNIST-shaped data (28×28×1, SGD + momentum 0.9, lr 1e-3, batch 32) and CNN on CIFAR-10-shaped
-data (32×32×3, Adam 2e-4, batch 32), the SPEC §2 models with the SPEC §3 settings. The data are synthetic
+data (32×32×3, Adam 2e-4, batch 32), the models with the preset settings. The data are synthetic
 (normalised Gaussian pixels, N = steps · batch train and N / 4 test samples), each member with its own labels.
 
 The timed unit is one epoch of every member, as jaxmem runs it (:func:`jaxmem.train.make_member_epoch`): ``steps``
@@ -51,7 +51,7 @@ SMALL = dict(members=2, steps=8, repeats=1, models=("mlp",), matmul_size=512)
 
 
 class Workload(NamedTuple):
-    """A (dataset, model) pair: its SPEC §2 model and the SPEC §3 training settings."""
+    """A (dataset, model) pair: its model and the preset training settings."""
 
     name: str
     model: str
@@ -195,7 +195,7 @@ def _torch():
 
 
 def torch_model(torch, workload: Workload):
-    """The SPEC §2 network in PyTorch (default initialisation); the CNN takes NCHW, the MLP NHWC."""
+    """The network in PyTorch (default initialisation); the CNN takes NCHW, the MLP NHWC."""
     if workload.model == "cnn":
         from jaxmem.reference.torch_cnn import TorchCNN
         return TorchCNN(workload.image_shape, workload.num_classes)

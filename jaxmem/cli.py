@@ -413,7 +413,7 @@ def add_sweep_parser(subparsers) -> None:
     parser.add_argument("--max-epochs", type=parse_per_model(int), default={}, help="as --learning-rate")
     parser.add_argument("--order", default=None, choices=["fixed", "shuffle"])
     add_probing_arguments(parser)
-    parser.add_argument("--relabel", action="store_true", help="also relabel and fine-tune every cell (SPEC §7)")
+    parser.add_argument("--relabel", action="store_true", help="also relabel and fine-tune every cell")
     parser.add_argument("--finetune-epochs", type=int, default=30, help="relabel: at most this many epochs")
     parser.add_argument("--patience", type=int, default=3, help="relabel: early-stopping patience (epochs)")
     parser.add_argument("--split-seed", type=int, default=2345, help="relabel: seed of the 80/20 test split")
@@ -557,7 +557,7 @@ def edit_continue(args, dataset, members, spec, out) -> None:
 
 def add_relabel_parser(subparsers) -> None:
     parser = subparsers.add_parser("relabel", help="relabel the training set with the best layer's MASC predictions "
-                                                   "and fine-tune the memorised model (SPEC §7)",
+                                                   "and fine-tune the memorised model",
                                    description="Train members (or reuse a finished run in OUT); split the test set "
                                                "80/20 (seeded); pick per member the layer whose MASC is best on the "
                                                "20 %% part; relabel the training set with its predictions; fine-tune "

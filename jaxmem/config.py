@@ -1,4 +1,4 @@
-"""Frozen run specifications and the paper presets (SPEC §1.3, §3).
+"""Frozen run specifications and the paper presets.
 
 Specs are plain frozen dataclasses: hashable, so they can be closed over by jitted factories, and
 serialisable with :func:`dataclasses.asdict` into ``config.json`` beside a run's results.

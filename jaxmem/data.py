@@ -1,4 +1,4 @@
-"""Datasets, normalisation and label corruption (SPEC §1).
+"""Datasets, normalisation and label corruption.
 
 Owns everything between the files on disk and the arrays a member program trains on:
 
@@ -36,11 +36,11 @@ from jaxmem.config import LABEL_RULES, MemberSpec
 
 DATA_DIR_ENV = "JAXMEM_DATA_DIR"
 SOURCES = ("auto", "files", "tfds", "embedded")
-REFERENCE_SEED = 42  # SPEC §1.2: np.random.seed(42)
+REFERENCE_SEED = 42  # the reference rule: np.random.seed(42)
 
 
 class DatasetInfo(NamedTuple):
-    """Static facts about a dataset (SPEC §1.1)."""
+    """Static facts about a dataset."""
 
     num_classes: int
     image_shape: tuple[int, int, int]  # (H, W, C)
@@ -59,7 +59,7 @@ DATASETS: dict[str, DatasetInfo] = {
 
 # Datasets normalised with x = pixel/255 only; all others use (x - 0.5) / 0.5.
 _UNCENTRED = frozenset({"tiny_imagenet"})
-# Datasets whose reference corruption uses `rand < p` instead of `rand <= p` (SPEC §1.2).
+# Datasets whose reference corruption uses `rand < p` instead of `rand <= p`.
 _STRICT_REFERENCE = frozenset({"tiny_imagenet"})
 _TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "cifar10": "cifar10", "cifar100": "cifar100"}
 DIGITS_NUM_TRAIN = 1437
@@ -114,7 +114,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, source: s
     sorted by name; the val split is the test set, labelled from ``val_annotations.txt``).
 
     tensorflow-datasets stores the splits in a **different order** from the original files, so the reference
-    corruption (SPEC §1.2) on tfds data does not reproduce the papers' corrupted labels; use the original files
+    corruption on tfds data does not reproduce the papers' corrupted labels; use the original files
     for reference-exact runs. tfds has no Tiny-ImageNet.
 
     ``digits`` is scikit-learn's ``load_digits`` (1797 images, 8×8, values 0..16) scaled to ``uint8`` by
@@ -415,7 +415,7 @@ def _load_digits() -> Dataset:
 def subset(dataset: Dataset, num_train: int | None = None, num_test: int | None = None) -> Dataset:
     """The first ``num_train`` training and ``num_test`` test samples (original order), e.g. for CPU runs.
 
-    Label corruption is then applied to the subset's labels, so the reference counts of SPEC §1.2 (which are
+    Label corruption is then applied to the subset's labels, so the reference counts (which are
     for the full training set) do not apply.
     """
     for split, n, total in (("train", num_train, len(dataset.y_train)), ("test", num_test, len(dataset.y_test))):
@@ -429,7 +429,7 @@ def subset(dataset: Dataset, num_train: int | None = None, num_test: int | None 
 
 
 def normalize(name: str, x) -> np.ndarray:
-    """``uint8`` pixels ``[..., H, W, C]`` -> float32 model inputs (SPEC §1.1).
+    """``uint8`` pixels ``[..., H, W, C]`` -> float32 model inputs.
 
     ``x/255`` then ``(x - 0.5) / 0.5`` (range [-1, 1]) for every dataset except ``tiny_imagenet``, which is
     ``x/255`` only (range [0, 1]).
@@ -472,7 +472,7 @@ def _check_fraction(fraction) -> float:
 
 def corrupt_labels(labels, fraction: float, num_classes: int, seed: int = REFERENCE_SEED, *,
                    strict: bool = False) -> np.ndarray:
-    """The reference label corruption (SPEC §1.2) on labels ``[N]`` in original order.
+    """The reference label corruption on labels ``[N]`` in original order.
 
     Equivalent to ``np.random.seed(seed); mask = np.random.rand(N) <= fraction;
     labels[mask] = np.random.choice(num_classes, mask.sum())`` but with a private ``RandomState(seed)``, so the

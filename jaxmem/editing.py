@@ -1,6 +1,6 @@
-"""Last-layer weight editing (SPEC §6): the linear probe of the layer feeding the head becomes the head.
+"""Last-layer weight editing: the linear probe of the layer feeding the head becomes the head.
 
-Every SPEC §2 model ends in a Dense ``out`` (kernel [D, K], bias [K]; the CNN's has no bias) whose input is the
+Every model ends in a Dense ``out`` (kernel [D, K], bias [K]; the CNN's has no bias) whose input is the
 probe layer :data:`EDIT_LAYERS` names: the last post-ReLU hidden layer, or ResNet's global average pool (the CNN
 and ResNet dropout in between is the identity in eval mode). Replacing the kernel by the transposed linear-probe
 vectors [K, D] and zeroing the bias makes the logits h @ vectorsᵀ = :func:`jaxmem.probes.linear.scores`, so the

@@ -1,4 +1,4 @@
-"""The member grid (SPEC §1.3): degrees × seeds as one flat list of :class:`MemberSpec`, validated, and its keys.
+"""The member grid: degrees × seeds as one flat list of :class:`MemberSpec`, validated, and its keys.
 
 Member index ``m`` is the position in that list; it indexes the leading axis of every stacked array (params,
 labels ``[M, N]``, keys ``[M]``) and the ``member`` column of the results (``members.csv`` maps it back).

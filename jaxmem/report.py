@@ -1,4 +1,4 @@
-"""Tables and plots derived from a results table alone (SPEC §8).
+"""Tables and plots derived from a results table alone.
 
 ``summary`` is the paper-style table: per (dataset, model, degree), the model's final test accuracy and, per
 probe and subspace kind, the best layer's test accuracy (mean ± std over seeds; the layer chosen by the mean) at

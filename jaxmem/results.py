@@ -1,4 +1,4 @@
-"""The tidy long-format results table (SPEC §8): one row per
+"""The tidy long-format results table: one row per
 (member, epoch, probe, layer, subspace labels, split, scored-against).
 
 Everything that reports or plots reads only these rows. Accuracies are stored with their exact counts

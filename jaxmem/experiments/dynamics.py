@@ -1,4 +1,4 @@
-"""Paper 2 (SPEC §6): probes at every saved epoch of a run (training dynamics), and the last-layer edit.
+"""Paper 2: probes at every saved epoch of a run (training dynamics), and the last-layer edit.
 
 Both read a run directory written by :func:`jaxmem.train.fit_members` and append rows to its ``results.csv``:
 

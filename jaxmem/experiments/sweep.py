@@ -32,7 +32,7 @@ class Cell(NamedTuple):
 
 
 def sweep_cells(datasets: Sequence[str], models: Sequence[str]) -> list[Cell]:
-    """Every (dataset, model) pair; the model ``"paper"`` is each dataset's paper model. Pairs without a SPEC §3
+    """Every (dataset, model) pair; the model ``"paper"`` is each dataset's paper model. Pairs without a
     preset are rejected before anything runs."""
     cells = []
     for dataset in datasets:

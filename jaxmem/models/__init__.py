@@ -1,4 +1,4 @@
-"""The model zoo of SPEC §2, chosen by name: every model maps NHWC images to (logits, probe-layer activations).
+"""The model zoo, chosen by name: every model maps NHWC images to (logits, probe-layer activations).
 
 All models are Flax linen modules, initialised as PyTorch does by default (``init="torch"``) or with Flax's own
 initialisers (``init="flax"``); the framework cross-checks load our weights rather than re-initialising. They are pure: ``model.init`` / ``model.apply`` on a params pytree, so a
@@ -69,7 +69,7 @@ def get_model(name: str, num_classes: int, *, init: str = "torch", dropout: floa
 
 
 def probe_layers(name: str) -> tuple[str, ...]:
-    """The probe-layer names of model ``name``, in SPEC §2 order (the keys of its activation dict)."""
+    """The probe-layer names of model ``name``, in model order (the keys of its activation dict)."""
     _check_name(name)
     return _PROBE_LAYERS[name]
 

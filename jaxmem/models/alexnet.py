@@ -1,4 +1,4 @@
-"""The two AlexNet variants of SPEC §2 (CIFAR-100 at 32×32, Tiny ImageNet at 64×64), in PyTorch semantics."""
+"""The two AlexNet variants (CIFAR-100 at 32×32, Tiny ImageNet at 64×64), in PyTorch semantics."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -42,7 +42,7 @@ _POOL_AFTER = (1, 2, 5)  # a 3×3/2 max-pool without padding follows these convs
 
 
 class AlexNet(nn.Module):
-    """Convs ``conv1 … conv5`` (ReLU), Dense ``fc1``, ``fc2`` (4096, ReLU) and ``out``; no dropout (SPEC §2).
+    """Convs ``conv1 … conv5`` (ReLU), Dense ``fc1``, ``fc2`` (4096, ReLU) and ``out``; no dropout.
 
     Convs use explicit symmetric padding ``((p, p), (p, p))`` and pools are 3×3/2 VALID, i.e. PyTorch
     ``Conv2d(…, padding=p)`` and ``MaxPool2d(3, 2)``; Flax ``"SAME"`` would pad strided convs asymmetrically.

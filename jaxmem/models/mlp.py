@@ -1,4 +1,4 @@
-"""The fully connected MLP of SPEC §2 (MNIST, CIFAR-10): flatten → 128 → 512 → 2048 → 2048 → classes."""
+"""The fully connected MLP (MNIST, CIFAR-10): flatten → 128 → 512 → 2048 → 2048 → classes."""
 from __future__ import annotations
 
 import flax.linen as nn

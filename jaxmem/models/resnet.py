@@ -71,7 +71,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """ResNet-18 (CIFAR stem) with the SPEC §2 probe layers; ``init`` picks the initialisers.
+    """ResNet-18 (CIFAR stem) with the probe layers; ``init`` picks the initialisers.
 
     ``__call__(x [B, 32, 32, 3], train=False) -> (logits [B, K], {layer: [B, D]})`` with widths
     l0, l0_1, l0_2, l0_3, l1 = 16·16·64; l2 = 8·8·128; l3 = 4·4·256; l4 = 2·2·512; pool = 512.

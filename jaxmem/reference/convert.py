@@ -1,4 +1,4 @@
-"""Weight and activation layout converters between jaxmem (Flax), Keras and PyTorch (SPEC §2, §9); numpy only.
+"""Weight and activation layout converters between jaxmem (Flax), Keras and PyTorch; numpy only.
 
 Layouts:
 - Flax ``Dense`` kernel ``[in, out]`` = Keras ``Dense`` kernel ``[in, out]``; PyTorch ``Linear.weight`` is

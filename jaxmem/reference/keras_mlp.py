@@ -1,8 +1,8 @@
-"""The SPEC §2 MLP written independently in TensorFlow/Keras, and its trainer, for the cross-checks of SPEC §9.
+"""The MLP written independently in TensorFlow/Keras, and its trainer, for the framework cross-checks.
 
 Importing this module imports TensorFlow and Keras 3 on the TensorFlow backend (an ``ImportError`` naming the
 ``jaxmem[reference]`` extra when they are missing). It never imports jaxmem's models: the layer widths are
-transcribed from SPEC §2, so a wrong width in either implementation shows up as a shape error in the converter.
+transcribed from docs/methods.md#models, so a wrong width in either implementation shows up as a shape error in the converter.
 
 Training uses Keras' own compiled ``train_on_batch`` (the function ``model.fit`` runs per batch) with
 ``jit_compile=False``, so TensorFlow's native kernels, not XLA, compute it; TensorFlow op determinism is enabled
@@ -28,7 +28,7 @@ if keras.backend.backend() != "tensorflow":
                       "needs KERAS_BACKEND=tensorflow (set it before importing keras)")
 
 FRAMEWORK = f"tensorflow {tf.__version__} (keras {keras.__version__})"
-HIDDEN_WIDTHS = (128, 512, 2048, 2048)  # SPEC §2
+HIDDEN_WIDTHS = (128, 512, 2048, 2048)
 PROBE_LAYERS = ("input", "fc1", "fc2", "fc3", "fc4")
 
 

@@ -1,4 +1,4 @@
-"""Plain numpy MASC, written step by step like the original method (SPEC §4, §9).
+"""Plain numpy MASC, written step by step like the original method.
 
 An oracle for tests and the baseline of ``benchmarks/probe_bench.py``: deliberately unoptimised. Per class it stacks
 the activations with their negatives, takes ``np.cov`` of that (zero-mean) stack, ``eigh``, sorts the spectrum

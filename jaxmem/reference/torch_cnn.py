@@ -1,7 +1,7 @@
-"""The SPEC §2 CNN written independently in PyTorch, and its trainer, for the cross-checks of SPEC §9.
+"""The CNN written independently in PyTorch, and its trainer, for the framework cross-checks.
 
 Importing this module imports PyTorch (an ``ImportError`` naming the ``jaxmem[reference]`` extra when it is
-missing). It never imports jaxmem's models: the shapes are transcribed from SPEC §2. The network works in NCHW
+missing). It never imports jaxmem's models: the shapes are transcribed from docs/methods.md#models. The network works in NCHW
 like the original study's PyTorch code; :class:`TorchReference` takes and returns jaxmem's NHWC layouts.
 Steps and forward passes run with ``torch.use_deterministic_algorithms(True)`` on one thread (both restored
 afterwards), in float32 or float64.
@@ -21,7 +21,7 @@ except ImportError as missing:  # pragma: no cover - exercised only without the 
 from jaxmem.reference.convert import chw_to_hwc_features
 
 FRAMEWORK = f"torch {torch.__version__}"
-CONV_WIDTHS = (16, 16, 32, 32, 64, 64)  # SPEC §2; a 2×2/2 max-pool follows every second conv
+CONV_WIDTHS = (16, 16, 32, 32, 64, 64)  # a 2×2/2 max-pool follows every second conv
 DENSE_WIDTH = 250
 PROBE_LAYERS = ("input", "flat", "fc1", "fc2", "fc3")
 

@@ -1,4 +1,4 @@
-"""Many-member training (SPEC §1.3, §3): the pure per-member step (:mod:`.step`), the jitted epoch and the pure
+"""Many-member training: the pure per-member step (:mod:`.step`), the jitted epoch and the pure
 loop :func:`train_members` (:mod:`.loop`), and the run directory with checkpoints and resume (:mod:`.rundir`);
 :func:`fit_members` composes the last two."""
 from jaxmem.train.loop import (EpochEnd, Progress, TrainResult, batch_order, default_member_chunk, device_data,

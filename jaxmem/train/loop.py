@@ -1,4 +1,4 @@
-"""The many-member training engine (SPEC §1.3, §3): one jitted epoch for all members, and the loop around it.
+"""The many-member training engine: one jitted epoch for all members, and the loop around it.
 
 Inside an epoch (pure, per member, then vmapped over member chunks in one ``jit``, or over each device's members
 with a mesh): a ``lax.scan`` over batches whose order comes from the spec and ``fold_in(member_key, epoch)``;
@@ -459,7 +459,7 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
                 checkpoint_seconds: float | None = 60.0,
                 eval_batch_size: int = EVAL_BATCH_SIZE, member_chunk: int | None = None,
                 mesh: Mesh | None = None) -> TrainResult:
-    """Train all members of one (dataset, model) together until each memorises its labels (SPEC §3), in a run
+    """Train all members of one (dataset, model) together until each memorises its labels, in a run
     directory: :func:`train_members` with a :class:`~jaxmem.train.rundir.RunDir` around it.
 
     Every member trains until its train accuracy vs its own labels reaches ``spec.target_train_accuracy``

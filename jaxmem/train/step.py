@@ -1,4 +1,4 @@
-"""One member's training state, optimiser, loss, single SGD/Adam step and evaluation (SPEC §3); pure, undecorated.
+"""One member's training state, optimiser, loss, single SGD/Adam step and evaluation; pure, undecorated.
 
 Everything here is written for ONE member. :mod:`jaxmem.train.loop` applies ``jax.vmap`` over a leading member
 axis and ``jax.jit`` where the functions are used, so tests can call them eagerly or for a single member.
@@ -26,7 +26,7 @@ class MemberState(NamedTuple):
 
 
 def make_optimizer(spec: TrainSpec) -> optax.GradientTransformation:
-    """SGD with momentum or Adam at a constant learning rate, no weight decay (SPEC §3)."""
+    """SGD with momentum or Adam at a constant learning rate, no weight decay."""
     if spec.optimizer == "sgd":
         return optax.sgd(spec.learning_rate, momentum=spec.momentum)
     return optax.adam(spec.learning_rate)
