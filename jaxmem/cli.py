@@ -206,6 +206,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, degrees: str) -> 
                              "(0, 1, 2, 4, …, 20, 25, 30, …; every 10th after 20 for tiny_imagenet)")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<dataset>-<model>)")
     parser.add_argument("--no-resume", action="store_true", help="start over, deleting this run's outputs")
+    parser.add_argument("--skip-memory-check", action="store_true",
+                        help="train even when the memory planner says the members will not fit the device")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -261,7 +263,23 @@ def training_setup(args):
         checkpoint_epochs = args.checkpoint_epochs
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is an existing file, not a run directory")
+    if not args.skip_memory_check:
+        check_memory(dataset, members, spec, distributed=getattr(args, "distributed", False))
     return dataset, members, spec, out, checkpoint_epochs
+
+
+def check_memory(dataset, members, spec, *, distributed: bool) -> None:
+    """Refuse, with the planner's numbers, a run whose training will not fit the device (per device when the
+    members are split over all devices of a distributed run)."""
+    import jax
+
+    from jaxmem.planner import check_fits
+
+    try:
+        check_fits(members[0].model, dataset.x_train.shape[1:], dataset.num_classes, spec, len(members),
+                   len(dataset.y_train), len(dataset.y_test), num_devices=jax.device_count() if distributed else 1)
+    except ValueError as error:
+        raise ValueError(f"{error} (--skip-memory-check to try anyway)") from None
 
 
 def add_train_parser(subparsers) -> None:

@@ -319,3 +319,16 @@ def test_a_rerun_with_other_probes_adds_only_the_missing_rows(tmp_path, capsys):
     assert main(base + ["--learning-rate", "0.5"]) == 2
     err = capsys.readouterr().err
     assert "train.learning_rate: 0.01 in the run, 0.5 now" in err and "--no-resume" in err and "--out" in err
+
+
+def test_training_commands_refuse_a_run_the_planner_says_will_not_fit(tmp_path, monkeypatch, capsys):
+    import jaxmem.planner
+
+    monkeypatch.setattr(jaxmem.planner, "device_memory_bytes", lambda device=None: 2**20)  # a 1 MiB device
+    argv = ["train", "--degrees", "0", "--max-epochs", "1", "--train-subset", "100", "--test-subset", "50",
+            "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "M = 1 needs" in err and "0 fit in 0.0 GiB" in err and "--skip-memory-check" in err
+    assert not (tmp_path / "run").exists()
+    assert main(argv + ["--skip-memory-check"]) == 0
