@@ -7,7 +7,7 @@ import pytest
 
 from jaxmem.cli import main
 from jaxmem.config import MemberSpec
-from jaxmem.data import LABEL_NOISE_TAG, Dataset, member_train_labels, with_train_labels
+from jaxmem.data import LABEL_NOISE_TAG, Dataset, load_dataset, member_train_labels, with_train_labels
 
 
 def _dataset(num_classes=5, per_class=400):
@@ -95,3 +95,16 @@ def test_probe_with_labels_scores_train_against_them(tmp_path):
     assert sorted(table["n_correct"]) == sorted(r["n_correct"] for r in expected)
     train = table[(table["split"] == "train")].set_index("scored_against")["n_correct"]
     assert train["corrupted"] != train["true"]  # fitted on and scored against the file's labels, not the dataset's
+
+
+def test_the_users_labels_are_part_of_the_saved_configuration(tmp_path, capsys):
+    digits = load_dataset("digits")
+    first, second = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(first, digits.y_train)
+    np.save(second, (digits.y_train + 1) % 10)
+    argv = ["train", "--degrees", "0", "--max-epochs", "1", "--train-subset", "100", "--test-subset", "50",
+            "--out", str(tmp_path / "run"), "--quiet", "--skip-memory-check"]
+    assert main(argv + ["--labels", str(first)]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--labels", str(second)]) == 2
+    assert "data.given_labels_sha1" in capsys.readouterr().err

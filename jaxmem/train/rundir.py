@@ -55,6 +55,9 @@ def run_config(spec: TrainSpec, members: Sequence[MemberSpec], dataset: Dataset)
             "num_train": int(dataset.y_train.shape[0]),
             "num_test": int(dataset.y_test.shape[0]),
             "train_labels_sha1": hashlib.sha1(np.asarray(dataset.y_train, np.int32).tobytes()).hexdigest(),
+            # the user's own training labels (--labels), which the members start from; None: the dataset's
+            "given_labels_sha1": None if dataset.train_labels is None else
+            hashlib.sha1(np.asarray(dataset.train_labels, np.int32).tobytes()).hexdigest(),
         },
     }
 
