@@ -286,7 +286,8 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relab
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary(df).to_csv(out_dir / "summary.csv", index=False)
-    parts = [f"# {title}", "", "Test accuracy (%) of the model after memorisation and of each probe at its best layer "
+    parts = [f"# {title}", "", "Test accuracy (%) of the model at each member's last trained epoch (after "
+             "memorisation where the stop rule was reached) and of each probe at its best layer "
              "(mean ± std over seeds, the layer in brackets; every layer of every probe: `summary.csv` and the "
              "plots).", ""]
     sections = [("Probes fitted on the corrupted labels (the headline)", "corrupted", False),
