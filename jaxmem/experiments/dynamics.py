@@ -11,6 +11,7 @@ Both read a run directory written by :func:`jaxmem.train.fit_members` and append
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -41,29 +42,33 @@ def saved_epochs(out_dir: str | Path) -> list[int]:
 def probe_saved_epochs(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
                        variance: float | int = 0.99, precision: str = "fast",
                        probes: Sequence[str] = ("masc", "linear"), memory_budget: float = 2**31,
-                       progress: bool = True):
-    """``probes`` (names of :mod:`jaxmem.probes.registry`; corrupted- and true-label subspaces) on every layer at
-    every saved epoch, skipping the (epoch, probe) pairs that already have rows.
+                       progress: bool = True, epochs: Sequence[int] | None = None,
+                       layers: Sequence[str] | None = None, subspaces: Sequence[str] = ("corrupted", "true"),
+                       results_path: str | Path | None = None):
+    """``probes`` (names of :mod:`jaxmem.probes.registry`) with ``subspaces`` on every layer (or ``layers``) at
+    every saved epoch (or those of ``epochs``), skipping the (epoch, probe) pairs that already have rows.
 
-    Returns the run's results table (DataFrame) with the new rows.
+    Rows are read from and appended to ``results_path`` (default: the run's ``results.csv``; another table lets
+    this run beside the training process). Returns that table (DataFrame) with the new rows.
     """
     out_dir = Path(out_dir)
+    results_path = Path(results_path) if results_path is not None else out_dir / RESULTS_FILE
     probes = check_probe_names(probes)
-    table = read_rows(out_dir / RESULTS_FILE)
-    done = table.groupby("epoch")["probe"].agg(set).to_dict()
+    done = (read_rows(results_path).groupby("epoch")["probe"].agg(set).to_dict() if results_path.exists() else {})
     model = get_model(members[0].model, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     for epoch in saved_epochs(out_dir):
         missing = [name for name in probes if name not in done.get(epoch, set())]
-        if not missing:
+        if not missing or (epochs is not None and epoch not in epochs):
             continue
+        start = time.perf_counter()
         params, batch_stats = load_member_params(out_dir, epoch)
         rows = probe_members(model, members[0].model, member_variables(params, batch_stats), dataset, members,
                              epoch=epoch, variance=variance, precision=precision, memory_budget=memory_budget,
-                             probes=missing)
-        append_rows(out_dir / RESULTS_FILE, rows)
+                             probes=missing, layers=layers, subspaces=subspaces)
+        append_rows(results_path, rows)
         if progress:
-            print(f"probed epoch {epoch}", flush=True)
-    return read_rows(out_dir / RESULTS_FILE)
+            print(f"probed epoch {epoch}: {len(rows)} rows in {time.perf_counter() - start:.0f} s", flush=True)
+    return read_rows(results_path)
 
 
 def run_dynamics(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
