@@ -132,7 +132,11 @@ def compare(df, *, exclude_layers=("input",)):
 
 def compare_markdown(df, **kwargs) -> str:
     """:func:`compare` as a Markdown table (%, difference in points)."""
-    table = compare(df, **kwargs)
+    return comparison_markdown(compare(df, **kwargs))
+
+
+def comparison_markdown(table) -> str:
+    """A :func:`compare` table as Markdown."""
     lines = ["| table | dataset × model | p | probe | subspaces | paper | jaxmem (layer) | difference |",
              "|---|---|---|---|---|---:|---:|---:|"]
     for r in table.itertuples():

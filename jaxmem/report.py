@@ -7,12 +7,12 @@ tables with several probed epochs, vs epoch) as a Markdown page.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from jaxmem.probes.registry import registry_order
+from jaxmem.train.loop import required_correct
 
 GROUP = ["dataset", "model", "degree"]
 
@@ -34,7 +34,7 @@ def unmemorised_members(df, target_train_accuracy: float, stop_on: str = "eval")
     rows = final_model_rows(df)
     rows = rows[(rows["split"] == split) & (rows["scored_against"] == "corrupted")]
     return {int(r.member): (int(r.epoch), float(r.accuracy)) for r in rows.itertuples()
-            if r.n_correct < math.ceil(round(target_train_accuracy * r.n_seen, 6))}
+            if r.n_correct < required_correct(target_train_accuracy, int(r.n_seen))}
 
 
 def _probe_test_rows(df, *, last_epoch: bool = True):
@@ -314,13 +314,15 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relab
                   "", "| degree | probe | layer | peak epoch | peak test |", "|---|---|---|---|---|"]
         parts += [f"| {r.degree:g} | {r.probe} | {r.layer} | {r.peak_epoch} | {100 * r.peak_test:.1f} |"
                   for r in peaks.itertuples()]
-    from jaxmem.paper import compare, compare_markdown
+    from jaxmem.paper import compare, comparison_markdown
 
-    if not compare(df).empty:
-        compare(df).to_csv(out_dir / "paper_comparison.csv", index=False)
+    comparison = compare(df)
+    if not comparison.empty:
+        comparison.to_csv(out_dir / "paper_comparison.csv", index=False)
         parts += ["", "## Compared with the papers", "", "Published figures (mean of the authors' 3 runs) beside "
                   "ours (mean over seeds, best layer without the input layer); difference in points. "
-                  "docs/methods.md lists the remaining differences of protocol.", "", compare_markdown(df), ""]
+                  "docs/methods.md lists the remaining differences of protocol.", "", comparison_markdown(comparison),
+                  ""]
     if relabel is not None:
         parts += ["", "## Relabel and fine-tune", "", "Training labels replaced by the MASC predictions of the layer "
                   "chosen on 20 % of the test set; fine-tuned with early stopping on that part; accuracy on the "

@@ -83,8 +83,8 @@ def run_memorization(
 
     def probe(ids: Sequence[int]) -> list[dict]:  # the members ``ids`` (all, or one device's)
         rows = []
-        for (kinds, wanted), chosen in plan.items():
-            chosen = [m for m in ids if m in chosen]
+        for (kinds, wanted), planned in plan.items():
+            chosen = [m for m in ids if m in planned]
             if not chosen:
                 continue
             index = np.asarray(chosen)
