@@ -199,8 +199,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, degrees: str) -> 
     parser.add_argument("--init", default=None, choices=["torch", "flax"],
                         help="parameter initialisers: torch (PyTorch's defaults, the paper preset) or flax")
     parser.add_argument("--stop-on", default=None, choices=["running", "eval"],
-                        help="stop rule's train accuracy: running (counted over the epoch's steps; the preset of "
-                             "CNN, AlexNet, ResNet-18) or eval (a full pass after the epoch; the MLP preset)")
+                        help="stop rule's train accuracy: running (counted over the epoch's steps, as the authors' "
+                             "trainers; every preset) or eval (a full pass after the epoch); both are recorded")
     parser.add_argument("--checkpoint-epochs", type=parse_checkpoint_epochs, default=[],
                         help="epochs whose parameters are kept for dynamics: comma-separated, or 'paper2' "
                              "(0, 1, 2, 4, …, 20, 25, 30, …; every 10th after 20 for tiny_imagenet)")

@@ -332,3 +332,13 @@ def test_training_commands_refuse_a_run_the_planner_says_will_not_fit(tmp_path, 
     assert "M = 1 needs" in err and "0 fit in 0.0 GiB" in err and "--skip-memory-check" in err
     assert not (tmp_path / "run").exists()
     assert main(argv + ["--skip-memory-check"]) == 0
+
+
+def test_train_on_mnist_writes_the_running_stop_rule(mnist_dir, tmp_path):
+    """`jaxmem train --dataset mnist` takes the MLP preset, whose stop rule is the authors' running accuracy."""
+    out = tmp_path / "mnist"
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--degrees", "0.8", "--seeds", "0",
+                 "--train-subset", "64", "--test-subset", "32", "--max-epochs", "1", "--quiet", "--out",
+                 str(out)]) == 0
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert (train["stop_on"], train["optimizer"], train["batch_size"]) == ("running", "sgd", 32)

@@ -41,8 +41,9 @@ CHECKPOINT_DIR = "checkpoints"
 EPOCHS_DIR = "epochs"
 FINAL_DIR = "final"
 _RUN_OUTPUTS = (CONFIG_FILE, MEMBERS_FILE, RESULTS_FILE, CHECKPOINT_DIR, EPOCHS_DIR, FINAL_DIR)
-# A resumed run may extend the epoch cap; every other TrainSpec field must match the original run.
-_RESUMABLE_CHANGES = ("max_epochs",)
+# Settings that never change a trajectory, only where it ends: a resumed run may take new values (recorded in
+# config.json under "resumed_with"); every other TrainSpec field must match the original run.
+_RESUMABLE_CHANGES = ("max_epochs", "stop_on")
 
 
 def run_config(spec: TrainSpec, members: Sequence[MemberSpec], dataset: Dataset) -> dict:
@@ -139,22 +140,38 @@ class RunDir:
                 elif target.exists():
                     target.unlink()
         barrier("jaxmem-rundir-prepared")
+        saved = None
         if (self.path / CONFIG_FILE).exists():
-            self._check_same_run(config)
+            saved = self._check_same_run(config)
         elif self.results_path.exists():
             raise ValueError(f"{self.results_path} exists but {self.path / CONFIG_FILE} does not; not a jaxmem "
                              f"training run directory, choose another out_dir")
         self._manager = ocp.CheckpointManager(
             self._absolute / CHECKPOINT_DIR, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
         self._params = ocp.StandardCheckpointer()
+        if saved is not None:
+            self._record_resumable_changes(saved, config)
 
-    def _check_same_run(self, config: dict) -> None:
+    def _record_resumable_changes(self, saved: dict, config: dict) -> None:
+        """A resume under a new epoch cap or stop rule: ``config.json`` takes the new values and keeps the old ones,
+        with the epoch they held until, under ``"resumed_with"``."""
+        changed = {key: saved["train"][key] for key in _RESUMABLE_CHANGES
+                   if key in saved["train"] and saved["train"][key] != config["train"][key]}
+        if not changed or not is_writer():
+            return
+        history = saved.get("resumed_with", []) + [{"until_epoch": self._manager.latest_step() or 0, **changed}]
+        (self.path / CONFIG_FILE).write_text(json.dumps({**saved, "train": config["train"], "resumed_with": history},
+                                                        indent=2))
+
+    def _check_same_run(self, config: dict) -> dict:
+        """The saved configuration, if it describes the same run as ``config`` (else ``ValueError``)."""
         saved = json.loads((self.path / CONFIG_FILE).read_text())
         current = json.loads(json.dumps(config))
         differing = config_differences(_comparable(saved), _comparable(current))
         if differing:
             raise ValueError(f"{self.path} holds a different run ({'; '.join(differing)}): use a new --out "
                              f"(out_dir), or --no-resume (resume=False) to delete it and start over")
+        return saved
 
     def start(self, config: dict, members: Sequence[MemberSpec], rows: Iterable[Mapping]) -> int:
         """A fresh run: drop rows of an attempt killed before its first checkpoint, write ``config.json``,
