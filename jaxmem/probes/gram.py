@@ -11,6 +11,10 @@ Roofline: N·D²·2 flops for the products (symmetric; XLA computes the full squ
 
 Eigenproblems: :func:`primal_spectra` takes the D×D eigendecomposition of G_c; :func:`dual_spectra` the N_c×N_c
 one of X_c X_cᵀ for classes with fewer samples than dimensions (same nonzero spectrum, U = Xᵀ V Λ^{-1/2}).
+Both solve the eigenproblem in float64 whatever the features' dtype (:func:`accurate_spectrum`): a float32 eigh has
+absolute errors ≈ ε₃₂·λ₁, and the kept subspace's edge sits at eigenvalues ~10⁻⁴·λ₁ that lie ~10⁻⁶·λ₁ apart (the
+uncentred mean direction dominates λ₁), so a float32 eigh rotates the basis across the edge by a few percent; the
+float32 Gram itself (relative error ≈ 10⁻⁶) is accurate enough (docs/methods.md, "Precision").
 """
 from __future__ import annotations
 
@@ -123,16 +127,30 @@ def spectrum(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
     return values[..., ::-1], vectors[..., ::-1]
 
 
+def accurate_spectrum(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """:func:`spectrum` solved in float64 and returned in ``gram``'s dtype (float32 in fast mode)."""
+    with jax.enable_x64(True):
+        values, vectors = spectrum(jnp.asarray(gram, jnp.float64))
+        return values.astype(gram.dtype), vectors.astype(gram.dtype)
+
+
 @jax.jit
-def dual_spectrum(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Dual problem for rows [P, Nmax, D] (zero-padded): eigenvalues [P, Nmax] and unit U columns [P, D, Nmax]."""
-    kernel = jnp.matmul(rows, jnp.swapaxes(rows, 1, 2), precision=HIGHEST)
-    values, vectors = spectrum(kernel)
+def _dual_kernel(rows: jax.Array) -> jax.Array:
+    return jnp.matmul(rows, jnp.swapaxes(rows, 1, 2), precision=HIGHEST)
+
+
+@jax.jit
+def _dual_basis(rows: jax.Array, values: jax.Array, vectors: jax.Array) -> tuple[jax.Array, jax.Array]:
     # U = Xᵀ V Λ^{-1/2}; directions with (numerically) zero eigenvalue are not spanned by the class.
     tol = values[:, :1] * rows.shape[-1] * jnp.finfo(rows.dtype).eps
     scale = jnp.where(values > tol, jax.lax.rsqrt(jnp.maximum(values, tol)), 0)
     basis = jnp.matmul(jnp.swapaxes(rows, 1, 2), vectors, precision=HIGHEST) * scale[:, None, :]
     return jnp.maximum(values, 0), basis
+
+
+def dual_spectrum(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Dual problem for rows [P, Nmax, D] (zero-padded): eigenvalues [P, Nmax] and unit U columns [P, D, Nmax]."""
+    return _dual_basis(rows, *accurate_spectrum(_dual_kernel(rows)))
 
 
 class ClassSpectra(NamedTuple):
@@ -152,7 +170,7 @@ def primal_spectra(features, shared: bool, labels, selected, num_classes: int, c
     keep = selected[np.arange(len(labels))[:, None], labels]  # [M, N] samples of selected classes
     schedule = chunk_schedule(labels, num_classes, chunk_size, keep=keep)
     grams = accumulate_members(features, schedule, num_classes, features.shape[-1], shared)
-    return ClassSpectra(pm, pc, *spectrum(grams.gram[pm, pc]))
+    return ClassSpectra(pm, pc, *accurate_spectrum(grams.gram[pm, pc]))
 
 
 def dual_spectra(features, shared: bool, labels, counts, selected) -> ClassSpectra:

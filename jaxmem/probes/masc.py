@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem.probes.base import check_precision, precision_context, prepare_fit
-from jaxmem.probes.gram import HIGHEST, ClassSpectra, GramState, dual_spectra, primal_spectra, spectrum
+from jaxmem.probes.gram import (HIGHEST, ClassSpectra, GramState, accurate_spectrum, dual_spectra, primal_spectra,
+                                spectrum)
 
 
 class MascProbe(NamedTuple):
@@ -210,7 +211,7 @@ def fit_from_gram(state: GramState, variance: float | int = 0.99, precision: str
             gram, count = gram[None], count[None]
         shape, dim = count.shape, gram.shape[-1]
         pm, pc = np.nonzero(count > 0)
-        primal = _with_k(ClassSpectra(pm, pc, *spectrum(gram[pm, pc])), count, variance)
+        primal = _with_k(ClassSpectra(pm, pc, *accurate_spectrum(gram[pm, pc])), count, variance)
         empty = (ClassSpectra(np.zeros(0, int), np.zeros(0, int), None, None), np.zeros(0, np.int32))
         probe = _finish(shape, dim, dtype, primal, empty)
     return probe if has_member_axis else jax.tree.map(lambda a: a[0], probe)
