@@ -26,6 +26,7 @@ import hashlib
 import json
 import shutil
 import sys
+import threading
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -225,9 +226,11 @@ class RunDir:
                 restored = self._manager.restore(epoch, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
             except Exception as error:  # corrupt, half-written or partly deleted: fall back to an earlier one
-                reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-                failed.append(f"{name} ({reason})")
-                self._pass_over(epoch, f"checkpoint {name} does not restore ({reason})")
+                failed.append(f"{name} ({_first_sentence(error)})")
+                restored = None
+            if restored is None:
+                _silence_abandoned_reads()
+                self._pass_over(epoch, f"checkpoint {failed[-1]} does not restore")
                 continue
             if restored.meta["results_rows"] > rows:
                 self._pass_over(epoch, f"checkpoint {name} needs {restored.meta['results_rows']} rows of "
@@ -270,6 +273,34 @@ class RunDir:
                 handle.wait_until_finished()
                 handle.close()
         barrier("jaxmem-rundir-closed")
+
+
+def _first_sentence(error: Exception) -> str:
+    """An error in one short line: TensorStore's messages run on with the whole store specification."""
+    text = str(error).strip()
+    return text.splitlines()[0].split(". See full", 1)[0][:200] if text else type(error).__name__
+
+
+def _silence_abandoned_reads() -> None:
+    """After a failed restore, Orbax's other reads of that checkpoint finish into a closed event loop, and Python
+    prints each as a traceback, long after the one line that reported the checkpoint: keep exactly those quiet
+    (for the rest of the process; every other error is printed as before)."""
+    global _SILENCED
+    if _SILENCED:
+        return
+    _SILENCED = True
+
+    def abandoned(error, culprit=None) -> bool:
+        return (isinstance(error, RuntimeError) and str(error) == "Event loop is closed") or \
+            getattr(culprit, "__qualname__", "") == "_read_array_index_and_device_put"
+
+    unraisable_hook, except_hook, thread_hook = sys.unraisablehook, sys.excepthook, threading.excepthook
+    sys.unraisablehook = lambda u: None if abandoned(u.exc_value, u.object) else unraisable_hook(u)
+    sys.excepthook = lambda kind, error, trace: None if abandoned(error) else except_hook(kind, error, trace)
+    threading.excepthook = lambda args: None if abandoned(args.exc_value) else thread_hook(args)
+
+
+_SILENCED = False
 
 
 def checkpoint_meta(epoch: int, rows_written: int, history: Sequence[EvalMetrics]) -> dict:
