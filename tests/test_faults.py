@@ -25,11 +25,11 @@ from jaxmem.faults import FAULT_ENV
 from jaxmem.train.rundir import CHECKPOINT_DIR, RESULTS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ["--dataset", "digits", "--degrees", "0", "--train-subset", "100", "--test-subset", "50", "--quiet",
+DATA = ["--dataset", "digits", "--degrees", "0,0.5", "--train-subset", "100", "--test-subset", "50", "--quiet",
         "--skip-memory-check", "--max-epochs", "3"]
 EPOCHS = 3
 TRAIN = ["train", *DATA]
-RUN = ["run", *DATA, "--clean-subspaces", "0.5"]  # also probed with its labels corrupted at 0.5: two passes
+RUN = ["run", *DATA]  # the p = 0 member is also probed with labels corrupted at q = 0.5: a second pass
 DYNAMICS = ["dynamics", *DATA, "--checkpoint-epochs", "0,3", "--probes", ""]  # MASC at two kept epochs
 PROBE_COLUMN = results.COLUMNS.index("probe")
 

@@ -16,8 +16,8 @@ import numpy as np
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset
 from jaxmem.experiments.distributed import probe_on_mesh
-from jaxmem.faults import maybe_fail
 from jaxmem.experiments.probing import clean_subspace_kinds, probe_members
+from jaxmem.faults import maybe_fail
 from jaxmem.features import member_variables
 from jaxmem.models import get_model
 from jaxmem.models.resnet import with_bn_mode

@@ -220,7 +220,9 @@ class RunDir:
         if jax.process_count() > 1:
             rows = int(multihost_utils.broadcast_one_to_all(np.int64(rows)))
         failed = []
-        for epoch in sorted(self._manager.all_steps(), reverse=True):
+        newest_first = sorted(self._manager.all_steps(), reverse=True)
+        for index, epoch in enumerate(newest_first):
+            earlier = index + 1 < len(newest_first)
             name = self._absolute / CHECKPOINT_DIR / str(epoch)
             try:
                 restored = self._manager.restore(epoch, args=ocp.args.Composite(
@@ -230,11 +232,11 @@ class RunDir:
                 restored = None
             if restored is None:
                 _silence_abandoned_reads()
-                self._pass_over(epoch, f"checkpoint {failed[-1]} does not restore")
+                self._pass_over(epoch, f"checkpoint {failed[-1]} does not restore", earlier)
                 continue
             if restored.meta["results_rows"] > rows:
                 self._pass_over(epoch, f"checkpoint {name} needs {restored.meta['results_rows']} rows of "
-                                       f"{self.results_path}, which holds {rows}")
+                                       f"{self.results_path}, which holds {rows}", earlier)
                 continue
             return restored.state, restored.meta
         if failed:
@@ -242,12 +244,12 @@ class RunDir:
                              f"(resume=False) to start over, or use a new --out (out_dir)")
         return None
 
-    def _pass_over(self, epoch: int, why: str) -> None:
+    def _pass_over(self, epoch: int, why: str, earlier: bool) -> None:
         """Say why the checkpoint at ``epoch`` is not resumed from, and delete it (it would block the save of
         that epoch when it is recomputed)."""
         if is_writer():
-            print(f"{why}: resuming from the checkpoint before it, recomputing the epochs after that",
-                  file=sys.stderr, flush=True)
+            print(f"{why}: {'trying the one before it' if earlier else 'no earlier checkpoint'}; the epochs after "
+                  f"the one resumed from are recomputed", file=sys.stderr, flush=True)
         self._manager.delete(epoch)
 
     def save(self, epoch: int, state: MemberState, meta: dict) -> None:
