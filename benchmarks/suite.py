@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 
 from jaxmem import planner
-from jaxmem.cli import add_data_arguments, load_data, parse_floats, parse_ints, split_names
+from jaxmem.cli import add_data_arguments, load_data, nonempty, parse_floats, parse_ints, split_names
 from jaxmem.config import paper_train_spec
 from jaxmem.results import read_rows
 
@@ -96,8 +96,8 @@ def main(argv=None) -> int:
     plan_parser = commands.add_parser("plan", help="the planner's estimate for the suite's grid")
     plan_parser.add_argument("--datasets", type=split_names, required=True)
     add_data_arguments(plan_parser, default_dataset=None)
-    plan_parser.add_argument("--degrees", type=parse_floats, required=True)
-    plan_parser.add_argument("--seeds", type=parse_ints, required=True)
+    plan_parser.add_argument("--degrees", type=nonempty(parse_floats), required=True)
+    plan_parser.add_argument("--seeds", type=nonempty(parse_ints), required=True)
     plan_parser.add_argument("--max-epochs", type=int, default=None)
     plan_parser.add_argument("--json", type=Path, required=True)
     summary_parser = commands.add_parser("summarize", help="OUT/suite.json and OUT/suite.md")

@@ -23,6 +23,17 @@ def parse_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def nonempty(parse: Callable[[str], list]) -> Callable[[str], list]:
+    """``parse``, refusing an empty list (argparse then names the flag: ``argument --degrees: is empty ...``)."""
+    def parse_nonempty(text: str) -> list:
+        values = parse(text)
+        if not values:
+            raise argparse.ArgumentTypeError(f"is empty ({text!r}); give at least one value, comma-separated")
+        return values
+
+    return parse_nonempty
+
+
 def parse_positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -83,9 +94,9 @@ def load_data(args, name: str | None = None):
 
 
 def add_member_arguments(parser: argparse.ArgumentParser, degrees: str, seeds: str = "0") -> None:
-    parser.add_argument("--degrees", type=parse_floats, default=parse_floats(degrees),
+    parser.add_argument("--degrees", type=nonempty(parse_floats), default=parse_floats(degrees),
                         help=f"comma-separated label corruption degrees p in [0, 1] (default {degrees})")
-    parser.add_argument("--seeds", type=parse_ints, default=parse_ints(seeds),
+    parser.add_argument("--seeds", type=nonempty(parse_ints), default=parse_ints(seeds),
                         help=f"comma-separated seeds (default {seeds})")
     parser.add_argument("--label-rule", default="reference", choices=LABEL_RULES,
                         help="reference: the authors' numpy rule (seed 42, same noise for all seeds); "

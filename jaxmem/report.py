@@ -175,6 +175,51 @@ def plot_layers(df, path: str | Path) -> Path:
     return _save(plt, fig, path)
 
 
+TRAINING_CURVES = (("train", "corrupted", "train, full pass after the epoch"),
+                   ("train_running", "corrupted", "train, running over the epoch's steps"),
+                   ("test", "true", "test"))
+
+
+def plot_training(df, path: str | Path) -> Path:
+    """The model's accuracy vs epoch for one (dataset, model), one panel per degree (mean over seeds): train
+    accuracy against the member's own labels, both the full pass after each epoch and the running one counted
+    during it, and test accuracy."""
+    plt = _pyplot()
+    model = df[df["probe"] == "model"]
+    degrees = sorted(model["degree"].unique())
+    fig, axes = plt.subplots(1, len(degrees), figsize=(4.5 * len(degrees), 3.6), squeeze=False, sharey=True)
+    for ax, degree in zip(axes[0], degrees):
+        rows = model[model["degree"] == degree]
+        for split, against, name in TRAINING_CURVES:
+            curve = rows[(rows["split"] == split) & (rows["scored_against"] == against)].groupby("epoch")[
+                "accuracy"].mean()
+            ax.plot(curve.index, curve.values, "o-", markersize=3, label=name)
+        ax.set_title(f"p = {degree:g}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def training_markdown(df) -> str:
+    """The model at each member's last epoch, per (dataset, model, degree): seeds, epochs, train accuracy (full
+    pass and running, against the member's labels) and test accuracy (%, mean ± std over seeds)."""
+    rows = final_model_rows(df)
+    lines = ["| dataset | model | degree | seeds | last epoch | " + " | ".join(name for _, _, name in TRAINING_CURVES)
+             + " |", "|---|---|---|---|---|" + "---|" * len(TRAINING_CURVES)]
+    for (dataset, model, degree), part in rows.groupby(GROUP):
+        cells = []
+        for split, against, _ in TRAINING_CURVES:
+            accuracy = part[(part["split"] == split) & (part["scored_against"] == against)]["accuracy"]
+            cells.append(_mean_std(accuracy.mean(), accuracy.std()) if len(accuracy) else "–")
+        epochs = part["epoch"]
+        last = f"{epochs.min()}" if epochs.min() == epochs.max() else f"{epochs.min()}–{epochs.max()}"
+        lines.append(f"| {dataset} | {model} | {degree:g} | {part['member'].nunique()} | {last} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _save(plt, fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
@@ -282,9 +327,12 @@ def relabel_markdown(df) -> str:
 
 def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relabel=None) -> Path:
     """``out_dir/report.md`` with the summary table and the plots beside it (PNG), and the relabel-and-fine-tune
-    table when a ``relabel`` table is given; returns the page's path."""
+    table when a ``relabel`` table is given; returns the page's path. A table without probe rows (a training
+    run) gets the training curves and no probe sections."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if _probe_test_rows(df).empty:
+        return _write_training_report(df, out_dir, title)
     summary(df).to_csv(out_dir / "summary.csv", index=False)
     parts = [f"# {title}", "", "Test accuracy (%) of the model at each member's last trained epoch (after "
              "memorisation where the stop rule was reached) and of each probe at its best layer "
@@ -327,6 +375,19 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relab
         parts += ["", "## Relabel and fine-tune", "", "Training labels replaced by the MASC predictions of the layer "
                   "chosen on 20 % of the test set; fine-tuned with early stopping on that part; accuracy on the "
                   "other 80 %.", "", relabel_markdown(relabel)]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(parts) + "\n")
+    return path
+
+
+def _write_training_report(df, out_dir: Path, title: str) -> Path:
+    """``report.md`` of a table with model rows only: the last epoch's accuracies and the training curves."""
+    parts = [f"# {title}", "", "A training table (no probe rows): the model's accuracy (%) at each member's last "
+             "epoch (mean ± std over seeds) and per epoch.", "", training_markdown(df), ""]
+    for (dataset, model), part in df.groupby(["dataset", "model"]):
+        name = f"{dataset}-{model}"
+        parts += [f"### {dataset} × {model}", "",
+                  f"![accuracy vs epoch]({plot_training(part, out_dir / f'training_{name}.png').name})", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path

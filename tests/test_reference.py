@@ -55,12 +55,13 @@ def test_missing_framework_says_install_the_extra(monkeypatch, model_name, modul
         verify.make_reference(model_name, (28, 28, 1), 10, paper_train_spec("mnist", model_name))
 
 
-def test_run_all_reports_a_missing_framework_as_skipped(monkeypatch, tmp_path):
+def test_run_all_reports_a_missing_framework_as_skipped(monkeypatch):
     def unavailable(model_name):
         raise verify.ReferenceUnavailable(f"no {model_name} framework here; {verify.INSTALL_HINT}")
 
     monkeypatch.setattr(verify, "_reference_class", unavailable)
-    results = verify.run_all(tmp_path, steps=1, cnn_steps=1, datasets=("cifar10",), eval_samples=8, masc_samples=32)
+    monkeypatch.delenv("JAXMEM_DATA_DIR", raising=False)  # no data folder: synthetic CIFAR-shaped images
+    results = verify.run_all(None, steps=1, cnn_steps=1, datasets=("cifar10",), eval_samples=8, masc_samples=32)
     assert [(r.model, r.check) for r in results] == [(m, c) for m in ("mlp", "cnn") for c in verify.CHECKS]
     assert all(r.skipped and not r.passed and "jaxmem[reference]" in r.skipped for r in results)
     report = verify.format_report(results)

@@ -26,6 +26,7 @@ from jaxmem.features import collect_activations, member_variables
 from jaxmem.models import get_model, probe_layers
 from jaxmem.probes.base import ProbeSizes, prepare_fit
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
+from jaxmem.results import write_table
 from jaxmem.train import load_member_params, read_run_config
 from jaxmem.train.loop import CONFIG_FILE, run_config
 
@@ -159,7 +160,7 @@ def run_cost(run_dir: str | Path, dataset: Dataset, *, layers: Sequence[str] | N
         rows += probe_cost_rows(train, grouping[:, train_part], test, dataset.num_classes, layer=layer,
                                 probes=probes, repeats=repeats, variance=variance)
     table = pd.DataFrame(rows, columns=list(COST_COLUMNS))
-    table.to_csv(Path(run_dir) / COST_FILE, index=False)
+    write_table(table, Path(run_dir) / COST_FILE)
     return table
 
 

@@ -24,6 +24,7 @@ from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.editing import edit_layer, edit_params
 from jaxmem.experiments.probing import probe_members, probe_rows
+from jaxmem.faults import maybe_fail
 from jaxmem.features import collect_activations, member_predictions, member_variables
 from jaxmem.models import get_model
 from jaxmem.probes import linear
@@ -68,6 +69,7 @@ def probe_saved_epochs(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
         append_rows(results_path, rows)
         if progress:
             print(f"probed epoch {epoch}: {len(rows)} rows in {time.perf_counter() - start:.0f} s", flush=True)
+        maybe_fail("dynamics")
     return read_rows(results_path)
 
 

@@ -17,6 +17,7 @@ from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset
 from jaxmem.experiments.distributed import probe_on_mesh
 from jaxmem.experiments.probing import clean_subspace_kinds, probe_members
+from jaxmem.faults import maybe_fail
 from jaxmem.features import member_variables
 from jaxmem.models import get_model
 from jaxmem.models.resnet import with_bn_mode
@@ -81,9 +82,9 @@ def run_memorization(
                                    dropout=spec.dropout), bn_mode)
     variables = member_variables(params, batch_stats)
 
-    def probe(ids: Sequence[int]) -> list[dict]:  # the members ``ids`` (all, or one device's)
+    def probe(ids: Sequence[int], items=tuple(plan.items())) -> list[dict]:  # members ``ids`` (all, or a device's)
         rows = []
-        for (kinds, wanted), planned in plan.items():
+        for (kinds, wanted), planned in items:
             chosen = [m for m in ids if m in planned]
             if not chosen:
                 continue
@@ -94,10 +95,15 @@ def run_memorization(
                                   precision=precision, memory_budget=memory_budget)
         return rows
 
-    rows = probe(range(len(members))) if mesh is None else probe_on_mesh(probe, len(members), mesh)
-    if is_writer():
-        append_rows(out_dir / RESULTS_FILE, rows)
-    barrier("jaxmem-probed")
+    if mesh is None:  # each pass's rows as soon as they exist: an interrupted rerun probes only what is missing
+        for item in plan.items():
+            append_rows(out_dir / RESULTS_FILE, probe(range(len(members)), (item,)))
+            maybe_fail("probe")
+    else:
+        rows = probe_on_mesh(probe, len(members), mesh)
+        if is_writer():
+            append_rows(out_dir / RESULTS_FILE, rows)
+        barrier("jaxmem-probed")
     return read_rows(out_dir / RESULTS_FILE)
 
 

@@ -34,7 +34,7 @@ from jaxmem.experiments.probing import fit_and_score, subspace_grouping
 from jaxmem.features import member_predictions, member_variables
 from jaxmem.models import get_model, probe_layers
 from jaxmem.probes.registry import select_probes
-from jaxmem.results import accuracy_row
+from jaxmem.results import accuracy_row, write_table
 from jaxmem.train import load_member_params
 from jaxmem.train.loop import EpochEnd, Progress, device_data, split_member_keys, train_members
 from jaxmem.train.step import make_optimizer
@@ -185,7 +185,7 @@ def relabel_and_finetune(
                 i = c * num_members + m
                 add(m, int(best_epoch[i]), "finetune_best", chosen[c][m], kind, split, "true", predicted[i] == y)
     table = pd.DataFrame(rows)
-    table.to_csv(Path(out_dir) / RELABEL_FILE, index=False)
+    write_table(table, Path(out_dir) / RELABEL_FILE)
     return table
 
 

@@ -16,7 +16,7 @@ from jaxmem.data import Dataset
 from jaxmem.experiments.memorize import RESULTS_FILE, run_memorization
 from jaxmem.experiments.relabel import RELABEL_FILE, relabel_and_finetune
 from jaxmem.members import member_grid
-from jaxmem.results import read_rows
+from jaxmem.results import read_rows, write_table
 from jaxmem.train.rundir import barrier, is_writer
 
 DONE_FILE = "DONE"
@@ -79,9 +79,7 @@ def combine_tables(out_dir: str | Path, cells: Sequence[Cell], members_per_cell:
     if not parts:
         return None
     target = out_dir / file_name
-    temporary = target.with_suffix(".tmp")
-    pd.concat(parts, ignore_index=True).to_csv(temporary, index=False)
-    temporary.replace(target)
+    write_table(pd.concat(parts, ignore_index=True), target)
     return target
 
 

@@ -98,6 +98,9 @@ class VerifyData(NamedTuple):
 # ----------------------------------------------------------------------------------------------------- data
 
 
+SYNTHETIC = "synthetic"  # how the source of synthetic samples begins
+
+
 def synthetic_data(dataset: str, num_train: int, num_eval: int, *, seed: int = 0) -> VerifyData:
     """Learnable synthetic images shaped like ``dataset``: per sample, 1/4 a fixed random class pattern, 3/4 noise.
 
@@ -111,7 +114,7 @@ def synthetic_data(dataset: str, num_train: int, num_eval: int, *, seed: int = 0
     noise = rng.integers(0, 256, (total, *info.image_shape), dtype=np.uint16)
     images = normalize(dataset, ((patterns[labels] + 3 * noise) // 4).astype(np.uint8))
     return VerifyData(dataset, images[:num_train], labels[:num_train], images[num_train:], labels[num_train:],
-                      f"synthetic {'×'.join(map(str, info.image_shape))}")
+                      f"{SYNTHETIC} {'×'.join(map(str, info.image_shape))}")
 
 
 def load_verify_data(dataset: str, data_dir: str | os.PathLike | None, *, num_train: int, num_eval: int,
@@ -460,7 +463,8 @@ def run_all(data_dir: str | os.PathLike | None = None, *, steps: int = 50, cnn_s
     Args:
       data_dir: folder with the original files (``None``: env ``JAXMEM_DATA_DIR``). MNIST-shaped checks use real
         MNIST when found, CIFAR-shaped ones real CIFAR-10 when found; otherwise synthetic images (see
-        :func:`synthetic_data`), named in each result's ``data``.
+        :func:`synthetic_data`), named in each result's ``data``. A folder given here that holds none of
+        ``datasets`` is a mistake: ``FileNotFoundError`` before any check runs.
       steps: MLP trajectory length (batch 32, float32).
       cnn_steps: CNN trajectory length (batch 128 for MNIST, 32 for CIFAR-10; float64, so slower).
       seed: jaxmem's initialisation seed.
@@ -475,11 +479,15 @@ def run_all(data_dir: str | os.PathLike | None = None, *, steps: int = 50, cnn_s
         _check_model(model_name)
     for dataset in datasets:
         _check_dataset(dataset)
+    lengths = {"mlp": steps, "cnn": cnn_steps}
+    samples = {dataset: load_verify_data(dataset, data_dir, num_train=max(
+        [lengths[m] * paper_train_spec(dataset, m).batch_size for m in models] + [masc_samples]),
+        num_eval=eval_samples, seed=seed) for dataset in datasets}
+    if data_dir is not None and all(data.source.startswith(SYNTHETIC) for data in samples.values()):
+        raise FileNotFoundError(f"{data_dir} holds no {' or '.join(datasets)} files: give the folder that holds "
+                                f"them, or no data folder to check on synthetic images")
     results = []
-    for dataset in datasets:
-        lengths = {"mlp": steps, "cnn": cnn_steps}
-        needed = max([lengths[m] * paper_train_spec(dataset, m).batch_size for m in models] + [masc_samples])
-        data = load_verify_data(dataset, data_dir, num_train=needed, num_eval=eval_samples, seed=seed)
+    for dataset, data in samples.items():
         for model_name in models:
             try:
                 results += run_pair(model_name, data, steps=lengths[model_name], seed=seed, masc_samples=masc_samples)

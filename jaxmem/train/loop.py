@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxmem import results, sharding
+from jaxmem import faults, results, sharding
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.members import check_members, member_keys
@@ -502,8 +502,9 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
     # 1. resume=False: delete this run's previous outputs, then start fresh (4).
     # 2. out_dir already holds a run: its config.json must describe this one (else ValueError, never a mix);
     #    a results.csv without config.json is not ours to overwrite (ValueError).
-    # 3. a checkpoint exists: restore state, epoch, results-row count and metric history from the latest;
-    #    rows written after it are dropped when training continues (they are recomputed identically).
+    # 3. a checkpoint exists: restore state, epoch, results-row count and metric history from the newest that
+    #    restores and whose rows are all in results.csv (one line for each passed over; none restoring:
+    #    ValueError); rows written after it are dropped when training continues (recomputed identically).
     # 4. otherwise start at epoch 0: drop rows of an attempt killed before its first checkpoint, write
     #    config.json and members.csv, evaluate and record the initialisation.
     run_dir.prepare(config, resume=resume)
@@ -518,10 +519,12 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
         state = init_members(model, tx, init_keys, data.x_train[:1])
     else:
         state, labels, train_keys, data = sharding.place_run(model, tx, mesh, labels, init_keys, train_keys, data)
-    restored_epoch = run_dir.latest_epoch()
-    if restored_epoch is not None:
-        state, meta = run_dir.restore(restored_epoch, state)
+    restored = run_dir.restore_latest(state)
+    restored_epoch = None
+    if restored is not None:
+        state, meta = restored
         epoch, rows_written, history = meta["epoch"], meta["results_rows"], history_from_meta(meta)
+        restored_epoch = epoch
     else:
         epoch = 0
         history = [sharding.to_host(make_eval_fn(model, eval_batch_size=eval_batch_size)(state, labels, data))]
@@ -542,6 +545,7 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
                                                        num_test))
         if end.epoch in checkpoint_epochs:
             run_dir.save_epoch_params(end.epoch, end.state)
+        faults.maybe_fail("epoch")
         if (checkpoint_every and end.epoch % checkpoint_every == 0) or (
                 checkpoint_seconds is not None and _agreed_seconds_since(last_save) >= checkpoint_seconds):
             run_dir.save(end.epoch, end.state, checkpoint_meta(end.epoch, rows_written, history))

@@ -5,8 +5,12 @@ Layout (big_vision's workdir):
 * ``config.json`` and ``members.csv``: written when the run starts; a rerun must describe the same run.
 * ``results.csv``: the tidy table (:mod:`jaxmem.results`); model rows of epoch 0 = initialisation for every
   member, then each epoch a member trained in, none after its stop epoch. Probes append to it.
-* ``checkpoints/<epoch>``: the latest full stacked state (member axis included) with the epoch, the number of
-  results rows written and the metric history.
+  Appends land whole or not at all: ``results.csv.committed`` records the bytes they finished, and an append
+  cut short is dropped when the table is next opened (:func:`jaxmem.results.append_rows`).
+* ``checkpoints/<epoch>``: the last two full stacked states (member axis included), each with the epoch, the
+  number of results rows written and the metric history. A resume takes the newest that restores and whose rows
+  are all in ``results.csv`` (:meth:`RunDir.restore_latest`), so a corrupt, half-written or deleted checkpoint
+  or a cut table costs the epochs since the one before, never the run.
 * ``epochs/<epoch>``: parameters at requested epochs (kept); ``final``: the last parameters.
 
 Everything that touches these files lives here; :func:`jaxmem.train.loop.train_members` does no file I/O.
@@ -21,6 +25,8 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
+import threading
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -29,7 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from jaxmem import results
+from jaxmem import faults, results
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset
 from jaxmem.train.step import EvalMetrics, MemberState
@@ -37,10 +43,12 @@ from jaxmem.train.step import EvalMetrics, MemberState
 CONFIG_FILE = "config.json"
 MEMBERS_FILE = "members.csv"
 RESULTS_FILE = "results.csv"
+KEPT_CHECKPOINTS = 2
 CHECKPOINT_DIR = "checkpoints"
 EPOCHS_DIR = "epochs"
 FINAL_DIR = "final"
-_RUN_OUTPUTS = (CONFIG_FILE, MEMBERS_FILE, RESULTS_FILE, CHECKPOINT_DIR, EPOCHS_DIR, FINAL_DIR)
+_RUN_OUTPUTS = (CONFIG_FILE, MEMBERS_FILE, RESULTS_FILE, RESULTS_FILE + results.COMMIT_SUFFIX, CHECKPOINT_DIR,
+                EPOCHS_DIR, FINAL_DIR)
 # Settings that never change a trajectory, only where it ends: a resumed run may take new values (recorded in
 # config.json under "resumed_with"); every other TrainSpec field must match the original run.
 _RESUMABLE_CHANGES = ("max_epochs", "stop_on")
@@ -147,7 +155,7 @@ class RunDir:
             raise ValueError(f"{self.results_path} exists but {self.path / CONFIG_FILE} does not; not a jaxmem "
                              f"training run directory, choose another out_dir")
         self._manager = ocp.CheckpointManager(
-            self._absolute / CHECKPOINT_DIR, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+            self._absolute / CHECKPOINT_DIR, options=ocp.CheckpointManagerOptions(max_to_keep=KEPT_CHECKPOINTS, create=True))
         self._params = ocp.StandardCheckpointer()
         if saved is not None:
             self._record_resumable_changes(saved, config)
@@ -201,20 +209,54 @@ class RunDir:
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
-    def latest_epoch(self) -> int | None:
-        """Epoch of the latest full checkpoint, or None."""
-        return self._manager.latest_step()
+    def restore_latest(self, target: MemberState) -> tuple[MemberState, dict] | None:
+        """``(state, meta)`` of the newest checkpoint that restores and whose results rows are all in the table,
+        laid out like ``target`` (shardings included); None when there is no checkpoint to resume from.
 
-    def restore(self, epoch: int, target: MemberState) -> tuple[MemberState, dict]:
-        """``(state, meta)`` of the checkpoint at ``epoch``, laid out like ``target`` (shardings included)."""
-        restored = self._manager.restore(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-        return restored.state, restored.meta
+        Each checkpoint passed over is named on stderr in one line and deleted (its epochs are recomputed). When
+        checkpoints exist but none restores: ``ValueError`` with the ways out.
+        """
+        rows = results.count_rows(self.results_path) if is_writer() else 0
+        if jax.process_count() > 1:
+            rows = int(multihost_utils.broadcast_one_to_all(np.int64(rows)))
+        failed = []
+        newest_first = sorted(self._manager.all_steps(), reverse=True)
+        for index, epoch in enumerate(newest_first):
+            earlier = index + 1 < len(newest_first)
+            name = self._absolute / CHECKPOINT_DIR / str(epoch)
+            try:
+                restored = self._manager.restore(epoch, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+            except Exception as error:  # corrupt, half-written or partly deleted: fall back to an earlier one
+                failed.append(f"{name} ({_first_sentence(error)})")
+                restored = None
+            if restored is None:
+                _silence_abandoned_reads()
+                self._pass_over(epoch, f"checkpoint {failed[-1]} does not restore", earlier)
+                continue
+            if restored.meta["results_rows"] > rows:
+                self._pass_over(epoch, f"checkpoint {name} needs {restored.meta['results_rows']} rows of "
+                                       f"{self.results_path}, which holds {rows}", earlier)
+                continue
+            return restored.state, restored.meta
+        if failed:
+            raise ValueError(f"no checkpoint of {self.path} restores ({'; '.join(failed)}): rerun with --no-resume "
+                             f"(resume=False) to start over, or use a new --out (out_dir)")
+        return None
+
+    def _pass_over(self, epoch: int, why: str, earlier: bool) -> None:
+        """Say why the checkpoint at ``epoch`` is not resumed from, and delete it (it would block the save of
+        that epoch when it is recomputed)."""
+        if is_writer():
+            print(f"{why}: {'trying the one before it' if earlier else 'no earlier checkpoint'}; the epochs after "
+                  f"the one resumed from are recomputed", file=sys.stderr, flush=True)
+        self._manager.delete(epoch)
 
     def save(self, epoch: int, state: MemberState, meta: dict) -> None:
         """The full state at ``epoch`` (replacing the previous checkpoint) with ``meta`` (JSON)."""
         self._manager.save(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardSave(_host_state(state)), meta=ocp.args.JsonSave(meta)))
+        faults.maybe_fail("checkpoint")
 
     def save_epoch_params(self, epoch: int, state: MemberState) -> None:
         """Parameters at ``epoch`` under ``epochs/<epoch>``, kept; skipped when a resumed run already wrote them
@@ -233,6 +275,34 @@ class RunDir:
                 handle.wait_until_finished()
                 handle.close()
         barrier("jaxmem-rundir-closed")
+
+
+def _first_sentence(error: Exception) -> str:
+    """An error in one short line: TensorStore's messages run on with the whole store specification."""
+    text = str(error).strip()
+    return text.splitlines()[0].split(". See full", 1)[0][:200] if text else type(error).__name__
+
+
+def _silence_abandoned_reads() -> None:
+    """After a failed restore, Orbax's other reads of that checkpoint finish into a closed event loop, and Python
+    prints each as a traceback, long after the one line that reported the checkpoint: keep exactly those quiet
+    (for the rest of the process; every other error is printed as before)."""
+    global _SILENCED
+    if _SILENCED:
+        return
+    _SILENCED = True
+
+    def abandoned(error, culprit=None) -> bool:
+        return (isinstance(error, RuntimeError) and str(error) == "Event loop is closed") or \
+            getattr(culprit, "__qualname__", "") == "_read_array_index_and_device_put"
+
+    unraisable_hook, except_hook, thread_hook = sys.unraisablehook, sys.excepthook, threading.excepthook
+    sys.unraisablehook = lambda u: None if abandoned(u.exc_value, u.object) else unraisable_hook(u)
+    sys.excepthook = lambda kind, error, trace: None if abandoned(error) else except_hook(kind, error, trace)
+    threading.excepthook = lambda args: None if abandoned(args.exc_value) else thread_hook(args)
+
+
+_SILENCED = False
 
 
 def checkpoint_meta(epoch: int, rows_written: int, history: Sequence[EvalMetrics]) -> dict:
