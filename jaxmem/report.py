@@ -297,15 +297,14 @@ def _label_method_order(method: str) -> tuple:
 def labels_summary(df):
     """Which labels are wrong (a ``labels.csv`` table): per (dataset, model, degree, method), mean and std over
     seeds of each metric (columns ``<split>_mean``, ``<split>_std``), the flagged count, the layers and seeds."""
-    rows, keys = df, GROUP + ["probe"]
-    table = rows.pivot_table(index=keys, columns="split", values="accuracy", aggfunc=["mean", "std"], dropna=False)
+    keys = GROUP + ["probe"]
+    table = df.pivot_table(index=keys, columns="split", values="accuracy", aggfunc=["mean", "std"], dropna=False)
     table.columns = [f"{split}_{stat}" for stat, split in table.columns]
-    flagged = rows[rows["split"] == "flag_precision"].groupby(keys)["n_seen"].mean().rename("flagged")
-    scored = rows[rows["split"] == "flag_precision"].groupby(keys)
-    extra = scored.agg(layers=("layer", lambda layers: ",".join(sorted(set(layers)))),
-                       seeds=("member", "nunique"), wrong=("n_seen", "size"))
-    extra["wrong"] = rows[rows["split"] == "flag_recall"].groupby(keys)["n_seen"].mean()
-    return table.join(flagged).join(extra, how="inner").reset_index()
+    extra = df[df["split"] == "flag_precision"].groupby(keys).agg(
+        flagged=("n_seen", "mean"), layers=("layer", lambda layers: ",".join(sorted(set(layers)))),
+        seeds=("member", "nunique"))
+    extra["wrong"] = df[df["split"] == "flag_recall"].groupby(keys)["n_seen"].mean()
+    return table.join(extra, how="inner").reset_index()
 
 
 def labels_markdown(df) -> str:

@@ -185,7 +185,7 @@ def test_cli_labels_writes_the_table_the_section_and_reruns_only_what_is_missing
     assert main(["labels", *tune]) == 0
     assert "done" in capsys.readouterr().out
     assert len(read_rows(digits_run / "labels.csv")) == len(tuned)
-    assert main(["labels", *common[:-2], "--folds", "4", "--quiet"]) == 2  # other settings: refused
+    assert main(["labels", *common[:3], "--folds", "4", "--quiet"]) == 2  # other settings: refused
     assert main(["report", str(digits_run / "results.csv")]) == 0
     report = (digits_run / "report.md").read_text()
     assert "## Which training labels are wrong" in report and "relabel → fine-tuned" in report
@@ -218,3 +218,46 @@ def test_cli_labels_bad_inputs_give_one_line_and_exit_2(digits_run, tmp_path, ca
 
     monkeypatch.setitem(__import__("sys").modules, "cleanlab", None)
     assert "pip install" in _one_line_error(capsys, ["labels", str(digits_run)])
+
+
+def test_report_section_averages_seeds_and_plots_from_the_table_alone(tmp_path):
+    import pandas as pd
+
+    from jaxmem.report import labels_section, labels_summary
+
+    rows = []
+    for seed in (0, 1):
+        true, given, wrong = _planted(seed=seed)
+        member = member_grid("digits", "mlp", [0.25], [seed])[0]
+        scores = np.eye(NUM_CLASSES)[true] + np.random.default_rng(seed).normal(0, 0.6, (len(true), NUM_CLASSES))
+        rows += verdict_rows(seed, member, "masc", "fc1", "corrupted", probe_verdict(scores, given), given, true)
+    table = pd.DataFrame(rows)
+    summary = labels_summary(table).iloc[0]
+    for split in ("flag_precision", "rank_ap"):
+        values = table.loc[table["split"] == split, "accuracy"]
+        assert summary[f"{split}_mean"] == pytest.approx(values.mean())
+        assert summary[f"{split}_std"] == pytest.approx(values.std())
+    assert summary["seeds"] == 2 and summary["layers"] == "fc1"
+    section = labels_section(table, tmp_path)
+    assert "**digits × mlp, p = 0.25** (2 seeds" in section and "| masc | fc1 |" in section
+    assert (tmp_path / "labels_pr.png").stat().st_size > 0
+
+
+def test_a_negative_label_drops_its_sample_from_the_loss():
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmem.train import cross_entropy
+
+    rng = np.random.default_rng(7)
+    logits = jnp.asarray(rng.normal(size=(6, NUM_CLASSES)), jnp.float32)
+    labels = jnp.asarray([0, -1, 2, 3, -1, 1])
+    weights = jnp.asarray([1, 1, 1, 1, 1, 0], jnp.float32)  # the last one is padding
+    kept = np.array([0, 2, 3])
+    log_probs = np.asarray(jax.nn.log_softmax(logits))
+    expected = -np.mean(log_probs[kept, np.asarray(labels)[kept]])
+    np.testing.assert_allclose(cross_entropy(logits, labels, weights), expected, rtol=1e-6)
+    none_kept = jnp.full(6, -1)
+    assert float(cross_entropy(logits, none_kept, weights)) == 0.0
+    gradient = jax.grad(lambda z: cross_entropy(z, none_kept, weights))(logits)
+    assert not np.asarray(gradient).any()

@@ -11,8 +11,8 @@ ranking (higher: more likely wrong) and a suggested label:
   minus the margin of the given label's score over the best other class's (MASC: cos²), suggesting its prediction.
 * ``cleanlab_cv``: confident learning (``cleanlab.filter.find_label_issues``, ranked by minus
   ``cleanlab.rank.get_label_quality_scores``) on out-of-sample probabilities from K-fold cross-validated
-  logistic regression (the registry's ``logreg`` probe, one fit per fold) at MASC's chosen layer; suggesting the
-  most probable class on flagged samples.
+  logistic regression (scikit-learn, :func:`cross_validated_probs`) at MASC's chosen layer; suggesting the most
+  probable class on flagged samples.
 * ``cleanlab_model``: the same on the memorised model's own softmax (in-sample, so nearly nothing is flagged).
 
 Rows of ``labels.csv`` (the results table's columns; ``split`` names the metric, ``scored_against`` is
@@ -128,17 +128,23 @@ def fold_assignment(num_samples: int, folds: int, seed: int) -> np.ndarray:
 
 
 def cross_validated_probs(features, labels: np.ndarray, num_classes: int, *, folds: int = 5,
-                          seed: int = 0) -> np.ndarray:
-    """Out-of-sample class probabilities [M, N, C]: the registry's logistic regression fitted on all folds but
-    one (every member at once, features [M, N, D], labels [M, N]), its softmax on the held-out fold."""
+                          seed: int = 0, max_iter: int = 1000) -> np.ndarray:
+    """Out-of-sample class probabilities [M, N, C] for features [M, N, D] and labels [M, N]: scikit-learn's
+    ``cross_val_predict(..., method="predict_proba")`` with standardised features and multinomial logistic
+    regression (L-BFGS to convergence, whatever N), on one seeded fold split shared by all members."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     fold = fold_assignment(labels.shape[-1], folds, seed)
-    logreg = PROBES["logreg"]
+    splits = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(folds)]
     probs = np.zeros(labels.shape + (num_classes,))
-    for k in range(folds):
-        train, held_out = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        state = logreg.fit(features[:, train], labels[:, train], num_classes,
-                           key=jax.random.fold_in(jax.random.key(seed), k))
-        probs[:, held_out] = softmax(np.asarray(logreg.scores(state, features[:, held_out])))
+    for m in range(labels.shape[0]):
+        present = np.unique(labels[m])  # columns of predict_proba: the classes seen in training
+        estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+        probs[m][:, present] = cross_val_predict(estimator, np.asarray(features[m], np.float64), labels[m],
+                                                 cv=splits, method="predict_proba")
     return probs
 
 
