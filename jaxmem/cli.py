@@ -615,7 +615,7 @@ def add_labels_parser(subparsers) -> None:
                                                   "cleanlab scored against the known corruption",
                                    description="For every member of a trained run (at its final parameters), "
                                                "flag and rank the training labels that are wrong by the model "
-                                               "itself, each probe (layer chosen on 20 %% of the test set) and "
+                                               "itself, each probe (layer chosen on 20 % of the test set) and "
                                                "confident learning (cleanlab on cross-validated logistic "
                                                "regression, and on the model's softmax); score them against the "
                                                "known corruption mask; optionally fine-tune on each cleaned "
