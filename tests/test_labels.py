@@ -186,9 +186,8 @@ def test_cli_labels_writes_the_table_the_section_and_reruns_only_what_is_missing
     assert "done" in capsys.readouterr().out
     assert len(read_rows(digits_run / "labels.csv")) == len(tuned)
     assert main(["labels", *common[:3], "--folds", "4", "--quiet"]) == 2  # other settings: refused
-    assert main(["report", str(digits_run / "results.csv")]) == 0
-    report = (digits_run / "report.md").read_text()
-    assert "## Which training labels are wrong" in report and "relabel → fine-tuned" in report
+    section = (digits_run / "labels.md").read_text()
+    assert "## Which training labels are wrong" in section and "relabel → fine-tuned" in section
 
 
 def _one_line_error(capsys, argv) -> str:
