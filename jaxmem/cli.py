@@ -618,6 +618,63 @@ def cmd_relabel(args) -> None:
     print(f"table: {out / RELABEL_FILE}")
 
 
+# ------------------------------------------------------------------------------------- which labels are wrong
+
+
+def add_labels_parser(subparsers) -> None:
+    parser = subparsers.add_parser("labels", help="which training labels are wrong: the model, each probe and "
+                                                  "cleanlab scored against the known corruption",
+                                   description="For every member of a trained run (at its final parameters), "
+                                               "flag and rank the training labels that are wrong by the model "
+                                               "itself, each probe (layer chosen on 20 % of the test set) and "
+                                               "confident learning (cleanlab on cross-validated logistic "
+                                               "regression, and on the model's softmax); score them against the "
+                                               "known corruption mask; optionally fine-tune on each cleaned "
+                                               "training set. Appends RUN_DIR/labels.csv (a rerun computes only "
+                                               "what is missing), writes RUN_DIR/labels.md and labels_pr.png. "
+                                               "Needs jaxmem[labels].")
+    parser.add_argument("run_dir", type=Path, help="a run directory written by jaxmem train/run")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
+    parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
+    parser.add_argument("--probes", default="all", help="comma-separated probes (MASC always), or 'all'")
+    parser.add_argument("--layers", default="", help="candidate layers (default: all probe layers)")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds for cleanlab's probabilities")
+    parser.add_argument("--fine-tune", action="store_true",
+                        help="also fine-tune every member on each method's relabelled and dropped-out training set "
+                             "(the costly part)")
+    parser.add_argument("--finetune-epochs", type=int, default=30, help="at most this many fine-tuning epochs")
+    parser.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs)")
+    parser.add_argument("--split-seed", type=int, default=2345, help="seed of the 80/20 test split")
+    parser.add_argument("--variance", type=parse_variance, default=0.99)
+    parser.add_argument("--redo", action="store_true", help="delete labels.csv and compute everything again")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=cmd_labels)
+
+
+def cmd_labels(args) -> None:
+    from jaxmem.experiments.cost import load_run_dataset
+    from jaxmem.experiments.labels import LABELS_FILE, import_cleanlab, label_issues
+    from jaxmem.probes.registry import PROBES
+    from jaxmem.report import labels_section
+
+    import_cleanlab()
+    dataset = load_run_dataset(args.run_dir, args.data_dir, args.source)
+    run = label_issues(args.run_dir, dataset, probes=tuple(PROBES) if args.probes == "all" else
+                       with_masc(args.probes), layers=split_names(args.layers) or None, folds=args.folds,
+                       split_seed=args.split_seed, variance=args.variance, fine_tune=args.fine_tune,
+                       finetune_epochs=args.finetune_epochs, patience=args.patience, redo=args.redo,
+                       progress=not args.quiet)
+    if run.skipped:
+        print(f"skipped members {run.skipped}: no training label is wrong (p = 0)", file=sys.stderr)
+    if not run.computed:
+        print(f"{args.run_dir / LABELS_FILE} already has every member{' and fine-tuning' * args.fine_tune}: done")
+    section = labels_section(run.table, args.run_dir)
+    (args.run_dir / "labels.md").write_text(section)
+    print(section)
+    print(f"table: {args.run_dir / LABELS_FILE}; section: {args.run_dir / 'labels.md'}")
+
+
 # --------------------------------------------------------------------------------------------------- report
 
 
@@ -625,7 +682,8 @@ def add_report_parser(subparsers) -> None:
     parser = subparsers.add_parser("report", help="summary table and plots from a results table",
                                    description="Read a results.csv (any experiment) and write report.md with the "
                                                "paper-style summary table and PNG plots into --out (with the "
-                                               "relabel-and-fine-tune table when relabel.csv is beside it).")
+                                               "relabel-and-fine-tune table when relabel.csv is beside it, the "
+                                               "wrong-label section when labels.csv is).")
     parser.add_argument("results", type=Path, help="a results.csv written by jaxmem")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: beside the table)")
     parser.add_argument("--title", default=None)
@@ -644,8 +702,10 @@ def cmd_report(args) -> None:
         raise ValueError(f"{args.results} has no rows")
     table = table[~table["layer"].isin(args.exclude_layers)]
     relabel = args.results.parent / "relabel.csv"
+    labels = args.results.parent / "labels.csv"
     page = write_report(table, args.out or args.results.parent, title=args.title or f"jaxmem report: {args.results}",
-                        relabel=read_rows(relabel) if relabel.exists() else None)
+                        relabel=read_rows(relabel) if relabel.exists() else None,
+                        labels=read_rows(labels) if labels.exists() else None)
     print(f"report: {page}")
 
 
@@ -735,6 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dynamics_parser(subparsers)
     add_edit_parser(subparsers)
     add_relabel_parser(subparsers)
+    add_labels_parser(subparsers)
     add_report_parser(subparsers)
     add_cost_parser(subparsers)
     add_verify_parser(subparsers)

@@ -39,10 +39,15 @@ def _apply_members(model, variables, x, layers):
     return jax.vmap(one)(variables)
 
 
+def _logits(model, variables, x):
+    """Logits [M, B, C] of all members on one shared batch x [B, ...]."""
+    return jax.vmap(lambda v: model.apply(v, x, train=False)[0])(variables)
+
+
 @functools.partial(jax.jit, static_argnames="model")
 def _member_classes(model, variables, x):
     """Predicted classes [M, B] of all members on one shared batch x [B, ...]."""
-    return jnp.argmax(jax.vmap(lambda v: model.apply(v, x, train=False)[0])(variables), axis=-1)
+    return jnp.argmax(_logits(model, variables, x), axis=-1)
 
 
 def _over_batches(batch_fn, x, batch_size: int):
@@ -63,6 +68,14 @@ def collect_activations(
 def member_predictions(model, variables, x, *, batch_size: int = 1024) -> np.ndarray:
     """The model's predicted classes [M, N] for every member on the shared inputs x [N, ...]."""
     return np.asarray(_over_batches(lambda batch: _member_classes(model, variables, batch), x, batch_size))
+
+
+def member_logits(model, variables, x, *, batch_size: int = 1024) -> np.ndarray:
+    """The model's logits [M, N, C] for every member on the shared inputs x [N, ...]."""
+    return np.asarray(_over_batches(lambda batch: _jitted_logits(model, variables, batch), x, batch_size))
+
+
+_jitted_logits = jax.jit(_logits, static_argnames="model")
 
 
 def layer_widths(model, variables, sample_x, layers: Sequence[str]) -> dict[str, int]:

@@ -325,14 +325,108 @@ def relabel_markdown(df) -> str:
     return "\n".join(lines)
 
 
-def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relabel=None) -> Path:
-    """``out_dir/report.md`` with the summary table and the plots beside it (PNG), and the relabel-and-fine-tune
-    table when a ``relabel`` table is given; returns the page's path. A table without probe rows (a training
-    run) gets the training curves and no probe sections."""
+LABEL_METRICS = (("flag_precision", "precision"), ("flag_recall", "recall"), ("flag_f1", "F1"),
+                 ("rank_ap", "AP"), ("rank_auroc", "AUROC"), ("relabel_fixed", "wrong fixed"),
+                 ("relabel_broken", "right broken"), ("relabel_test_report", "relabel → fine-tuned (80 %)"),
+                 ("drop_test_report", "drop → fine-tuned (80 %)"))
+_LABEL_METHOD_ORDER = ("model", "cleanlab_model", "cleanlab_cv")
+
+
+def _label_method_order(method: str) -> tuple:
+    """The model and cleanlab first, then the probes in registry order."""
+    if method in _LABEL_METHOD_ORDER:
+        return (0, _LABEL_METHOD_ORDER.index(method))
+    return (1, *registry_order(method))
+
+
+def labels_summary(df):
+    """Which labels are wrong (a ``labels.csv`` table): per (dataset, model, degree, method), mean and std over
+    seeds of each metric (columns ``<split>_mean``, ``<split>_std``), the flagged count, the layers and seeds."""
+    keys = GROUP + ["probe"]
+    table = df.pivot_table(index=keys, columns="split", values="accuracy", aggfunc=["mean", "std"], dropna=False)
+    table.columns = [f"{split}_{stat}" for stat, split in table.columns]
+    extra = df[df["split"] == "flag_precision"].groupby(keys).agg(
+        flagged=("n_seen", "mean"), layers=("layer", lambda layers: ",".join(sorted(set(layers)))),
+        seeds=("member", "nunique"))
+    extra["wrong"] = df[df["split"] == "flag_recall"].groupby(keys)["n_seen"].mean()
+    return table.join(extra, how="inner").reset_index()
+
+
+def labels_markdown(df) -> str:
+    """:func:`labels_summary` as one Markdown table per (dataset, model, degree), metrics in %."""
+    table = labels_summary(df)
+    before = df[(df["probe"] == "model") & (df["split"] == "test_report")].groupby(GROUP)["accuracy"].agg(
+        ["mean", "std"])
+    parts = []
+    for (dataset, model, degree), part in table.groupby(GROUP):
+        seeds = int(part["seeds"].max())
+        head = (f"**{dataset} × {model}, p = {degree:g}** ({seeds} seed{'s' * (seeds != 1)}, "
+                f"{part['wrong'].mean():.0f} wrong labels per member")
+        if (dataset, model, degree) in before.index:
+            b = before.loc[(dataset, model, degree)]
+            head += f"; the model before fine-tuning: {_mean_std(b['mean'], b['std'])} % on the 80 %"
+        lines = [head + ")", "", "| method | layer | flagged | " + " | ".join(name for _, name in LABEL_METRICS)
+                 + " |", "|---|---|---|" + "---|" * len(LABEL_METRICS)]
+        for r in sorted(part.itertuples(), key=lambda r: _label_method_order(r.probe)):
+            cells = [_mean_std(getattr(r, f"{split}_mean", np.nan), getattr(r, f"{split}_std", np.nan))
+                     for split, _ in LABEL_METRICS]
+            lines.append(f"| {r.probe} | {r.layers} | {r.flagged:.0f} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def plot_label_pr(df, path: str | Path) -> Path:
+    """Precision–recall curves of the label rankings, one panel per (dataset, model, degree): interpolated
+    precision at each recall level (mean over seeds) per method, its flagged set as a marker on the same colour."""
+    plt = _pyplot()
+    curves = df[df["split"].str.startswith("rank_precision@")].assign(
+        recall=lambda r: r["split"].str.removeprefix("rank_precision@").astype(float))
+    flags = df[df["split"].isin(["flag_precision", "flag_recall"])].pivot_table(
+        index=GROUP + ["probe"], columns="split", values="accuracy", aggfunc="mean")
+    panels = curves.groupby(GROUP)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False, sharey=True)
+    methods = sorted(curves["probe"].unique(), key=_label_method_order)
+    colors = dict(zip(methods, plt.cm.tab10(np.arange(len(methods)) % 10)))
+    for ax, (panel, part) in zip(axes[0], panels):
+        for method in methods:
+            curve = part[part["probe"] == method].groupby("recall")["accuracy"].mean()
+            if curve.empty:
+                continue
+            ax.plot(curve.index, curve.values, "-", color=colors[method], label=method)
+            if (*panel, method) in flags.index:
+                point = flags.loc[(*panel, method)]
+                ax.plot(point["flag_recall"], point["flag_precision"], "o", color=colors[method])
+        ax.set_title(f"{panel[0]} × {panel[1]}, p = {panel[2]:g}", fontsize=9)
+        ax.set_xlabel("recall of the wrong labels")
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("precision (dots: flagged sets)")
+    axes[0][0].legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def labels_section(df, out_dir: str | Path) -> str:
+    """The Markdown section on which training labels are wrong, with its precision–recall plot written into
+    ``out_dir`` (``labels_pr.png``)."""
+    plot = plot_label_pr(df, Path(out_dir) / "labels_pr.png")
+    return "\n".join(["## Which training labels are wrong", "",
+                      "Each method's verdict on every training label, scored against the known corruption mask "
+                      "(mean ± std over seeds, %): the flagged set's precision, recall and F1; the ranking's "
+                      "average precision and AUROC; with the suggested labels the share of wrong labels fixed and "
+                      "of right ones broken; and, when fine-tuned, the accuracy on the 80 % report part after "
+                      "fine-tuning on the relabelled or the dropped-out training set.", "", labels_markdown(df), "",
+                      f"![precision–recall of the label rankings]({plot.name})", ""])
+
+
+def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relabel=None, labels=None) -> Path:
+    """``out_dir/report.md`` with the summary table and the plots beside it (PNG), the relabel-and-fine-tune
+    table when a ``relabel`` table is given and the wrong-label section when a ``labels`` table is; returns the
+    page's path. A table without probe rows (a training run) gets the training curves and no probe sections."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if _probe_test_rows(df).empty:
-        return _write_training_report(df, out_dir, title)
+        return _write_training_report(df, out_dir, title, labels)
     summary(df).to_csv(out_dir / "summary.csv", index=False)
     parts = [f"# {title}", "", "Test accuracy (%) of the model at each member's last trained epoch (after "
              "memorisation where the stop rule was reached) and of each probe at its best layer "
@@ -375,12 +469,14 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relab
         parts += ["", "## Relabel and fine-tune", "", "Training labels replaced by the MASC predictions of the layer "
                   "chosen on 20 % of the test set; fine-tuned with early stopping on that part; accuracy on the "
                   "other 80 %.", "", relabel_markdown(relabel)]
+    if labels is not None:
+        parts += ["", labels_section(labels, out_dir)]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path
 
 
-def _write_training_report(df, out_dir: Path, title: str) -> Path:
+def _write_training_report(df, out_dir: Path, title: str, labels=None) -> Path:
     """``report.md`` of a table with model rows only: the last epoch's accuracies and the training curves."""
     parts = [f"# {title}", "", "A training table (no probe rows): the model's accuracy (%) at each member's last "
              "epoch (mean ± std over seeds) and per epoch.", "", training_markdown(df), ""]
@@ -388,6 +484,8 @@ def _write_training_report(df, out_dir: Path, title: str) -> Path:
         name = f"{dataset}-{model}"
         parts += [f"### {dataset} × {model}", "",
                   f"![accuracy vs epoch]({plot_training(part, out_dir / f'training_{name}.png').name})", ""]
+    if labels is not None:
+        parts += ["", labels_section(labels, out_dir)]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -133,37 +133,82 @@ def relabel_and_finetune(
         chosen.append([layers[b] for b in best])
 
     # Fine-tune all kinds × members at once; no memorisation stop, only early stopping on the select part.
-    tx = make_optimizer(spec)
     copies = len(subspaces)
-    state = fresh_states(concat_members(*[params] * copies), concat_members(*[batch_stats] * copies), tx)
-    labels = jnp.asarray(np.concatenate(new_labels))
-    keys = concat_members(*[split_member_keys(members)[1]] * copies)
-    data = device_data(dataset)
-    best_select = np.full(copies * num_members, -1)
-    best_epoch = np.zeros(copies * num_members, int)
-    best_state = jax.tree.map(jnp.copy, state)  # the epoch function donates (deletes) its input state
-    x_select, x_report = jnp.asarray(x_test[select]), jnp.asarray(x_test[report])
-    bar = Progress(max_epochs, 0, "fine-tune", enabled=progress)
-
-    def early_stopping(end: EpochEnd) -> np.ndarray:
-        """Rows of the epoch; keep each member's best state on the select part; stop after ``patience``."""
-        nonlocal best_select, best_epoch, best_state
-        current = member_variables(end.state.params, end.state.batch_stats)
-        select_pred = member_predictions(model, current, x_select)
-        report_pred = member_predictions(model, current, x_report)
-        correct = np.sum(select_pred == y_select, axis=1)
+    tuned = finetune(model, spec, concat_members(*[params] * copies), concat_members(*[batch_stats] * copies),
+                     np.concatenate(new_labels), concat_members(*[split_member_keys(members)[1]] * copies),
+                     dataset, select, report, max_epochs=max_epochs, patience=patience, progress=progress)
+    for record in tuned.history:
         for c, kind in enumerate(subspaces):
             for m in range(num_members):
                 i = c * num_members + m
-                if end.trained[i]:
-                    add(m, end.epoch, "finetune", chosen[c][m], kind, "test_select", "true",
-                        select_pred[i] == y_select)
-                    add(m, end.epoch, "finetune", chosen[c][m], kind, "test_report", "true",
-                        report_pred[i] == y_report)
-                    rows.append(accuracy_row(m, members[m], epoch=end.epoch, probe="finetune", layer=chosen[c][m],
-                                             subspace_labels=kind, split="train", scored_against="relabelled",
-                                             n_correct=int(end.metrics.train_correct[i]),
+                if record.trained[i]:
+                    add(m, record.epoch, "finetune", chosen[c][m], kind, "test_select", "true",
+                        record.select_pred[i] == y_select)
+                    add(m, record.epoch, "finetune", chosen[c][m], kind, "test_report", "true",
+                        record.report_pred[i] == y_report)
+                    rows.append(accuracy_row(m, members[m], epoch=record.epoch, probe="finetune",
+                                             layer=chosen[c][m], subspace_labels=kind, split="train",
+                                             scored_against="relabelled", n_correct=int(record.train_correct[i]),
                                              n_seen=len(dataset.y_train)))
+    for split, predicted, y in (("test_select", tuned.select_pred, y_select),
+                                ("test_report", tuned.report_pred, y_report)):
+        for c, kind in enumerate(subspaces):
+            for m in range(num_members):
+                i = c * num_members + m
+                add(m, int(tuned.best_epoch[i]), "finetune_best", chosen[c][m], kind, split, "true", predicted[i] == y)
+    table = pd.DataFrame(rows)
+    write_table(table, Path(out_dir) / RELABEL_FILE)
+    return table
+
+
+class FineTuneEpoch(NamedTuple):
+    """One fine-tuning epoch of K copies."""
+
+    epoch: int
+    trained: np.ndarray  # [K] bool: the copy trained in this epoch
+    select_pred: np.ndarray  # [K, S] predictions on the select part after the epoch
+    report_pred: np.ndarray  # [K, R] predictions on the report part
+    train_correct: np.ndarray  # [K] training samples predicted as their (new) label
+
+
+class FineTuned(NamedTuple):
+    """What :func:`finetune` returns."""
+
+    history: list  # [FineTuneEpoch] in epoch order
+    best_epoch: np.ndarray  # [K] the kept epoch (0: no epoch improved on -1 correct, never in practice)
+    select_pred: np.ndarray  # [K, S] predictions of the kept state on the select part
+    report_pred: np.ndarray  # [K, R] on the report part
+
+
+def finetune(model, spec: TrainSpec, params, batch_stats, labels: np.ndarray, keys, dataset: Dataset,
+             select: np.ndarray, report: np.ndarray, *, max_epochs: int, patience: int,
+             progress: bool = True, member_chunk: int | None = None) -> FineTuned:
+    """The paper-1 fine-tuning of K copies at once: from ``params`` / ``batch_stats`` (leaves [K, ...]) with a
+    fresh optimiser of the spec's kind, on ``labels`` [K, N] (a label < 0 drops its sample, see
+    :func:`jaxmem.train.step.cross_entropy`), training keys [K]; no memorisation stop; each copy stops once its
+    accuracy on the ``select`` test indices has not improved for ``patience`` epochs, and its best epoch (the
+    first of equals) is kept. ``member_chunk``: see :func:`jaxmem.train.loop.make_epoch_fn`."""
+    tx = make_optimizer(spec)
+    state = fresh_states(params, batch_stats, tx)
+    num_copies = len(labels)
+    best_select = np.full(num_copies, -1)
+    best_epoch = np.zeros(num_copies, int)
+    best_state = jax.tree.map(jnp.copy, state)  # the epoch function donates (deletes) its input state
+    x_test = normalize(dataset.name, dataset.x_test)
+    x_select, x_report = jnp.asarray(x_test[select]), jnp.asarray(x_test[report])
+    y_select = dataset.y_test[select]
+    history = []
+    bar = Progress(max_epochs, 0, "fine-tune", enabled=progress)
+
+    def early_stopping(end: EpochEnd) -> np.ndarray:
+        """Record the epoch; keep each copy's best state on the select part; stop after ``patience``."""
+        nonlocal best_select, best_epoch, best_state
+        current = member_variables(end.state.params, end.state.batch_stats)
+        select_pred = member_predictions(model, current, x_select)
+        history.append(FineTuneEpoch(end.epoch, np.asarray(end.trained), select_pred,
+                                     member_predictions(model, current, x_report),
+                                     np.asarray(end.metrics.train_correct)))
+        correct = np.sum(select_pred == y_select, axis=1)
         improved = end.trained & (correct > best_select)
         best_select = np.where(improved, correct, best_select)
         best_epoch = np.where(improved, end.epoch, best_epoch)
@@ -173,20 +218,12 @@ def relabel_and_finetune(
         bar.update(end.epoch, {"training": int((end.trained & ~stop).sum())})
         return stop
 
-    train_members(model, tx, spec, state, labels, keys, data, max_epochs=max_epochs, stop_at_target=False,
-                  on_epoch=early_stopping)
+    train_members(model, tx, spec, state, jnp.asarray(labels), keys, device_data(dataset), max_epochs=max_epochs,
+                  stop_at_target=False, on_epoch=early_stopping, member_chunk=member_chunk)
     bar.close()
     kept = member_variables(best_state.params, best_state.batch_stats)
-    for split, x, y, index in (("test_select", x_select, y_select, select), ("test_report", x_report, y_report,
-                                                                               report)):
-        predicted = member_predictions(model, kept, x)
-        for c, kind in enumerate(subspaces):
-            for m in range(num_members):
-                i = c * num_members + m
-                add(m, int(best_epoch[i]), "finetune_best", chosen[c][m], kind, split, "true", predicted[i] == y)
-    table = pd.DataFrame(rows)
-    write_table(table, Path(out_dir) / RELABEL_FILE)
-    return table
+    return FineTuned(history, best_epoch, member_predictions(model, kept, x_select),
+                     member_predictions(model, kept, x_report))
 
 
 def _expand(mask: np.ndarray, leaf: jax.Array) -> jax.Array:

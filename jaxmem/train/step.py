@@ -74,12 +74,15 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> j
 
     Args:
       logits: ``[B, K]``.
-      labels: ``[B]`` int32 class indices.
+      labels: ``[B]`` int32 class indices; a negative label drops its sample (weight 0: fine-tuning on a
+        training set with some samples left out keeps the shared data and its batches).
       weights: ``[B]`` float32, 1 for real samples and 0 for the padding of a short last batch, so the loss
         (and its gradient) is the mean over the real samples only, as in Keras/PyTorch's partial last batch.
+        A batch without a kept sample has loss 0 (and zero gradients).
     """
-    per_sample = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return jnp.sum(weights * per_sample) / jnp.sum(weights)
+    weights = jnp.where(labels >= 0, weights, 0.0)
+    per_sample = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+    return jnp.sum(weights * per_sample) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 def train_step(model: nn.Module, tx: optax.GradientTransformation, state: MemberState, x: jax.Array,

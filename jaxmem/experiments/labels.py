@@ -1,0 +1,435 @@
+"""Which training labels are wrong? Every method's verdict on each training label of a memorised member, scored
+against the known corruption mask (docs/methods.md#which-labels-are-wrong).
+
+Methods (the ``probe`` column), each giving per sample a flag (the label is judged wrong), an issue score for
+ranking (higher: more likely wrong) and a suggested label:
+
+* ``model``: the memorised network itself: flagged where its prediction differs from the given label, ranked by
+  1 − its softmax probability of the given label, suggesting its prediction.
+* each probe of :mod:`jaxmem.probes.registry`, fitted on the given labels at the layer chosen on the reference's
+  20 % test split as :mod:`jaxmem.experiments.relabel` chooses it: flagged where its prediction differs, ranked by
+  minus the margin of the given label's score over the best other class's (MASC: cos²), suggesting its prediction.
+* ``cleanlab_cv``: confident learning (``cleanlab.filter.find_label_issues``, ranked by minus
+  ``cleanlab.rank.get_label_quality_scores``) on out-of-sample probabilities from K-fold cross-validated
+  logistic regression (scikit-learn, :func:`cross_validated_probs`) at MASC's chosen layer; suggesting the most
+  probable class on flagged samples.
+* ``cleanlab_model``: the same on the memorised model's own softmax (in-sample, so nearly nothing is flagged).
+
+Rows of ``labels.csv`` (the results table's columns; ``split`` names the metric, ``scored_against`` is
+``"true"``: everything is scored against the true labels; ``epoch`` -1, or the kept fine-tuning epoch):
+
+* ``flag_precision`` / ``flag_recall`` / ``flag_f1``: n_correct / n_seen = TP / flagged, TP / wrong labels,
+  2·TP / (2·TP + FP + FN).
+* ``rank_ap`` / ``rank_auroc``: average precision and AUROC of the ranking (``accuracy`` holds the value;
+  n_correct / n_seen are the wrong labels and the samples ranked, whose ratio is a random ranking's AP).
+* ``rank_precision@R``: interpolated precision at recall R (the best precision at any recall ≥ R; n_correct /
+  n_seen = TP / ranked above that threshold), the points of the precision–recall curve.
+* ``relabel_fixed`` / ``relabel_broken``: with the suggested labels, wrong labels made right / wrong labels, and
+  right labels made wrong / right labels.
+* with fine-tuning: ``model`` on ``test_report`` before it (epoch 0), and per method ``relabel_test_report``
+  (trained on the suggested labels) and ``drop_test_report`` (the flagged samples left out), the 80 % report
+  part's accuracy at the early-stopped epoch (:func:`jaxmem.experiments.relabel.finetune`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import jax
+import numpy as np
+
+from jaxmem.config import MemberSpec
+from jaxmem.data import Dataset, member_train_labels, normalize
+from jaxmem.experiments.cost import check_run_data
+from jaxmem.experiments.dynamics import concat_members
+from jaxmem.experiments.probing import fit_and_score
+from jaxmem.experiments.relabel import REFERENCE_SPLIT_SEED, choose_layers, finetune, split_test
+from jaxmem.features import collect_activations, member_logits, member_variables
+from jaxmem.models import get_model, probe_layers
+from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
+from jaxmem.results import accuracy_row, append_rows, read_rows
+from jaxmem.train import load_member_params, read_run_config
+from jaxmem.train.loop import split_member_keys
+from jaxmem.train.rundir import config_differences
+
+LABELS_FILE = "labels.csv"
+OPTIONS_FILE = "labels.json"
+PR_RECALLS = tuple(np.round(np.linspace(0.1, 1.0, 10), 1))
+CLEANLAB_INSTALL = "cleanlab is not installed: pip install 'jaxmem[labels]' (or pip install 'cleanlab>=2.6')"
+SCORED_MARK, TUNED_MARK = "flag_precision", "relabel_test_report"  # one row that each stage writes per member
+
+
+class Verdict(NamedTuple):
+    """One method's verdict on every training label of one member."""
+
+    flagged: np.ndarray  # [N] bool: the given label is judged wrong
+    issue: np.ndarray  # [N] float: ranking score, higher = more likely wrong
+    suggested: np.ndarray  # [N] int: the label it would give (the given one where not flagged)
+
+
+# ------------------------------------------------------------------------------------------------ verdicts
+
+
+def given_label_margin(scores: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """Score of the given label minus the best other class's: [..., N] from scores [..., N, C], labels [..., N]."""
+    scores = np.asarray(scores, np.float64)
+    own = np.take_along_axis(scores, given[..., None], axis=-1)[..., 0]
+    others = scores.copy()
+    np.put_along_axis(others, given[..., None], -np.inf, axis=-1)
+    return own - others.max(axis=-1)
+
+
+def probe_verdict(scores: np.ndarray, given: np.ndarray) -> Verdict:
+    """A probe's scores [N, C]: flagged where its prediction (argmax) is not the given label."""
+    predicted = np.argmax(scores, axis=-1)
+    return Verdict(predicted != given, -given_label_margin(scores, given), predicted)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.asarray(logits, np.float64) - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def model_verdict(logits: np.ndarray, given: np.ndarray) -> Verdict:
+    """The model's logits [N, C]: flagged where it predicts another class, ranked by 1 − p(given label)."""
+    probs = softmax(logits)
+    predicted = np.argmax(logits, axis=-1)
+    return Verdict(predicted != given, 1 - np.take_along_axis(probs, given[:, None], axis=-1)[:, 0], predicted)
+
+
+def import_cleanlab():
+    """``(cleanlab.filter, cleanlab.rank)``, or ``ValueError`` saying how to install cleanlab."""
+    try:
+        import cleanlab.filter
+        import cleanlab.rank
+    except ImportError:
+        raise ValueError(CLEANLAB_INSTALL) from None
+    return cleanlab.filter, cleanlab.rank
+
+
+def cleanlab_verdict(probs: np.ndarray, given: np.ndarray) -> Verdict:
+    """Confident learning on predicted probabilities [N, C] (out-of-sample for it to mean anything)."""
+    cl_filter, cl_rank = import_cleanlab()
+    flagged = np.asarray(cl_filter.find_label_issues(given, probs, n_jobs=1), bool)
+    quality = cl_rank.get_label_quality_scores(given, probs)
+    return Verdict(flagged, -np.asarray(quality, np.float64), np.where(flagged, np.argmax(probs, axis=-1), given))
+
+
+def fold_assignment(num_samples: int, folds: int, seed: int) -> np.ndarray:
+    """Fold index [N] of each sample: a seeded permutation cut into ``folds`` nearly equal parts."""
+    if not 2 <= folds <= num_samples:
+        raise ValueError(f"folds must be between 2 and the {num_samples} training samples, got {folds}")
+    fold = np.empty(num_samples, int)
+    for k, part in enumerate(np.array_split(np.random.RandomState(seed).permutation(num_samples), folds)):
+        fold[part] = k
+    return fold
+
+
+def cross_validated_probs(features, labels: np.ndarray, num_classes: int, *, folds: int = 5,
+                          seed: int = 0, max_iter: int = 1000) -> np.ndarray:
+    """Out-of-sample class probabilities [M, N, C] for features [M, N, D] and labels [M, N]: scikit-learn's
+    ``cross_val_predict(..., method="predict_proba")`` with standardised features and multinomial logistic
+    regression (L-BFGS to convergence, whatever N), on one seeded fold split shared by all members."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    fold = fold_assignment(labels.shape[-1], folds, seed)
+    splits = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(folds)]
+    probs = np.zeros(labels.shape + (num_classes,))
+    for m in range(labels.shape[0]):
+        present = np.unique(labels[m])  # columns of predict_proba: the classes seen in training
+        estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+        probs[m][:, present] = cross_val_predict(estimator, np.asarray(features[m], np.float64), labels[m],
+                                                 cv=splits, method="predict_proba")
+    return probs
+
+
+# ------------------------------------------------------------------------------------------------- metrics
+
+
+def flag_counts(flagged: np.ndarray, wrong: np.ndarray) -> tuple[int, int, int]:
+    """``(true positives, false positives, false negatives)`` of a flagged set against the wrong-label mask."""
+    flagged, wrong = np.asarray(flagged, bool), np.asarray(wrong, bool)
+    return int(np.sum(flagged & wrong)), int(np.sum(flagged & ~wrong)), int(np.sum(~flagged & wrong))
+
+
+def _threshold_counts(wrong: np.ndarray, issue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(TP, ranked)`` at each distinct issue score, highest first (ties enter together)."""
+    issue = np.asarray(issue, np.float64)
+    if np.isnan(issue).any():
+        raise ValueError("issue scores contain NaN")
+    order = np.argsort(-issue, kind="mergesort")
+    ranked = issue[order]
+    last = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), len(ranked) - 1]  # end of each tie group
+    return np.cumsum(np.asarray(wrong, bool)[order])[last], last + 1
+
+
+def average_precision(wrong: np.ndarray, issue: np.ndarray) -> float:
+    """Σ (R_k − R_{k−1}) P_k over the distinct thresholds (scikit-learn's average_precision_score)."""
+    tp, ranked = _threshold_counts(wrong, issue)
+    if tp[-1] == 0:
+        return float("nan")
+    return float(np.sum(np.diff(np.r_[0, tp]) / tp[-1] * tp / ranked))
+
+
+def roc_auc(wrong: np.ndarray, issue: np.ndarray) -> float:
+    """Probability that a wrong label outranks a right one, ties counting one half (Mann–Whitney U)."""
+    from scipy.stats import rankdata
+
+    wrong = np.asarray(wrong, bool)
+    positives, negatives = int(wrong.sum()), int((~wrong).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(issue, np.float64))
+    return float((ranks[wrong].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def interpolated_precision(wrong: np.ndarray, issue: np.ndarray, recalls: Sequence[float] = PR_RECALLS
+                           ) -> list[tuple[int, int]]:
+    """Per recall level R, ``(TP, ranked)`` at the threshold of best precision among those with recall ≥ R."""
+    tp, ranked = _threshold_counts(wrong, issue)
+    precision = tp / ranked
+    out = []
+    for level in recalls:
+        reach = np.flatnonzero(tp >= level * tp[-1] - 1e-9) if tp[-1] else np.array([], int)
+        best = reach[np.argmax(precision[reach])] if len(reach) else None
+        out.append((0, 0) if best is None else (int(tp[best]), int(ranked[best])))
+    return out
+
+
+def verdict_rows(index: int, member: MemberSpec, method: str, layer: str, subspace_labels: str,
+                 verdict: Verdict, given: np.ndarray, true: np.ndarray) -> list[dict]:
+    """The rows of one member's verdict by one method (see the module docstring)."""
+    wrong = given != true
+    tp, fp, fn = flag_counts(verdict.flagged, wrong)
+    fixed = verdict.suggested[wrong] == true[wrong]
+    broken = verdict.suggested[~wrong] != true[~wrong]
+    counts = [("flag_precision", tp, tp + fp), ("flag_recall", tp, tp + fn), ("flag_f1", 2 * tp, 2 * tp + fp + fn),
+              ("relabel_fixed", fixed.sum(), fixed.size), ("relabel_broken", broken.sum(), broken.size)]
+    counts += [(f"rank_precision@{level:g}", hit, seen)
+               for level, (hit, seen) in zip(PR_RECALLS, interpolated_precision(wrong, verdict.issue))]
+
+    def row(split, n_correct, n_seen):
+        return accuracy_row(index, member, epoch=-1, probe=method, layer=layer, subspace_labels=subspace_labels,
+                            split=split, scored_against="true", n_correct=n_correct, n_seen=n_seen)
+
+    rows = [row(*entry) for entry in counts]
+    for split, value in (("rank_ap", average_precision(wrong, verdict.issue)),
+                         ("rank_auroc", roc_auc(wrong, verdict.issue))):
+        rows.append({**row(split, wrong.sum(), wrong.size), "accuracy": value})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------- a run
+
+
+class Scoring(NamedTuple):
+    """Every method's verdict on every member's labels."""
+
+    verdicts: dict  # {method: [Verdict per member]}
+    layers: dict  # {method: [layer per member]}
+
+
+def score_labels(model, variables, dataset: Dataset, given: np.ndarray, *, layers: Sequence[str],
+                 probes: Sequence[str], folds: int = 5, seed: int = 0, split_seed: int = REFERENCE_SPLIT_SEED,
+                 variance: float | int = 0.99, precision: str = "fast", memory_budget: float = 2**31) -> Scoring:
+    """Verdicts of the model, each probe (its layer chosen on the select part of the test split) and cleanlab,
+    for members with parameters ``variables`` (member axis) and given training labels [M, N]."""
+    selected = select_probes(list(dict.fromkeys(["masc", *probes])), variance=variance, precision=precision)
+    select, _ = split_test(len(dataset.y_test), split_seed)
+    fitted = fit_and_score(model, variables, dataset, {"corrupted": given}, layers, probes=selected,
+                           precision=precision, memory_budget=memory_budget, seed=seed)
+    chosen = {name: [layers[b] for b in choose_layers({layer: fitted[layer, "corrupted", name].test
+                                                       for layer in layers}, dataset.y_test[select], select)]
+              for name in selected}
+    x_train = normalize(dataset.name, dataset.x_train)
+    num_members, num_classes = len(given), dataset.num_classes
+    logits = member_logits(model, variables, x_train)
+    verdicts = {"model": [model_verdict(logits[m], given[m]) for m in range(num_members)],
+                "cleanlab_model": [cleanlab_verdict(softmax(logits[m]), given[m]) for m in range(num_members)]}
+    verdicts.update({name: [None] * num_members for name in [*selected, "cleanlab_cv"]})
+    key = jax.random.key(seed)  # as fit_and_score's, so each probe is the one whose layer was chosen
+    for layer in dict.fromkeys(layer for picks in chosen.values() for layer in picks):
+        features = collect_activations(model, variables, x_train, (layer,))[layer]
+        for name, probe in selected.items():
+            at = np.flatnonzero(np.asarray(chosen[name]) == layer)
+            if len(at):
+                scores = np.asarray(probe.scores(probe.fit(features[at], given[at], num_classes, key=key),
+                                                 features[at]))
+                for i, m in enumerate(at):
+                    verdicts[name][m] = probe_verdict(scores[i], given[m])
+        at = np.flatnonzero(np.asarray(chosen["masc"]) == layer)
+        if len(at):
+            probs = cross_validated_probs(features[at], given[at], num_classes, folds=folds, seed=seed)
+            for i, m in enumerate(at):
+                verdicts["cleanlab_cv"][m] = cleanlab_verdict(probs[i], given[m])
+    method_layers = {**{name: chosen[name] for name in selected}, "cleanlab_cv": chosen["masc"],
+                     "model": ["output"] * num_members, "cleanlab_model": ["output"] * num_members}
+    return Scoring(verdicts, method_layers)
+
+
+def scoring_rows(scoring: Scoring, member_ids: Sequence[int], members: Sequence[MemberSpec], given: np.ndarray,
+                 true: np.ndarray) -> list[dict]:
+    """The verdict rows of every method for the members ``member_ids`` (their positions in the scoring)."""
+    rows = []
+    for method, verdicts in scoring.verdicts.items():
+        kind = "none" if method in ("model", "cleanlab_model") else "corrupted"
+        for m, member_id in enumerate(member_ids):
+            rows += verdict_rows(member_id, members[m], method, scoring.layers[method][m], kind, verdicts[m],
+                                 given[m], true)
+    return rows
+
+
+def cleaned_labels(scoring: Scoring, given: np.ndarray) -> dict[str, np.ndarray]:
+    """Per fine-tuning variant ``{"relabel", "drop"}``, labels [methods × M, N] in method-major order: the suggested
+    labels, and the given ones with the flagged samples dropped (label -1)."""
+    relabel = [v.suggested for verdicts in scoring.verdicts.values() for v in verdicts]
+    drop = [np.where(v.flagged, -1, given[m]) for verdicts in scoring.verdicts.values()
+            for m, v in enumerate(verdicts)]
+    return {"relabel": np.stack(relabel).astype(np.int32), "drop": np.stack(drop).astype(np.int32)}
+
+
+def finetune_rows(model, spec, params, batch_stats, scoring: Scoring, given, dataset, member_ids, members, keys, *,
+                  max_epochs: int, patience: int, split_seed: int, progress: bool) -> list[dict]:
+    """Fine-tune every member on each method's relabelled and dropped training set (all copies in one program);
+    rows of the model before it and of each copy's kept epoch on the report part."""
+    select, report = split_test(len(dataset.y_test), split_seed)
+    y_report = dataset.y_test[report]
+    methods = list(scoring.verdicts)
+    labels = cleaned_labels(scoring, given)
+    copies = 2 * len(methods)
+    tuned = finetune(model, spec, concat_members(*[params] * copies), concat_members(*[batch_stats] * copies),
+                     np.concatenate([labels["relabel"], labels["drop"]]), concat_members(*[keys] * copies),
+                     dataset, select, report, max_epochs=max_epochs, patience=patience, progress=progress,
+                     # one vmapped program for all copies: on CPU the trainer's default (one member after the
+                     # other) would compile a program that repeats the epoch for each of the many copies
+                     member_chunk=copies * len(member_ids))
+    num_members = len(member_ids)
+    before = member_logits(model, member_variables(params, batch_stats),
+                           normalize(dataset.name, dataset.x_test[report])).argmax(-1)
+    rows = [accuracy_row(member_id, members[m], epoch=0, probe="model", layer="output", subspace_labels="none",
+                         split="test_report", scored_against="true", n_correct=np.sum(before[m] == y_report),
+                         n_seen=len(y_report)) for m, member_id in enumerate(member_ids)]
+    for v, variant in enumerate(("relabel", "drop")):
+        for c, method in enumerate(methods):
+            kind = "none" if method in ("model", "cleanlab_model") else "corrupted"
+            for m, member_id in enumerate(member_ids):
+                i = (v * len(methods) + c) * num_members + m
+                rows.append(accuracy_row(member_id, members[m], epoch=int(tuned.best_epoch[i]), probe=method,
+                                         layer=scoring.layers[method][m], subspace_labels=kind,
+                                         split=f"{variant}_test_report", scored_against="true",
+                                         n_correct=np.sum(tuned.report_pred[i] == y_report), n_seen=len(y_report)))
+    return rows
+
+
+def _of_members(scoring: Scoring, keep: np.ndarray) -> Scoring:
+    """The scoring of the members where ``keep`` [M] is true."""
+    return Scoring(*({method: [v for v, k in zip(values, keep) if k] for method, values in part.items()}
+                     for part in scoring))
+
+
+class LabelsRun(NamedTuple):
+    """What :func:`label_issues` returns."""
+
+    table: object  # the whole labels.csv (DataFrame)
+    computed: list  # member indices computed in this call (empty: everything was already there)
+    skipped: list  # member indices without a wrong label (p = 0), left out
+
+
+def _append_whole(path: Path, rows: list[dict]) -> None:
+    """Append rows so that the table on disk always ends with a whole row (a copy, then an atomic replace)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(path.read_bytes() if path.exists() else b"")
+    append_rows(partial, rows)
+    partial.replace(path)
+
+
+def _check_options(run_dir: Path, options: dict, redo: bool) -> None:
+    """Start over (``redo``), or require the settings earlier calls recorded to be the same (the fine-tuning
+    ones are recorded once a call fine-tunes)."""
+    table, saved = run_dir / LABELS_FILE, run_dir / OPTIONS_FILE
+    if redo:
+        table.unlink(missing_ok=True)
+        saved.unlink(missing_ok=True)
+    earlier = {}
+    if saved.exists():
+        earlier = json.loads(saved.read_text())
+        differing = config_differences(earlier, options)
+        if differing:
+            raise ValueError(f"{table} was computed with other settings ({'; '.join(differing)}); "
+                             f"rerun with --redo to recompute it")
+    elif table.exists():
+        raise ValueError(f"{table} exists without {saved.name}; rerun with --redo to recompute it")
+    saved.write_text(json.dumps({**earlier, **options}, indent=2))
+
+
+def label_issues(run_dir: str | Path, dataset: Dataset, *, probes: Sequence[str] = tuple(PROBES),
+                 layers: Sequence[str] | None = None, folds: int = 5, seed: int = 0,
+                 split_seed: int = REFERENCE_SPLIT_SEED, variance: float | int = 0.99, fine_tune: bool = False,
+                 finetune_epochs: int = 30, patience: int = 3, redo: bool = False, progress: bool = True,
+                 memory_budget: float = 2**31) -> LabelsRun:
+    """Score every training label of every member of a trained run at its final parameters; append the rows of
+    the members not yet scored (and, with ``fine_tune``, not yet fine-tuned) to ``run_dir/labels.csv``.
+
+    ``dataset`` must be the run's own (:func:`jaxmem.experiments.cost.load_run_dataset`). A rerun computes only
+    what is missing; its settings must be those of the earlier calls (``redo``: start over). Members without a
+    wrong label are skipped (``ValueError`` when none has one).
+    """
+    run_dir = Path(run_dir)
+    import_cleanlab()
+    check_run_data(run_dir, dataset)
+    spec, members = read_run_config(run_dir)
+    params, batch_stats = load_member_params(run_dir)
+    model_name = members[0].model
+    layers = tuple(layers or probe_layers(model_name))
+    unknown = sorted(set(layers) - set(probe_layers(model_name)))
+    if unknown:
+        raise ValueError(f"unknown layers {unknown} for {model_name}; probe layers: {probe_layers(model_name)}")
+    probes = check_probe_names(probes)
+    fold_assignment(len(dataset.y_train), folds, seed)
+    if finetune_epochs < 1 or patience < 1:
+        raise ValueError(f"fine-tuning epochs and patience must be >= 1, got {finetune_epochs} and {patience}")
+    given = member_train_labels(dataset, members)
+    noisy = (given != dataset.y_train).any(axis=1)
+    if not noisy.any():
+        raise ValueError(f"no training label is wrong in any member of {run_dir} (all at p = 0): nothing to find")
+    options = {"probes": list(probes), "layers": list(layers), "folds": folds, "seed": seed,
+               "split_seed": split_seed, "variance": variance}
+    if fine_tune:
+        options.update(finetune_epochs=finetune_epochs, patience=patience)
+    _check_options(run_dir, options, redo)
+    path = run_dir / LABELS_FILE
+    done = read_rows(path) if path.exists() else None
+
+    def missing(mark):
+        have = set() if done is None else set(done.loc[done["split"] == mark, "member"])
+        return [m for m in np.flatnonzero(noisy) if m not in have]
+
+    unscored, untuned = missing(SCORED_MARK), missing(TUNED_MARK) if fine_tune else []
+    todo = sorted(set(unscored) | set(untuned))
+    skipped = [int(m) for m in np.flatnonzero(~noisy)]
+    if todo:
+        model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
+        pick = np.asarray(todo)
+        part = jax.tree.map(lambda leaf: leaf[pick], (params, batch_stats))
+        scoring = score_labels(model, member_variables(*part), dataset, given[pick], layers=layers, probes=probes,
+                               folds=folds, seed=seed, split_seed=split_seed, variance=variance,
+                               memory_budget=memory_budget)
+        scored = np.isin(pick, unscored)
+        if scored.any():
+            _append_whole(path, scoring_rows(_of_members(scoring, scored), pick[scored].tolist(),
+                                             [members[m] for m in pick[scored]], given[pick[scored]],
+                                             dataset.y_train))
+        if untuned:
+            tune = np.isin(pick, untuned)
+            at = pick[tune]
+            part = jax.tree.map(lambda leaf: leaf[at], (params, batch_stats))
+            _append_whole(path, finetune_rows(model, spec, *part, _of_members(scoring, tune), given[at], dataset,
+                                              at.tolist(), [members[m] for m in at], split_member_keys(members)[1][at],
+                                              max_epochs=finetune_epochs, patience=patience, split_seed=split_seed,
+                                              progress=progress))
+    return LabelsRun(read_rows(path), [int(m) for m in todo], skipped)

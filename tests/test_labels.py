@@ -1,0 +1,262 @@
+"""Which labels are wrong: the metrics against a planted corruption mask, the verdicts, cleanlab's path, and the
+``jaxmem labels`` command on a tiny digits run (its table, report section, rerun and bad inputs)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from jaxmem.experiments.labels import (PR_RECALLS, Verdict, average_precision, cleanlab_verdict,
+                                       cross_validated_probs, fold_assignment, given_label_margin, probe_verdict,
+                                       roc_auc, verdict_rows)
+from jaxmem.members import member_grid
+
+NUM_CLASSES = 4
+
+
+def _planted(num_samples=60, wrong_share=0.25, seed=0):
+    """True labels, given labels with a planted corruption mask (each wrong label another class), the mask."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, NUM_CLASSES, num_samples)
+    wrong = rng.random(num_samples) < wrong_share
+    given = np.where(wrong, (true + rng.integers(1, NUM_CLASSES, num_samples)) % NUM_CLASSES, true)
+    return true, given, wrong
+
+
+def _by_split(rows):
+    return {row["split"]: row for row in rows}
+
+
+def test_flag_and_rank_metrics_match_hand_counts_and_sklearn():
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+    true, given, wrong = _planted()
+    rng = np.random.default_rng(1)
+    flagged = np.where(rng.random(len(true)) < 0.7, wrong, ~wrong)  # a noisy detector
+    issue = wrong + rng.normal(0, 0.8, len(true))
+    issue[:6] = np.round(issue[:6])  # some ties
+    suggested = np.where(flagged, (given + 1) % NUM_CLASSES, given)
+    rows = _by_split(verdict_rows(3, member_grid("digits", "mlp", [0.3], [1])[0], "probe", "fc1", "corrupted",
+                                  Verdict(flagged, issue, suggested), given, true))
+    tp = sum(1 for f, w in zip(flagged, wrong) if f and w)
+    fp = sum(1 for f, w in zip(flagged, wrong) if f and not w)
+    fn = sum(1 for f, w in zip(flagged, wrong) if not f and w)
+    assert (rows["flag_precision"]["n_correct"], rows["flag_precision"]["n_seen"]) == (tp, tp + fp)
+    assert rows["flag_precision"]["accuracy"] == pytest.approx(tp / (tp + fp))
+    assert rows["flag_recall"]["accuracy"] == pytest.approx(tp / (tp + fn))
+    assert rows["flag_f1"]["accuracy"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    fixed = sum(1 for s, t, w in zip(suggested, true, wrong) if w and s == t)
+    broken = sum(1 for s, t, w in zip(suggested, true, wrong) if not w and s != t)
+    assert (rows["relabel_fixed"]["n_correct"], rows["relabel_fixed"]["n_seen"]) == (fixed, wrong.sum())
+    assert (rows["relabel_broken"]["n_correct"], rows["relabel_broken"]["n_seen"]) == (broken, (~wrong).sum())
+    assert rows["rank_ap"]["accuracy"] == pytest.approx(average_precision_score(wrong, issue))
+    assert rows["rank_auroc"]["accuracy"] == pytest.approx(roc_auc_score(wrong, issue))
+    assert rows["rank_ap"]["n_correct"] == wrong.sum() and rows["rank_ap"]["n_seen"] == len(true)
+    precision, recall, _ = precision_recall_curve(wrong, issue)
+    for level in PR_RECALLS:
+        assert rows[f"rank_precision@{level:g}"]["accuracy"] == pytest.approx(precision[recall >= level - 1e-9].max())
+    assert all(row["member"] == 3 and row["layer"] == "fc1" and row["epoch"] == -1 for row in rows.values())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_average_precision_and_auroc_equal_sklearn_on_random_ties(seed):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    wrong = rng.random(50) < 0.3
+    issue = rng.integers(0, 4, 50).astype(float)  # many ties
+    assert average_precision(wrong, issue) == pytest.approx(average_precision_score(wrong, issue))
+    assert roc_auc(wrong, issue) == pytest.approx(roc_auc_score(wrong, issue))
+    # infinite scores (MASC's empty classes) rank first or last instead of failing
+    issue[:3] = [np.inf, -np.inf, np.inf]
+    finite = np.where(np.isinf(issue), np.sign(issue) * 1e9, issue)
+    assert average_precision(wrong, issue) == pytest.approx(average_precision_score(wrong, finite))
+
+
+def test_given_label_margin_is_positive_exactly_where_the_prediction_is_the_given_label():
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=(40, NUM_CLASSES))
+    given = rng.integers(0, NUM_CLASSES, 40)
+    margin = given_label_margin(scores, given)
+    expected = [scores[i, g] - max(scores[i, c] for c in range(NUM_CLASSES) if c != g) for i, g in enumerate(given)]
+    np.testing.assert_allclose(margin, expected)
+    np.testing.assert_array_equal(margin > 0, scores.argmax(1) == given)
+
+
+def test_a_probe_that_predicts_the_true_labels_scores_precision_and_recall_one():
+    from jaxmem.probes.registry import PROBES
+
+    true, given, wrong = _planted(80)
+    rng = np.random.default_rng(3)
+    # Well-separated classes: the nearest class mean, fitted on the corrupted labels, still predicts the true ones.
+    features = np.eye(NUM_CLASSES * 2)[true] * 5 + rng.normal(0, 0.1, (len(true), NUM_CLASSES * 2))
+    ncm = PROBES["ncm"]
+    scores = np.asarray(ncm.scores(ncm.fit(features, given, NUM_CLASSES), features))
+    np.testing.assert_array_equal(scores.argmax(1), true)
+    rows = _by_split(verdict_rows(0, member_grid("digits", "mlp", [0.3], [0])[0], "ncm", "input", "corrupted",
+                                  probe_verdict(scores, given), given, true))
+    for split in ("flag_precision", "flag_recall", "flag_f1", "rank_ap", "rank_auroc", "relabel_fixed"):
+        assert rows[split]["accuracy"] == 1.0, split
+    assert rows["relabel_broken"]["n_correct"] == 0
+
+
+def test_fold_assignment_covers_every_sample_once_in_near_equal_folds():
+    fold = fold_assignment(23, 5, seed=4)
+    assert sorted(np.bincount(fold)) == [4, 4, 5, 5, 5]
+    np.testing.assert_array_equal(fold, fold_assignment(23, 5, seed=4))
+    with pytest.raises(ValueError, match="folds"):
+        fold_assignment(3, 4, seed=0)
+
+
+def test_cleanlab_on_cross_validated_probabilities_finds_the_planted_errors():
+    true, given, wrong = _planted(200, wrong_share=0.2, seed=5)
+    rng = np.random.default_rng(6)
+    features = np.eye(8)[true] * 3 + rng.normal(0, 0.3, (len(true), 8))
+    probs = cross_validated_probs(features[None], given[None], NUM_CLASSES, folds=4, seed=0)[0]
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-6)
+    verdict = cleanlab_verdict(probs, given)
+    rows = _by_split(verdict_rows(0, member_grid("digits", "mlp", [0.2], [0])[0], "cleanlab_cv", "input",
+                                  "corrupted", verdict, given, true))
+    # Out-of-sample probabilities follow the clusters, not the memorisable labels: most planted errors are found,
+    # unlike with in-sample probabilities equal to the given labels, which flag nothing.
+    assert rows["flag_recall"]["accuracy"] > 0.8 and rows["flag_precision"]["accuracy"] > 0.8
+    np.testing.assert_array_equal(verdict.suggested[~verdict.flagged], given[~verdict.flagged])
+    in_sample = cleanlab_verdict(np.eye(NUM_CLASSES)[given] * 0.97 + 0.01, given)
+    assert not in_sample.flagged.any()
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    from jaxmem.cli import main
+
+    out = tmp_path_factory.mktemp("labels") / "run"
+    assert main(["train", "--degrees", "0,0.5", "--seeds", "0", "--max-epochs", "6", "--train-subset", "300",
+                 "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_cli_labels_writes_the_table_the_section_and_reruns_only_what_is_missing(digits_run, capsys):
+    from jaxmem import masc
+    from jaxmem.cli import main
+    from jaxmem.data import load_dataset, member_train_labels, normalize, subset
+    from jaxmem.features import collect_activations, member_variables
+    from jaxmem.models import get_model
+    from jaxmem.results import read_rows
+    from jaxmem.train import load_member_params, read_run_config
+
+    common = [str(digits_run), "--probes", "masc", "--folds", "3", "--quiet"]
+    assert main(["labels", *common]) == 0
+    captured = capsys.readouterr()
+    assert "skipped members [0]" in captured.err  # the p = 0 member has no wrong label
+    table = read_rows(digits_run / "labels.csv")
+    assert set(table["member"]) == {1}
+    assert set(table["probe"]) == {"model", "cleanlab_model", "masc", "cleanlab_cv"}
+    assert "**digits × mlp, p = 0.5**" in captured.out and (digits_run / "labels_pr.png").stat().st_size > 0
+    assert "## Which training labels are wrong" in (digits_run / "labels.md").read_text()
+
+    # MASC's flags are its predictions at the chosen layer that differ from the given labels: recount them.
+    _, members = read_run_config(digits_run)
+    dataset = subset(load_dataset("digits"), 300)
+    given = member_train_labels(dataset, members)[1]
+    wrong = given != dataset.y_train
+    rows = table[table["probe"] == "masc"].set_index("split")
+    layer = rows.loc["flag_precision", "layer"]
+    params, stats = load_member_params(digits_run)
+    features = collect_activations(get_model("mlp", 10), member_variables(params, stats),
+                                   normalize("digits", dataset.x_train), (layer,))[layer][1]
+    flagged = np.asarray(masc.predict(masc.fit(features, given, 10), features)) != given
+    assert abs(rows.loc["flag_precision", "n_correct"] - np.sum(flagged & wrong)) <= 2  # float32 near-ties
+    assert abs(rows.loc["flag_precision", "n_seen"] - np.sum(flagged)) <= 2
+    assert rows.loc["flag_recall", "n_seen"] == wrong.sum()
+
+    # A rerun with fine-tuning computes only the fine-tuning rows; another rerun is done.
+    tune = [*common, "--fine-tune", "--finetune-epochs", "2", "--patience", "1"]
+    assert main(["labels", *tune]) == 0
+    tuned = read_rows(digits_run / "labels.csv")
+    assert len(tuned[tuned["split"] == "flag_precision"]) == 4  # the scoring rows were not appended again
+    for variant in ("relabel", "drop"):
+        part = tuned[tuned["split"] == f"{variant}_test_report"]
+        assert set(part["probe"]) == {"model", "cleanlab_model", "masc", "cleanlab_cv"}
+        assert part["epoch"].between(0, 2).all()
+    capsys.readouterr()
+    assert main(["labels", *tune]) == 0
+    assert "done" in capsys.readouterr().out
+    assert len(read_rows(digits_run / "labels.csv")) == len(tuned)
+    assert main(["labels", *common[:3], "--folds", "4", "--quiet"]) == 2  # other settings: refused
+    section = (digits_run / "labels.md").read_text()
+    assert "## Which training labels are wrong" in section and "relabel → fine-tuned" in section
+
+
+def _one_line_error(capsys, argv) -> str:
+    from jaxmem.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    return err
+
+
+def test_cli_labels_bad_inputs_give_one_line_and_exit_2(digits_run, tmp_path, capsys, monkeypatch):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(digits_run / "config.json", bare)
+    assert "no parameters" in _one_line_error(capsys, ["labels", str(bare)])
+    assert "config.json" in _one_line_error(capsys, ["labels", str(tmp_path / "nothing")])
+
+    clean = tmp_path / "clean"
+    shutil.copytree(digits_run, clean, ignore=shutil.ignore_patterns("labels*"))
+    config = json.loads((clean / "config.json").read_text())
+    for member in config["members"]:
+        member["degree"] = 0.0
+    (clean / "config.json").write_text(json.dumps(config))
+    assert "no training label is wrong" in _one_line_error(capsys, ["labels", str(clean)])
+
+    monkeypatch.setitem(__import__("sys").modules, "cleanlab", None)
+    assert "pip install" in _one_line_error(capsys, ["labels", str(digits_run)])
+
+
+def test_report_section_averages_seeds_and_plots_from_the_table_alone(tmp_path):
+    import pandas as pd
+
+    from jaxmem.report import labels_section, labels_summary
+
+    rows = []
+    for seed in (0, 1):
+        true, given, wrong = _planted(seed=seed)
+        member = member_grid("digits", "mlp", [0.25], [seed])[0]
+        scores = np.eye(NUM_CLASSES)[true] + np.random.default_rng(seed).normal(0, 0.6, (len(true), NUM_CLASSES))
+        rows += verdict_rows(seed, member, "masc", "fc1", "corrupted", probe_verdict(scores, given), given, true)
+    table = pd.DataFrame(rows)
+    summary = labels_summary(table).iloc[0]
+    for split in ("flag_precision", "rank_ap"):
+        values = table.loc[table["split"] == split, "accuracy"]
+        assert summary[f"{split}_mean"] == pytest.approx(values.mean())
+        assert summary[f"{split}_std"] == pytest.approx(values.std())
+    assert summary["seeds"] == 2 and summary["layers"] == "fc1"
+    section = labels_section(table, tmp_path)
+    assert "**digits × mlp, p = 0.25** (2 seeds" in section and "| masc | fc1 |" in section
+    assert (tmp_path / "labels_pr.png").stat().st_size > 0
+
+
+def test_a_negative_label_drops_its_sample_from_the_loss():
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmem.train import cross_entropy
+
+    rng = np.random.default_rng(7)
+    logits = jnp.asarray(rng.normal(size=(6, NUM_CLASSES)), jnp.float32)
+    labels = jnp.asarray([0, -1, 2, 3, -1, 1])
+    weights = jnp.asarray([1, 1, 1, 1, 1, 0], jnp.float32)  # the last one is padding
+    kept = np.array([0, 2, 3])
+    log_probs = np.asarray(jax.nn.log_softmax(logits))
+    expected = -np.mean(log_probs[kept, np.asarray(labels)[kept]])
+    np.testing.assert_allclose(cross_entropy(logits, labels, weights), expected, rtol=1e-6)
+    none_kept = jnp.full(6, -1)
+    assert float(cross_entropy(logits, none_kept, weights)) == 0.0
+    gradient = jax.grad(lambda z: cross_entropy(z, none_kept, weights))(logits)
+    assert not np.asarray(gradient).any()
