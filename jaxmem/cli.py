@@ -161,7 +161,8 @@ def cmd_probe(args) -> None:
         print(input_probe_text(run.rows))
         out = args.out and probing_runs.write_probe_run(run, args.out, probing, {"dataset": args.dataset})
     if out:
-        print(f"results: {out / 'results.csv'}; summary: {out / 'summary.md'}; report: jaxmem report {out / 'results.csv'}")
+        results = out / "results.csv"
+        print(f"results: {results}; summary: {out / 'summary.md'}; report: jaxmem report {results}")
 
 
 def selected_probe_names(text: str) -> list[str]:

@@ -81,7 +81,8 @@ def run_dynamics(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpe
                  checkpoint_epochs: Sequence[int] | None = None, resume: bool = True, progress: bool = True,
                  **probe_kwargs):
     """Train keeping the parameters of ``checkpoint_epochs`` (default: the paper-2 schedule up to the epoch cap),
-    then :func:`probe_saved_epochs` (``probe_kwargs``: its ``probing``, ``epochs``, ``layers``). Members stop at memorisation, so later scheduled epochs may not exist."""
+    then :func:`probe_saved_epochs` (``probe_kwargs``: its ``probing``, ``epochs``, ``layers``).
+    Members stop at memorisation, so later scheduled epochs may not exist."""
     schedule = paper2_epoch_schedule(spec.max_epochs) if checkpoint_epochs is None else checkpoint_epochs
     fit_members(dataset, members, spec, out_dir, checkpoint_epochs=schedule, resume=resume, progress=progress)
     return probe_saved_epochs(dataset, members, spec, out_dir, progress=progress, **probe_kwargs)

@@ -103,8 +103,9 @@ def run_sweep(
     """Run every unfinished cell, then return the combined results table (DataFrame).
 
     ``load(dataset_name)`` gives each dataset (loaded once per dataset, in cell order); ``overrides`` as in
-    :func:`cell_spec`; ``probing`` goes to :func:`run_memorization` (every cell is probed alike); with ``relabel`` each cell also runs :func:`relabel_and_finetune`. With a ``mesh``
-    every cell trains and probes split over its devices (all processes run this; process 0 writes).
+    :func:`cell_spec`; ``probing`` goes to :func:`run_memorization` (every cell is probed alike); with
+    ``relabel`` each cell also runs :func:`relabel_and_finetune`. With a ``mesh`` every cell trains and probes
+    split over its devices (all processes run this; process 0 writes).
     """
     if mesh is not None and relabel:
         raise ValueError("relabel runs on one process; run the sweep without --distributed to relabel, or leave "

@@ -10,7 +10,8 @@ A probe that is a function of per-class counts, sums and second moments also fit
 :class:`~jaxmem.probes.gram.GramState` (``from_gram``), so a layer too large for memory is probed without its
 activations; ``from_stats`` fits it from the statistics the engine shares between probes
 (:mod:`jaxmem.probes.engine`), and a neighbour probe splits its scoring into a label-free ``search`` and a
-``vote``, so one search serves every grouping. Each probe states its FLOPs for fitting and scoring from :class:`ProbeSizes`, and the per-member
+``vote``, so one search serves every grouping.
+Each probe states its FLOPs for fitting and scoring from :class:`ProbeSizes`, and the per-member
 size it reports in the results (MASC: mean components per class; NaN for the others).
 The probes themselves are registered by name in :mod:`jaxmem.probes.registry`.
 """
