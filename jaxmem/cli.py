@@ -109,88 +109,78 @@ def split_names(text: str) -> list[str]:
 
 
 def print_table(header: list[str], rows: list[list]) -> None:
-    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-    for row in cells:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    from jaxmem.report import format_table
+
+    print(format_table(header, rows))
 
 
 # --------------------------------------------------------------------------------------------------- probe
 
 
 def add_probe_parser(subparsers) -> None:
-    parser = subparsers.add_parser("probe", help="MASC on the input layer at given corruption degrees",
-                                   description="Fit MASC on the flattened inputs with corrupted (or true) labels "
-                                               "and report test/train accuracies and components per class.")
+    parser = subparsers.add_parser("probe", help="probes on the input layer at given corruption degrees, or on "
+                                                 "activations from any network",
+                                   description="Fit MASC (and any other probe) on the flattened inputs with "
+                                               "corrupted (or true) labels, or on every layer of an activations "
+                                               "file, and report test/train accuracies and components per class.")
     add_data_arguments(parser)
     add_member_arguments(parser, degrees="0")
     parser.add_argument("--variance", type=parse_variance, default=0.99,
                         help="fraction of variance kept (0 < n < 1) or an integer number of components")
     parser.add_argument("--precision", default="fast", choices=["fast", "exact"])
-    parser.add_argument("--subspace-labels", default="corrupted", choices=["corrupted", "true"])
-    parser.add_argument("--out", type=Path, help="append the result rows to this CSV table (with --activations: "
-                                                 "write it fresh, default runs/<name>/results.csv, with "
-                                                 "summary.md and members.csv beside it)")
+    parser.add_argument("--subspace-labels", default="corrupted", choices=["corrupted", "true"],
+                        help="the input layer's subspaces (activations: corrupted, and true with y_train_true)")
+    parser.add_argument("--out", type=Path, help="run directory to write afresh: results.csv, config.json, "
+                                                 "members.csv, summary.md (with --activations default "
+                                                 "runs/<name>; without, nothing is written)")
     parser.add_argument("--activations", type=Path, default=None,
                         help="probe every layer of activations dumped from any network instead of a dataset's "
                              "inputs: an .npz (or a folder of .npy files) with <layer>/train, <layer>/test, "
                              "y_train, y_test and optionally y_train_true (see docs/bring-your-own.md)")
     parser.add_argument("--probes", default="",
-                        help="with --activations: probes besides MASC, comma-separated: linear, ncm, knn, lda, qda, "
-                             "logreg, or 'all'")
+                        help="probes besides MASC, comma-separated: linear, ncm, knn, lda, qda, logreg, or 'all'")
     parser.add_argument("--sensitivity", type=parse_floats, default=[],
-                        help="with --activations: extra MASC variances n, e.g. 0.25,0.5,0.75,1")
+                        help="extra MASC variances n, e.g. 0.25,0.5,0.75,1")
     parser.add_argument("--memory-budget-gib", type=float, default=2.0,
-                        help="with --activations: layers larger than this stream from memory maps into their Grams")
+                        help="layers larger than this stream (from memory maps) into per-class statistics")
     parser.set_defaults(run=cmd_probe)
 
 
 def cmd_probe(args) -> None:
+    from jaxmem.config import ProbeSpec
+    from jaxmem.experiments import probing as probing_runs
+    from jaxmem.report import input_probe_text, layer_probe_text
+
+    probing = ProbeSpec(probes=selected_probe_names(args.probes), variance=args.variance,
+                        sensitivity=args.sensitivity, precision=args.precision, subspaces=(args.subspace_labels,),
+                        memory_budget=args.memory_budget_gib * 2**30)
     if args.activations is not None:
-        return cmd_probe_activations(args)
-    from jaxmem.experiments.probing import probe_input_layer
-    from jaxmem.results import append_rows
+        from jaxmem.experiments.activations import load_activations
 
-    dataset = load_data(args)
-    members = [MemberSpec(args.dataset, "none", p, s, args.label_rule) for p in args.degrees for s in args.seeds]
-    rows = probe_input_layer(dataset, members, variance=args.variance, precision=args.precision,
-                             subspace_labels=args.subspace_labels)
-    by_member: dict[int, dict] = {}
-    for row in rows:
-        by_member.setdefault(row["member"], {"row": row})[(row["split"], row["scored_against"])] = row["accuracy"]
-    print(f"MASC on the input layer of {args.dataset} ({args.subspace_labels}-label subspaces, "
-          f"n = {args.variance}, {args.precision} mode)")
-    print_table(
-        ["degree", "seed", "test acc", "train vs corrupted", "train vs true", "components/class"],
-        [[v["row"]["degree"], v["row"]["seed"], v[("test", "true")], v[("train", "corrupted")],
-          v[("train", "true")], v["row"]["size"]] for v in by_member.values()],
-    )
-    if args.out:
-        append_rows(args.out, rows)
-        print(f"wrote {len(rows)} rows to {args.out}")
+        acts = load_activations(args.activations)
+        run = probing_runs.probe_activations(acts, probing)
+        out = probing_runs.write_probe_run(run, args.out or Path("runs") / acts.name, probing,
+                                           {"activations": str(args.activations)})
+        print(f"{acts.name}: {len(acts.layers)} layers, {len(acts.y_train)} train / {len(acts.y_test)} test "
+              f"samples, {acts.num_classes} classes; test accuracy ({args.precision} mode)")
+        print(layer_probe_text(run.rows, run.skipped))
+    else:
+        members = [MemberSpec(args.dataset, "none", p, s, args.label_rule) for p in args.degrees for s in args.seeds]
+        run = probing_runs.probe_dataset_inputs(load_data(args), members, probing)
+        print(f"probes on the input layer of {args.dataset} ({args.subspace_labels}-label subspaces, "
+              f"n = {args.variance}, {args.precision} mode)")
+        print(input_probe_text(run.rows))
+        out = args.out and probing_runs.write_probe_run(run, args.out, probing, {"dataset": args.dataset})
+    if out:
+        results = out / "results.csv"
+        print(f"results: {results}; summary: {out / 'summary.md'}; report: jaxmem report {results}")
 
 
-def cmd_probe_activations(args) -> None:
-    from jaxmem.experiments.activations import PROBE_NAMES, load_activations, probe_activations, write_probe_run
+def selected_probe_names(text: str) -> list[str]:
+    """The probes of a ``--probes`` value: every registered probe for 'all', else MASC and those named."""
+    from jaxmem.probes.registry import PROBES
 
-    acts = load_activations(args.activations)
-    probes = list(PROBE_NAMES) if args.probes == "all" else split_names(args.probes)
-    run = probe_activations(acts, probes=probes, variance=args.variance, sensitivity=args.sensitivity,
-                            precision=args.precision, memory_budget=args.memory_budget_gib * 2**30)
-    results = write_probe_run(run, args.out or Path("runs") / acts.name / "results.csv")
-    test = {(r["layer"], r["probe"], r["subspace_labels"]): r["accuracy"] for r in run.rows if r["split"] == "test"}
-    kinds = sorted({kind for _, _, kind in test}, key=["corrupted", "true"].index)
-    print(f"{acts.name}: {len(acts.layers)} layers, {len(acts.y_train)} train / {len(acts.y_test)} test samples, "
-          f"{acts.num_classes} classes; test accuracy ({args.precision} mode)")
-    print_table(["layer", "probe", *(f"{kind} labels" for kind in kinds)],
-                [[layer, probe, *(test.get((layer, probe, kind), float("nan")) for kind in kinds)]
-                 for layer, probe in dict.fromkeys((layer, probe) for layer, probe, _ in test)])
-    for layer, skipped in run.skipped.items():
-        if skipped:
-            print(f"layer {layer} streamed from disk: {', '.join(skipped)} skipped (they need the activations "
-                  "in memory)")
-    print(f"results: {results}; summary: {results.parent / 'summary.md'}; report: jaxmem report {results}")
+    return list(PROBES) if text == "all" else with_masc(text)
 
 
 # ------------------------------------------------------------------------------------------- train and run
@@ -342,9 +332,9 @@ def with_masc(names: str) -> list[str]:
     return list(dict.fromkeys(["masc", *split_names(names)]))
 
 
-def probing_options(args) -> dict:
-    """Keyword arguments of :func:`jaxmem.experiments.memorize.run_memorization` from the probing arguments."""
-    from jaxmem.probes.registry import PROBES
+def probe_spec(args):
+    """The :class:`~jaxmem.config.ProbeSpec` of the probing arguments."""
+    from jaxmem.config import ProbeSpec
 
     if args.clean_subspaces == "auto":
         clean = sorted({d for d in args.degrees if d > 0})
@@ -352,10 +342,9 @@ def probing_options(args) -> dict:
         clean = []
     else:
         clean = parse_floats(args.clean_subspaces)
-    probes = list(PROBES) if args.probes == "all" else with_masc(args.probes)
-    return dict(variance=args.variance, precision=args.precision, memory_budget=args.memory_budget_gib * 2**30,
-                probes=probes, sensitivity=args.sensitivity, clean_degrees=clean,
-                bn_mode=args.bn_mode)
+    return ProbeSpec(probes=selected_probe_names(args.probes), variance=args.variance, precision=args.precision,
+                     memory_budget=args.memory_budget_gib * 2**30, sensitivity=args.sensitivity,
+                     clean_degrees=clean, bn_mode=args.bn_mode)
 
 
 def add_run_parser(subparsers) -> None:
@@ -379,7 +368,7 @@ def cmd_run(args) -> None:
     mesh = member_mesh_from_args(args)
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
     table = run_memorization(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
-                             checkpoint_epochs=checkpoint_epochs, mesh=mesh, **probing_options(args))
+                             checkpoint_epochs=checkpoint_epochs, mesh=mesh, probing=probe_spec(args))
     if not is_main_process():
         return
     rows = summary(table)
@@ -473,7 +462,7 @@ def cmd_sweep(args) -> None:
                       label_rule=args.label_rule, overrides=overrides, relabel=args.relabel,
                       relabel_options={"max_epochs": args.finetune_epochs, "patience": args.patience,
                                        "split_seed": args.split_seed}, progress=not args.quiet,
-                      mesh=mesh, **probing_options(args))
+                      mesh=mesh, probing=probe_spec(args))
     if not is_main_process():
         return
     (args.out / "summary.md").write_text(summary_markdown(table) + "\n")
@@ -500,12 +489,13 @@ def add_dynamics_parser(subparsers) -> None:
 
 
 def cmd_dynamics(args) -> None:
+    from jaxmem.config import ProbeSpec
     from jaxmem.experiments.dynamics import run_dynamics
 
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
     table = run_dynamics(dataset, members, spec, out, checkpoint_epochs=checkpoint_epochs,
-                         resume=not args.no_resume, progress=not args.quiet, variance=args.variance,
-                         probes=with_masc(args.probes))
+                         resume=not args.no_resume, progress=not args.quiet,
+                         probing=ProbeSpec(probes=with_masc(args.probes), variance=args.variance))
     tests = table[(table["split"] == "test") & (table["subspace_labels"] != "true")]
     curves = tests.pivot_table(index="epoch", columns=["probe", "layer"], values="accuracy", aggfunc="mean")
     print(f"test accuracy (mean over members) per epoch, {len(curves)} epochs:")

@@ -58,6 +58,77 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class ProbeSpec:
+    """How a run's layers are probed (:mod:`jaxmem.probes.engine`); saved in ``config.json`` beside the
+    :class:`TrainSpec`. :attr:`IDENTITY` fields change what an existing row means, so a run directory keeps them
+    for good; the others only add rows."""
+
+    probes: tuple[str, ...] = ("masc",)  # names of jaxmem.probes.registry (MASC first)
+    variance: float | int = 0.99  # MASC's n: a variance fraction in (0, 1) or an integer number of components
+    sensitivity: tuple[float | int, ...] = ()  # extra MASC variances, rows named masc(n=…)
+    precision: str = "fast"  # "fast" (float32) or "exact" (float64)
+    subspaces: tuple[str, ...] = ("corrupted", "true")  # grouping kinds: also "corrupted@q" (labels at degree q)
+    clean_degrees: tuple[float, ...] = ()  # members trained at p = 0 are also probed with "corrupted@q" subspaces
+    memory_budget: float = 2**31  # bytes of features held in memory; larger layers stream
+    bn_mode: str = "eval"  # ResNet BatchNorm when probing: "eval" or "reference" (per-image train mode)
+    seed: int = 0  # random state of probes that take a key (logistic regression)
+
+    IDENTITY = ("variance", "precision", "bn_mode")
+
+    def __post_init__(self):
+        # the probes' own checks (imported here: the specs sit below every other module)
+        from jaxmem.models.resnet import BN_MODES
+        from jaxmem.probes.base import check_precision
+        from jaxmem.probes.masc import check_variance
+        from jaxmem.probes.registry import check_probe_names
+
+        for name in ("probes", "sensitivity", "subspaces", "clean_degrees"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, (tuple, list)):
+                raise ValueError(f"{name} must be a sequence, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        object.__setattr__(self, "probes", tuple(dict.fromkeys(("masc", *check_probe_names(self.probes)))))
+        object.__setattr__(self, "variance", check_variance(self.variance))
+        object.__setattr__(self, "sensitivity", tuple(check_variance(v) for v in self.sensitivity))
+        check_precision(self.precision)
+        for kind in self.subspaces:
+            if kind not in ("corrupted", "true") and not kind.startswith("corrupted@"):
+                raise ValueError(f"unknown subspace labels {kind!r}: use 'corrupted', 'true' or 'corrupted@<degree>'")
+            if kind.startswith("corrupted@"):
+                _degree(kind.removeprefix("corrupted@"))
+        object.__setattr__(self, "clean_degrees", tuple(dict.fromkeys(map(_degree, self.clean_degrees))))
+        if not self.memory_budget >= 0:
+            raise ValueError(f"memory_budget must be >= 0 bytes, got {self.memory_budget}")
+        if self.bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
+
+    @property
+    def identity(self) -> dict:
+        """The fields that change an existing row's meaning."""
+        return {name: getattr(self, name) for name in self.IDENTITY}
+
+    @property
+    def request(self) -> dict:
+        """The fields that only add rows."""
+        fields = dataclasses.asdict(self)
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in fields.items()
+                if name not in self.IDENTITY}
+
+    def replace(self, **changes) -> "ProbeSpec":
+        return dataclasses.replace(self, **changes)
+
+
+def _degree(value) -> float:
+    try:
+        degree = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"corruption degree must be a number in [0, 1], got {value!r}") from None
+    if not 0 <= degree <= 1:
+        raise ValueError(f"corruption degree must be in [0, 1], got {value!r}")
+    return degree
+
+
+@dataclass(frozen=True)
 class MemberSpec:
     """One training run. Members of the same (dataset, model) train together on a leading member axis."""
 

@@ -1,26 +1,19 @@
-"""Layer activations of all members, batch by batch, and the probes' two ways to consume them.
-
-* In memory: :func:`collect_activations` returns ``{layer: [M, N, D]}`` for the layers that fit a byte budget;
-  every probe then fits on them directly (MASC takes the cheap dual problem when a class has fewer samples than D).
-* Streaming: :func:`stream_grams` visits each member's samples in its own class-sorted chunk order
-  (:func:`jaxmem.probes.gram.chunk_schedule`), applies the model to one chunk at a time and adds the chunk's
-  activations into every layer's per-class Gram, class sums and counts, so ``[M, N, D]`` is never materialised;
-  the probes that stream (:attr:`jaxmem.probes.base.Probe.from_gram`) fit from them.
-  :func:`stream_predictions` scores fitted probes chunk by chunk in the same way.
+"""Layer activations of all members, batch by batch: collected whole (:func:`collect_activations`), or as the
+probing engine's feature source (:func:`model_source`; :mod:`jaxmem.probes.engine` decides what it holds in memory
+and what it streams into per-class statistics).
 
 The model is applied in eval mode (BatchNorm running averages; no dropout).
 """
 from __future__ import annotations
 
 import functools
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.probes.base import Probe, precision_context
-from jaxmem.probes.gram import ChunkSchedule, GramState, chunk_schedule, gram_init, gram_update
+from jaxmem.probes.engine import FeatureSource
 
 
 def member_variables(params, batch_stats=None) -> dict:
@@ -85,51 +78,19 @@ def layer_widths(model, variables, sample_x, layers: Sequence[str]) -> dict[str,
     return {name: int(out[name].shape[-1]) for name in layers}
 
 
-@functools.partial(jax.jit, static_argnames=("model", "layers", "num_classes", "widths", "dtype"))
-def _stream_grams(model, variables, x, index, chunk_class, layers, num_classes, widths, dtype):
-    def one_member(v, member_index, member_chunk_class):
-        init = {name: gram_init(num_classes, widths[i], dtype) for i, name in enumerate(layers)}
-
-        def step(states, chunk):
-            rows, cls = chunk
-            valid = rows >= 0
-            _, acts = model.apply(v, x[jnp.where(valid, rows, 0)], train=False)
-            return {name: gram_update(states[name], acts[name], cls, valid) for name in layers}, None
-
-        states, _ = jax.lax.scan(step, init, (member_index, member_chunk_class))
-        return states
-
-    return jax.vmap(one_member)(variables, index, chunk_class)
-
-
-def stream_grams(
-    model, variables, x, labels, num_classes: int, layers: Sequence[str], *, chunk_size: int = 256,
-    precision: str = "fast",
-) -> dict[str, GramState]:
-    """Per-class moments {layer: GramState with gram [M, C, D, D]} without materialising activations.
-
-    ``labels`` is [M, N] (each member's grouping labels) and ``x`` [N, ...] the shared normalised inputs. The
-    model runs in float32; ``precision="exact"`` accumulates the Grams in float64.
-    """
+def model_source(model, variables, x_train, x_test, layers: Sequence[str], *, batch_size: int = 1024) -> FeatureSource:
+    """The probe ``layers`` of every member (member axis on ``variables``) on the shared normalised inputs, as a
+    :class:`~jaxmem.probes.engine.FeatureSource`: chunks [M, B, D] computed ``batch_size`` rows at a time (fewer
+    when the engine asks for smaller chunks), all layers of a chunk in one application of the model."""
     layers = tuple(layers)
-    widths = layer_widths(model, variables, x, layers)
-    schedule: ChunkSchedule = chunk_schedule(np.asarray(labels), num_classes, chunk_size)
-    exact = precision == "exact"
-    with precision_context(exact):
-        return _stream_grams(model, variables, jnp.asarray(x), jnp.asarray(schedule.index),
-                             jnp.asarray(schedule.chunk_class), layers, num_classes,
-                             tuple(widths[name] for name in layers), jnp.float64 if exact else jnp.float32)
+    widths = layer_widths(model, variables, x_train, layers)
+    inputs = {"train": x_train, "test": x_test}
+    num_members = len(jax.tree.leaves(variables)[0])
 
+    def chunks(names, split, rows, dtype):
+        del dtype  # the model computes float32
+        x, step = inputs[split], batch_size if rows is None else min(rows, batch_size)
+        for start in range(0, len(x), step):
+            yield _apply_members(model, variables, jnp.asarray(x[start : start + step]), tuple(names))
 
-def stream_predictions(
-    model, variables, x, fitted: Mapping[tuple[str, str], tuple[Probe, object]], *, batch_size: int = 1024
-) -> dict[tuple[str, str], np.ndarray]:
-    """Predictions [M, N] for every member under the keys of ``fitted`` ``{(layer, name): (probe, state)}``,
-    computing the activations batch by batch, once per batch for all probes of a layer."""
-    layers = tuple(dict.fromkeys(layer for layer, _ in fitted))
-
-    def predict(batch):
-        acts = _apply_members(model, variables, batch, layers)
-        return {key: probe.predict(state, acts[key[0]]) for key, (probe, state) in fitted.items()}
-
-    return {key: np.asarray(pred) for key, pred in _over_batches(predict, x, batch_size).items()}
+    return FeatureSource(widths, num_members, {split: len(x) for split, x in inputs.items()}, chunks)

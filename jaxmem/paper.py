@@ -1,4 +1,4 @@
-"""The papers' published figures, and a side-by-side comparison of a results table with them.
+"""The papers' published figures (:func:`jaxmem.report.compare` sets a results table beside them).
 
 Figures are test accuracies in %, mean of the authors' 3 runs (which share one corrupted label vector), at the best
 layer, n = 0.99 unless said otherwise; recovered from the authors' notebooks and result files (paper 1). Tables:
@@ -8,8 +8,7 @@ layer, n = 0.99 unless said otherwise; recovered from the authors' notebooks and
 * ``probes``: every probe fitted on the corrupted labels (the authors' second, longer-trained MLP-MNIST checkpoints);
 * ``sensitivity``: MASC at other variances n (corrupted labels; run 1 except n = 0.99).
 
-:func:`compare` derives our side from a results table alone (:func:`jaxmem.report.summary`: mean over seeds, each
-member's last probed epoch, best layer by the mean, the input layer left out since it needs no model).
+This module holds data only and imports nothing of jaxmem.
 """
 from __future__ import annotations
 
@@ -86,7 +85,7 @@ SENSITIVITY = {
 }
 
 
-def _paper_entries():
+def paper_entries():
     """``(table, probe, subspace_labels, {(dataset, model): {degree: %}})`` for every published figure."""
     yield "model", "model", "none", MODEL
     yield "masc_corrupted", "masc", "corrupted", MASC_CORRUPTED
@@ -95,51 +94,3 @@ def _paper_entries():
         yield "probes", probe, "corrupted", values
     for probe, values in SENSITIVITY.items():
         yield "sensitivity", probe, "corrupted", values
-
-
-def compare(df, *, exclude_layers=("input",)):
-    """Every published figure that ``df`` has a counterpart for: one row per (table, dataset, model, degree,
-    probe, subspaces) with ``paper``, ``jaxmem`` (mean over seeds), ``difference`` (jaxmem − paper, points),
-    ``seeds`` and ``layer`` (ours). Empty when nothing matches."""
-    import pandas as pd
-
-    from jaxmem.report import summary
-
-    ours = summary(df[~df["layer"].isin(exclude_layers)])
-    rows = []
-    for table, probe, kind, values in _paper_entries():
-        for (dataset, model), by_degree in values.items():
-            for degree, paper in by_degree.items():
-                if paper != paper:  # NaN: not published
-                    continue
-                match = ours[(ours["dataset"] == dataset) & (ours["model"] == model) & (ours["degree"] == degree)]
-                if table == "model":
-                    match = match.drop_duplicates("degree")
-                    value, layer = (match["model_test"], "output")
-                else:
-                    match = match[(match["probe"] == probe) & (match["subspace_labels"] == kind)]
-                    value, layer = match["best_test"], (match["best_layer"].iloc[0] if len(match) else "")
-                if match.empty or value.isna().all():
-                    continue
-                jaxmem = 100 * float(value.iloc[0])
-                rows.append(dict(table=table, dataset=dataset, model=model, degree=degree, probe=probe,
-                                 subspace_labels=kind, paper=paper, jaxmem=round(jaxmem, 2),
-                                 difference=round(jaxmem - paper, 2), seeds=int(match["seeds"].iloc[0]),
-                                 layer=layer))
-    return pd.DataFrame(rows, columns=["table", "dataset", "model", "degree", "probe", "subspace_labels", "paper",
-                                       "jaxmem", "difference", "seeds", "layer"])
-
-
-def compare_markdown(df, **kwargs) -> str:
-    """:func:`compare` as a Markdown table (%, difference in points)."""
-    return comparison_markdown(compare(df, **kwargs))
-
-
-def comparison_markdown(table) -> str:
-    """A :func:`compare` table as Markdown."""
-    lines = ["| table | dataset × model | p | probe | subspaces | paper | jaxmem (layer) | difference |",
-             "|---|---|---|---|---|---:|---:|---:|"]
-    for r in table.itertuples():
-        lines.append(f"| {r.table} | {r.dataset} × {r.model} | {r.degree:g} | {r.probe} | {r.subspace_labels} | "
-                     f"{r.paper:.2f} | {r.jaxmem:.2f} ({r.layer}) | {r.difference:+.2f} |")
-    return "\n".join(lines)

@@ -174,7 +174,7 @@ def estimate_memory(model_name: str, image_shape: Sequence[int], num_classes: in
       num_members: M, all members of the run; each device holds ``M / num_devices`` of them.
       num_train, num_test: N and T (the dataset is on every device).
       probe_layers_dims: widths D of the layers to probe (e.g. :func:`probe_layer_widths`); None: no probing.
-      streaming: every layer streams its per-class Grams (:func:`jaxmem.features.stream_grams`); False: every
+      streaming: every layer streams its per-class Grams (:func:`jaxmem.probes.engine.probe_source`); False: every
         layer holds its activations ``[M, N + T, D]`` (``probe_members`` picks per layer under its own budget,
         so its peak lies between the two).
       num_devices: devices the member axis is sharded over; M must be a multiple of it.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmem.paper import paper_entries
 from jaxmem.probes.registry import registry_order
 from jaxmem.train.loop import required_correct
 
@@ -456,8 +457,6 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relab
                   "", "| degree | probe | layer | peak epoch | peak test |", "|---|---|---|---|---|"]
         parts += [f"| {r.degree:g} | {r.probe} | {r.layer} | {r.peak_epoch} | {100 * r.peak_test:.1f} |"
                   for r in peaks.itertuples()]
-    from jaxmem.paper import compare, comparison_markdown
-
     comparison = compare(df)
     if not comparison.empty:
         comparison.to_csv(out_dir / "paper_comparison.csv", index=False)
@@ -513,3 +512,89 @@ def plot_edit_continue(df, path: str | Path) -> Path:
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=6)
     return _save(plt, fig, path)
+
+
+# ------------------------------------------------------------------------------------------ paper comparison
+
+
+def compare(df, *, exclude_layers=("input",)):
+    """Every published figure (:mod:`jaxmem.paper`) that ``df`` has a counterpart for, our side from the table
+    alone (:func:`summary`: mean over seeds, each member's last probed epoch, best layer by the mean, the input
+    layer left out since it needs no model): one row per (table, dataset, model, degree,
+    probe, subspaces) with ``paper``, ``jaxmem`` (mean over seeds), ``difference`` (jaxmem − paper, points),
+    ``seeds`` and ``layer`` (ours). Empty when nothing matches."""
+    import pandas as pd
+
+    ours = summary(df[~df["layer"].isin(exclude_layers)])
+    rows = []
+    for table, probe, kind, values in paper_entries():
+        for (dataset, model), by_degree in values.items():
+            for degree, paper in by_degree.items():
+                if paper != paper:  # NaN: not published
+                    continue
+                match = ours[(ours["dataset"] == dataset) & (ours["model"] == model) & (ours["degree"] == degree)]
+                if table == "model":
+                    match = match.drop_duplicates("degree")
+                    value, layer = (match["model_test"], "output")
+                else:
+                    match = match[(match["probe"] == probe) & (match["subspace_labels"] == kind)]
+                    value, layer = match["best_test"], (match["best_layer"].iloc[0] if len(match) else "")
+                if match.empty or value.isna().all():
+                    continue
+                jaxmem = 100 * float(value.iloc[0])
+                rows.append(dict(table=table, dataset=dataset, model=model, degree=degree, probe=probe,
+                                 subspace_labels=kind, paper=paper, jaxmem=round(jaxmem, 2),
+                                 difference=round(jaxmem - paper, 2), seeds=int(match["seeds"].iloc[0]),
+                                 layer=layer))
+    return pd.DataFrame(rows, columns=["table", "dataset", "model", "degree", "probe", "subspace_labels", "paper",
+                                       "jaxmem", "difference", "seeds", "layer"])
+
+
+def compare_markdown(df, **kwargs) -> str:
+    """:func:`compare` as a Markdown table (%, difference in points)."""
+    return comparison_markdown(compare(df, **kwargs))
+
+
+def comparison_markdown(table) -> str:
+    """A :func:`compare` table as Markdown."""
+    lines = ["| table | dataset × model | p | probe | subspaces | paper | jaxmem (layer) | difference |",
+             "|---|---|---|---|---|---:|---:|---:|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.table} | {r.dataset} × {r.model} | {r.degree:g} | {r.probe} | {r.subspace_labels} | "
+                     f"{r.paper:.2f} | {r.jaxmem:.2f} ({r.layer}) | {r.difference:+.2f} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- text tables
+
+
+def format_table(header: list[str], rows: list[list]) -> str:
+    """A right-aligned plain-text table (floats to 4 decimals), as the commands print."""
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header, *cells])
+
+
+def input_probe_text(rows: list[dict]) -> str:
+    """Per member, probe and subspace kind of an input-layer probing: the test and train accuracies and size."""
+    by_member: dict = {}
+    for row in rows:
+        key = (row["member"], row["probe"], row["subspace_labels"])
+        by_member.setdefault(key, {"row": row})[(row["split"], row["scored_against"])] = row["accuracy"]
+    return format_table(
+        ["degree", "seed", "probe", "subspaces", "test acc", "train vs corrupted", "train vs true",
+         "components/class"],
+        [[v["row"]["degree"], v["row"]["seed"], v["row"]["probe"], v["row"]["subspace_labels"], v[("test", "true")],
+          v[("train", "corrupted")], v[("train", "true")], v["row"]["size"]] for v in by_member.values()])
+
+
+def layer_probe_text(rows: list[dict], skipped: dict) -> str:
+    """Test accuracy per layer and probe, one column per subspace kind, and the probes a streamed layer skipped."""
+    test = {(r["layer"], r["probe"], r["subspace_labels"]): r["accuracy"] for r in rows if r["split"] == "test"}
+    kinds = list(dict.fromkeys(kind for _, _, kind in test))
+    lines = [format_table(["layer", "probe", *(f"{kind} labels" for kind in kinds)],
+                          [[layer, probe, *(test.get((layer, probe, kind), float("nan")) for kind in kinds)]
+                           for layer, probe in dict.fromkeys((layer, probe) for layer, probe, _ in test)])]
+    lines += [f"layer {layer} streamed from disk: {', '.join(names)} skipped (they need the activations in memory)"
+              for layer, names in skipped.items()]
+    return "\n".join(lines)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from jaxmem.data import load_dataset
-from jaxmem.experiments.dynamics import probe_saved_epochs
+from jaxmem.experiments.dynamics import DYNAMICS_PROBING, probe_saved_epochs
 from jaxmem.models import probe_layers
 from jaxmem.train.rundir import read_run_config
 
@@ -36,7 +36,7 @@ def main(argv=None):
     while True:
         finished = (args.run_dir / "final").exists()
         probe_saved_epochs(dataset, members, spec, args.run_dir, epochs=epochs, layers=layers,
-                           subspaces=("corrupted",), results_path=args.out_csv)
+                           probing=DYNAMICS_PROBING.replace(subspaces=("corrupted",)), results_path=args.out_csv)
         if finished or not args.wait:
             break
         time.sleep(60)

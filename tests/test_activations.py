@@ -4,10 +4,10 @@ import pytest
 from sklearn.datasets import load_digits
 
 from jaxmem.cli import main
-from jaxmem.config import MemberSpec
+from jaxmem.config import MemberSpec, ProbeSpec
 from jaxmem.data import load_dataset, normalize
-from jaxmem.experiments.activations import load_activations, probe_activations
-from jaxmem.experiments.probing import probe_input_layer
+from jaxmem.experiments.activations import load_activations
+from jaxmem.experiments.probing import probe_activations, probe_input_layer
 from jaxmem.results import read_rows
 
 
@@ -45,8 +45,9 @@ def test_memory_mapped_layers_larger_than_the_budget_stream_to_the_in_memory_res
     assert all(isinstance(a, np.memmap) for layer in acts.layers.values() for a in layer)
     budget = 8 * 1024  # bytes: far below one layer (1300 rows × 64 features × 4 bytes = 333 KB)
     assert acts.layers["pixels"].train.nbytes > 10 * budget
-    streamed = probe_activations(acts, probes=["linear"], sensitivity=[3], precision="exact", memory_budget=budget)
-    in_memory = probe_activations(acts, probes=["linear"], sensitivity=[3], precision="exact")
+    probing = ProbeSpec(probes=["linear"], sensitivity=[3], precision="exact")
+    streamed = probe_activations(acts, probing.replace(memory_budget=budget))
+    in_memory = probe_activations(acts, probing)
     assert streamed.streamed == ("pixels", "squares") and in_memory.streamed == ()
     assert _accuracies(streamed.rows) == _accuracies(in_memory.rows)
     assert {r["probe"] for r in streamed.rows} == {"masc", "masc(n=3)", "linear"}
@@ -57,7 +58,7 @@ def test_in_memory_probes_equal_the_library_functions(tmp_path):
 
     arrays = _digits_arrays()
     np.savez(tmp_path / "acts.npz", **arrays)
-    run = probe_activations(load_activations(tmp_path / "acts.npz"), probes=["ncm"])
+    run = probe_activations(load_activations(tmp_path / "acts.npz"), ProbeSpec(probes=["ncm"]))
     x_train, x_test = arrays["squares/train"].astype(np.float32), arrays["squares/test"].astype(np.float32)
     rows = _accuracies(run.rows)
     for kind, labels in (("corrupted", arrays["y_train"]), ("true", arrays["y_train_true"])):
@@ -67,18 +68,18 @@ def test_in_memory_probes_equal_the_library_functions(tmp_path):
         ncm = baselines.ncm_fit(x_train, labels, 10)
         assert rows["squares", "ncm", kind, "train", "corrupted"] == np.sum(
             np.asarray(baselines.ncm_predict(ncm, x_train)) == arrays["y_train"])
-    assert run.member.degree == pytest.approx(np.mean(arrays["y_train"] != arrays["y_train_true"]))
+    assert run.members[0].degree == pytest.approx(np.mean(arrays["y_train"] != arrays["y_train_true"]))
 
 
 def test_cli_writes_a_table_that_jaxmem_report_reads(tmp_path, capsys):
     np.savez(tmp_path / "acts.npz", **_digits_arrays())
     results = tmp_path / "run" / "results.csv"
     assert main(["probe", "--activations", str(tmp_path / "acts.npz"), "--probes", "linear",
-                 "--sensitivity", "0.5", "--out", str(results)]) == 0
+                 "--sensitivity", "0.5", "--out", str(results.parent)]) == 0
     table = read_rows(results)
     assert set(table["subspace_labels"]) == {"corrupted", "true"}
     assert set(table["probe"]) == {"masc", "masc(n=0.5)", "linear"}
-    assert (results.parent / "summary.md").exists() and (results.parent / "members.csv").exists()
+    assert all((results.parent / name).exists() for name in ("summary.md", "members.csv", "config.json"))
     assert main(["report", str(results)]) == 0
     assert (results.parent / "report.md").exists()
 
@@ -110,7 +111,7 @@ def _break(arrays, case):
 ])
 def test_bad_files_get_one_clear_line(tmp_path, capsys, case, message):
     np.savez(tmp_path / "acts.npz", **_break(_digits_arrays(), case))
-    assert main(["probe", "--activations", str(tmp_path / "acts.npz"), "--out", str(tmp_path / "r.csv")]) == 2
+    assert main(["probe", "--activations", str(tmp_path / "acts.npz"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 
@@ -121,7 +122,7 @@ def test_mnist_input_layer_npz_reproduces_probe_dataset(mnist_dir, tmp_path):
     x_test = normalize("mnist", mnist.x_test).reshape(len(mnist.x_test), -1)
     np.savez(tmp_path / "mnist.npz", **{"input/train": x_train, "input/test": x_test,
                                         "y_train": mnist.y_train, "y_test": mnist.y_test})
-    run = probe_activations(load_activations(tmp_path / "mnist.npz"), precision="exact")
+    run = probe_activations(load_activations(tmp_path / "mnist.npz"), ProbeSpec(precision="exact"))
     direct = probe_input_layer(mnist, [MemberSpec("mnist", "none", 0.0, 0)], precision="exact")
     test = [r for r in run.rows if r["split"] == "test"]
     direct_test = [r for r in direct if r["split"] == "test" and r["probe"] == "masc"]

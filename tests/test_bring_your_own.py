@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from jaxmem.cli import main
-from jaxmem.experiments.activations import load_activations, probe_activations
+from jaxmem.config import ProbeSpec
+from jaxmem.experiments.activations import load_activations
+from jaxmem.experiments.probing import probe_activations
 from jaxmem.probes import masc
 from jaxmem.results import read_rows
 
@@ -24,7 +26,7 @@ def test_pytorch_dump_probes_exactly_like_the_converted_network(tmp_path, monkey
     exec(check, namespace)  # noqa: S102
     results = tmp_path / "run" / "results.csv"
     assert main(["probe", "--activations", "cnn_digits.npz", "--precision", "exact", "--probes", "linear,ncm",
-                 "--out", str(results)]) == 0
+                 "--out", str(results.parent)]) == 0
     torch_acts, own_acts = load_activations("cnn_digits.npz"), load_activations("jaxmem_digits.npz")
     assert sorted(torch_acts.layers) == sorted(own_acts.layers) == ["fc1", "fc2", "fc3", "flat", "input"]
     for name, layer in torch_acts.layers.items():
@@ -34,7 +36,7 @@ def test_pytorch_dump_probes_exactly_like_the_converted_network(tmp_path, monkey
         predictions = [np.asarray(masc.predict(probe, np.asarray(acts.layers[name].test)))
                        for probe, acts in zip(fitted, (torch_acts, own_acts))]
         np.testing.assert_array_equal(*predictions)
-    own_rows = probe_activations(own_acts, probes=["linear", "ncm"], precision="exact").rows
+    own_rows = probe_activations(own_acts, ProbeSpec(probes=["linear", "ncm"], precision="exact")).rows
     key = ("layer", "probe", "subspace_labels", "split", "scored_against", "n_correct")
     cli_rows = read_rows(results)
     assert sorted(map(tuple, cli_rows[list(key)].values.tolist())) == sorted(tuple(r[k] for k in key) for r in own_rows)

@@ -11,9 +11,10 @@ from jaxmem.cli import main
 from jaxmem.config import MemberSpec
 from jaxmem.data import corrupt_labels, load_dataset, member_train_labels, normalize
 from jaxmem.experiments.probing import probe_input_layer, probe_members
-from jaxmem.features import collect_activations, member_variables, stream_grams, stream_predictions
+from jaxmem.features import collect_activations, member_variables, model_source
 from jaxmem.models import get_model
-from jaxmem.probes.registry import PROBES
+from jaxmem.probes.engine import probe_source
+from jaxmem.probes.registry import PROBES, masc_probe
 from jaxmem.report import best_layer_markdown, final_model_rows, plot_layers, summary, summary_markdown
 from jaxmem.results import read_rows
 
@@ -54,16 +55,16 @@ def test_streamed_and_in_memory_probing_agree(digits, two_mlps):
     x = normalize("digits", digits.x_train)
     labels = np.stack([digits.y_train, corrupt_labels(digits.y_train, 0.5, 10)])
     layers = ("fc1", "fc2")
-    grams = stream_grams(model, variables, x, labels, 10, layers, chunk_size=64, precision="exact")
+    source = model_source(model, variables, x, x[:300], layers, batch_size=500)
+    probes = {"masc": masc_probe(0.99, "exact")}
+    streamed = probe_source(source, {"corrupted": labels}, 10, probes, precision="exact", memory_budget=0)
     acts = collect_activations(model, variables, x, layers, batch_size=500)
-    assert acts["fc2"].shape == (2, len(x), 512)
+    assert acts["fc2"].shape == (2, len(x), 512) and streamed.streamed == layers
     for name in layers:
-        streamed = masc.fit_from_gram(grams[name], 0.99, "exact")
         direct = masc.fit(acts[name], labels, 10, 0.99, "exact")  # dual problem: N_c < 2048
-        np.testing.assert_array_equal(np.asarray(streamed.num_components), np.asarray(direct.num_components))
-        fitted = {(name, "masc"): (PROBES["masc"], streamed)}
-        predicted = stream_predictions(model, variables, x, fitted, batch_size=300)[name, "masc"]
-        agreement = np.mean(predicted == np.asarray(masc.predict(direct, acts[name])))
+        scored = streamed.scored[name, "corrupted", "masc"]
+        np.testing.assert_array_equal(scored.size, masc.mean_components(direct))
+        agreement = np.mean(scored.train == np.asarray(masc.predict(direct, acts[name])))
         assert agreement >= 0.995  # model activations are float32; near-ties may flip
 
 
@@ -82,12 +83,14 @@ def test_probe_members_streams_layers_over_the_budget(digits, two_mlps):
     np.testing.assert_array_equal(merged["size_x"], merged["size_y"])
 
 
-def test_cli_probe_writes_rows(tmp_path, capsys):
-    out = tmp_path / "probe.csv"
+def test_cli_probe_writes_a_run_directory(tmp_path, capsys):
+    out = tmp_path / "probe"
     assert main(["probe", "--degrees", "0,0.5", "--seeds", "0,1", "--label-rule", "per_member",
                  "--out", str(out)]) == 0
-    table = read_rows(out)
-    assert len(table) == 12
+    table = read_rows(out / "results.csv")
+    assert len(table) == 12 and len(pd.read_csv(out / "members.csv")) == 4 and (out / "summary.md").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["probing"]["identity"] == {"variance": 0.99, "precision": "fast", "bn_mode": "eval"}
     np.testing.assert_allclose(table["accuracy"], table["n_correct"] / table["n_seen"])
     printed = capsys.readouterr().out
     assert "test acc" in printed and "components/class" in printed
@@ -277,7 +280,8 @@ def test_report_can_leave_out_the_input_layer(tmp_path):
 
 
 def test_paper_comparison_puts_the_published_figure_beside_ours():
-    from jaxmem.paper import MASC_CORRUPTED, MODEL, compare, compare_markdown
+    from jaxmem.paper import MASC_CORRUPTED, MODEL
+    from jaxmem.report import compare, compare_markdown
 
     table = compare(synthetic_table()).set_index(["table", "probe", "degree"])
     model = table.loc[("model", "model", 0.8)]

@@ -79,7 +79,7 @@ def test_streamed_fit_equals_in_memory_fit(name, precision, data):
     features, labels, tests, _ = data
     probe = select_probes([name], precision=precision)[name]
     with jax.enable_x64(precision == "exact"):
-        schedule = gram.chunk_schedule(labels, C, 32)  # the chunk order stream_grams uses
+        schedule = gram.chunk_schedule(labels, C, 32)  # class-pure chunks, as the engine streams them
         dtype = jnp.float64 if precision == "exact" else jnp.float32
         state = gram.accumulate_members(jnp.asarray(features, dtype), schedule, C, D, False)
     streamed = probe.from_gram(state)

@@ -2,6 +2,7 @@
 import pytest
 
 from jaxmem.cli import main
+from jaxmem.config import ProbeSpec
 from jaxmem.data import load_dataset, subset
 from jaxmem.experiments import sweep
 from jaxmem.experiments.sweep import Cell, cell_spec, cell_status, run_sweep, sweep_cells
@@ -31,7 +32,7 @@ def test_sweep_resumes_after_a_failed_cell_without_recomputing_finished_ones(tmp
         return real(dataset, members, spec, out_dir, **kwargs)
 
     monkeypatch.setattr(sweep, "run_memorization", flaky)
-    kwargs = dict(overrides={"max_epochs": {"*": 2}}, progress=False, probes=("masc", "ncm"), clean_degrees=(0.8,))
+    kwargs = dict(overrides={"max_epochs": {"*": 2}}, progress=False, probing=ProbeSpec(probes=("masc", "ncm"), clean_degrees=(0.8,)))
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cells, [0.0, 0.8], [0], tmp_path, load, **kwargs)
     assert [cell_status(tmp_path, cell) for cell in cells] == ["done", "new"]

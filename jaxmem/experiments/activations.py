@@ -1,39 +1,27 @@
-"""Probe activations dumped from any network: an ``.npz`` file or a folder of ``.npy`` files.
+"""Read activations dumped from any network: an ``.npz`` file or a folder of ``.npy`` files.
 
 Keys (folder: the same names as ``.npy`` files, e.g. ``fc1/train.npy``): ``<layer>/train`` ``[N, ...]`` and
 ``<layer>/test`` ``[T, ...]`` per layer (flattened per sample), ``y_train`` ``[N]`` (the labels the probes are fitted
 on), ``y_test`` ``[T]`` and optionally ``y_train_true`` ``[N]`` (the true training labels: adds true-label subspaces
 and scores train predictions against them). Labels are integers in [0, C); C = the largest label + 1.
 
-Every layer gets every chosen probe and MASC variance, with each subspace kind, as rows of the tidy results table
-of a training run (one member: model ``"activations"``, label rule ``"given"``, degree = the share of ``y_train``
-that differs from ``y_train_true``, 0 without it). A layer whose train and test arrays (as float32) do not fit the
-memory budget is streamed in row chunks straight from a memory map (``np.load(mmap_mode="r")``; members of an
-``.npz`` written by ``np.savez``, i.e. uncompressed, are mapped in place; compressed members are read whole) into
-per-class Gram statistics; MASC and the linear probe run on such layers, the other probes need the activations in
-memory and skip them.
+Arrays stay memory maps (``np.load(mmap_mode="r")``; members of an ``.npz`` written by ``np.savez``, i.e.
+uncompressed, are mapped in place; compressed members are read whole), and :func:`activations_source` hands them to
+the probing engine (:mod:`jaxmem.probes.engine`) as a feature source read in row chunks, so a layer larger than the
+memory budget streams straight from the file. Probing them is :func:`jaxmem.experiments.probing.probe_activations`.
 """
 from __future__ import annotations
 
 import struct
 import zipfile
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.config import GIVEN_LABELS, MemberSpec
-from jaxmem.probes import baselines, linear, masc
-from jaxmem.probes.gram import ChunkSchedule, accumulate, chunk_schedule, gram_init
-from jaxmem.results import accuracy_row
+from jaxmem.probes.engine import SPLITS, FeatureSource, array_source, rows_per_chunk
 
 LABEL_KEYS = ("y_train", "y_test", "y_train_true")
-PROBE_NAMES = ("masc", "linear", "ncm", "knn", "lda", "qda", "logreg")
-STREAMING_PROBES = ("masc", "linear")
-MODEL_NAME = "activations"
-_SUB_CHUNK = 256  # rows per class-pure Gram update inside a streamed chunk
 
 
 class Layer(NamedTuple):
@@ -149,202 +137,22 @@ def _check_layer(path: Path, name: str, layer: Layer, num_train: int, num_test: 
                          f"test sample (shapes {layer.train.shape} and {layer.test.shape})")
 
 
-# ----------------------------------------------------------------------------------------------- row chunks
+# ------------------------------------------------------------------------------------------------- as a source
 
 
-def rows_per_chunk(dim: int, memory_budget: float) -> int:
-    """Rows of a streamed chunk: a few float32 copies of it must fit the budget."""
-    return int(max(1, min(8192, memory_budget // (16 * max(dim, 1)))))
-
-
-def _chunks(array: np.ndarray, rows: int, dtype=np.float32):
-    """(start, [B, D] ``dtype``) chunks of a (possibly memory-mapped) array [N, ...]."""
-    for start in range(0, len(array), rows):
-        yield start, np.asarray(array[start : start + rows], dtype).reshape(-1, int(np.prod(array.shape[1:])))
-
-
-def _dtype(precision: str):
-    return np.float64 if precision == "exact" else np.float32
+def activations_source(acts: Activations) -> FeatureSource:
+    """The layers of ``acts`` as the probing engine's feature source (read chunk by chunk from the memory maps)."""
+    return array_source({name: (layer.train, layer.test) for name, layer in acts.layers.items()})
 
 
 def check_finite(acts: Activations, memory_budget: float) -> None:
     """A ``ValueError`` naming the first layer and split with NaN or infinite features, and how many rows."""
+    source = activations_source(acts)
     for name, layer in acts.layers.items():
-        for split, array in (("train", layer.train), ("test", layer.test)):
-            bad = sum(int((~np.isfinite(chunk)).any(1).sum()) for _, chunk in _chunks(array, rows_per_chunk(
-                layer.dim, memory_budget)))
+        rows = rows_per_chunk(layer.dim, memory_budget)
+        for split in SPLITS:
+            bad = sum(int((~np.isfinite(chunk[name][0])).any(1).sum())
+                      for chunk in source.chunks((name,), split, rows, np.float32))
             if bad:
-                raise ValueError(f"layer {name!r} {split}: {bad} of {len(array)} rows contain NaN or infinite values")
-
-
-# ---------------------------------------------------------------------------------------------------- fitting
-
-
-def _fit_in_memory(layer: Layer, groupings: dict, num_classes, variants, probes, precision, seed) -> dict:
-    """{(kind, probe): (size, train predictions [N], test predictions [T])} with the activations in memory."""
-    train = np.asarray(layer.train, _dtype(precision)).reshape(len(layer.train), -1)
-    test = np.asarray(layer.test, _dtype(precision)).reshape(len(layer.test), -1)
-    out = {}
-    for kind, labels in groupings.items():
-        for name, variance in variants.items():
-            probe = masc.fit(train, labels, num_classes, variance, precision)
-            out[kind, name] = (float(masc.mean_components(probe)), masc.predict(probe, train),
-                               masc.predict(probe, test))
-        for name in probes:
-            if name == "masc":
-                continue
-            if name == "knn":
-                predictions = [baselines.knn_predict(train, labels, x, num_classes) for x in (train, test)]
-            else:
-                state = _FITS[name](train, labels, num_classes, precision, seed)
-                predictions = [_PREDICTS[name](state, x) for x in (train, test)]
-            out[kind, name] = (np.nan, *predictions)
-    return out
-
-
-_FITS = {
-    "linear": lambda x, y, c, precision, seed: linear.fit(x, y, c, precision),
-    "ncm": lambda x, y, c, precision, seed: baselines.ncm_fit(x, y, c),
-    "lda": lambda x, y, c, precision, seed: baselines.lda_fit(x, y, c),
-    "qda": lambda x, y, c, precision, seed: baselines.qda_fit(x, y, c),
-    "logreg": lambda x, y, c, precision, seed: baselines.logreg_fit(x, y, c, jax.random.key(seed)),
-}
-_PREDICTS = {"linear": linear.predict, "ncm": baselines.ncm_predict, "lda": baselines.lda_predict,
-             "qda": baselines.qda_predict, "logreg": baselines.logreg_predict}
-
-
-def stream_gram(array: np.ndarray, labels: np.ndarray, num_classes: int, *, memory_budget: float,
-                precision: str = "fast"):
-    """Per-class Grams (GramState, gram [C, D, D]) and the mean row [D] of a possibly memory-mapped ``array``
-    [N, ...], read ``rows_per_chunk`` rows at a time; each chunk is cut into class-pure pieces for the update."""
-    dim = int(np.prod(array.shape[1:]))
-    rows = rows_per_chunk(dim, memory_budget)
-    sub_chunk = min(_SUB_CHUNK, rows)
-    steps = -(-rows // sub_chunk) + num_classes  # enough class-pure pieces for any chunk: static scan length
-    with masc.precision_context(precision == "exact"):
-        dtype = _dtype(precision)
-        update = jax.jit(accumulate)
-        state, total = gram_init(num_classes, dim, dtype), np.zeros(dim, np.float64)
-        for start, chunk in _chunks(array, rows, dtype):
-            schedule = chunk_schedule(labels[start : start + len(chunk)], num_classes, sub_chunk)
-            index = np.full((steps, sub_chunk), -1, np.int32)
-            chunk_class = np.zeros(steps, np.int32)
-            index[: len(schedule.index)], chunk_class[: len(schedule.index)] = schedule.index, schedule.chunk_class
-            padded = np.zeros((rows, dim), dtype)
-            padded[: len(chunk)] = chunk
-            state = update(state, jnp.asarray(padded), ChunkSchedule(index, chunk_class))
-            total += chunk.sum(0, dtype=np.float64)
-    return state, total / max(len(array), 1)
-
-
-def _predict_streamed(probe, predict, array: np.ndarray, memory_budget: float, precision: str) -> np.ndarray:
-    dim = int(np.prod(array.shape[1:]))
-    return np.concatenate([np.asarray(predict(probe, chunk)) for _, chunk in _chunks(
-        array, rows_per_chunk(dim, memory_budget), _dtype(precision))])
-
-
-def _fit_streamed(layer: Layer, groupings: dict, num_classes, variants, probes, precision, memory_budget) -> dict:
-    out = {}
-    for kind, labels in groupings.items():
-        state, mean_row = stream_gram(layer.train, labels, num_classes, memory_budget=memory_budget,
-                                      precision=precision)
-        fitted = {name: masc.fit_from_gram(state, variance, precision) for name, variance in variants.items()}
-        if "linear" in probes:
-            fitted["linear"] = linear.fit_from_gram(state, mean_row, precision)
-        del state
-        for name, probe in fitted.items():
-            predict = linear.predict if name == "linear" else masc.predict
-            size = np.nan if name == "linear" else float(masc.mean_components(probe))
-            out[kind, name] = (size, *(_predict_streamed(probe, predict, array, memory_budget, precision)
-                                       for array in (layer.train, layer.test)))
-    return out
-
-
-# ------------------------------------------------------------------------------------------------------- rows
-
-
-class ProbeRun(NamedTuple):
-    """What :func:`probe_activations` did."""
-
-    rows: list[dict]
-    member: MemberSpec
-    streamed: tuple[str, ...]  # layers fitted from streamed Grams
-    skipped: dict[str, tuple[str, ...]]  # streamed layer -> probes that need the activations in memory
-
-
-def masc_variants(variance: float | int = 0.99, sensitivity: Sequence[float | int] = ()) -> dict:
-    """Probe name -> MASC variance: ``"masc"`` at ``variance``, ``"masc(n=…)"`` for each other sensitivity value."""
-    variants = {"masc": masc.check_variance(variance)}
-    for value in map(masc.check_variance, sensitivity):
-        if value != variants["masc"]:
-            variants[f"masc(n={value:g})"] = value
-    return variants
-
-
-def check_probe_names(names: Sequence[str]) -> tuple[str, ...]:
-    """``names`` validated against :data:`PROBE_NAMES`, MASC first."""
-    unknown = [name for name in names if name not in PROBE_NAMES]
-    if unknown:
-        raise ValueError(f"unknown probes {unknown}; choose from {list(PROBE_NAMES)}")
-    return tuple(dict.fromkeys(["masc", *names]))
-
-
-def probe_activations(
-    acts: Activations,
-    *,
-    probes: Sequence[str] = ("masc",),
-    variance: float | int = 0.99,
-    sensitivity: Sequence[float | int] = (),
-    precision: str = "fast",
-    memory_budget: float = 2**31,
-    seed: int = 0,
-) -> ProbeRun:
-    """Fit every probe on every layer of ``acts`` and return the tidy rows (see the module docstring).
-
-    Subspace kinds: ``"corrupted"`` (fitted on ``y_train``) and, with ``y_train_true``, ``"true"``. Train
-    predictions are scored against ``y_train`` ("corrupted") and the true labels (``y_train_true``, else ``y_train``).
-    """
-    probes = check_probe_names(probes)
-    variants = masc_variants(variance, sensitivity)
-    check_finite(acts, memory_budget)
-    true_train = acts.y_train if acts.y_train_true is None else acts.y_train_true
-    groupings = {"corrupted": acts.y_train, **({} if acts.y_train_true is None else {"true": acts.y_train_true})}
-    member = MemberSpec(acts.name, MODEL_NAME, float(np.mean(acts.y_train != true_train)) if len(true_train) else 0.0,
-                        0, GIVEN_LABELS)
-    in_memory, used = set(), 0.0
-    for name, layer in sorted(acts.layers.items(), key=lambda item: item[1].dim):
-        size = 4.0 * (len(layer.train) + len(layer.test)) * layer.dim
-        if used + size <= memory_budget:
-            in_memory.add(name)
-            used += size
-    rows, skipped = [], {}
-    for name, layer in acts.layers.items():
-        if name in in_memory:
-            fitted = _fit_in_memory(layer, groupings, acts.num_classes, variants, probes, precision, seed)
-        else:
-            fitted = _fit_streamed(layer, groupings, acts.num_classes, variants, probes, precision, memory_budget)
-            skipped[name] = tuple(p for p in probes if p not in STREAMING_PROBES)
-        for (kind, probe_name), (size, train_pred, test_pred) in fitted.items():
-            common = dict(epoch=-1, probe=probe_name, layer=name, subspace_labels=kind, size=size)
-            for split, against, predicted, target in (("train", "corrupted", train_pred, acts.y_train),
-                                                      ("train", "true", train_pred, true_train),
-                                                      ("test", "true", test_pred, acts.y_test)):
-                rows.append(accuracy_row(0, member, split=split, scored_against=against,
-                                         n_correct=np.sum(np.asarray(predicted) == target), n_seen=len(target),
-                                         **common))
-    streamed = tuple(name for name in acts.layers if name not in in_memory)
-    return ProbeRun(rows, member, streamed, skipped)
-
-
-def write_probe_run(run: ProbeRun, results: str | Path) -> Path:
-    """Write the results table fresh at ``results``, with ``members.csv`` and ``summary.md`` beside it."""
-    from jaxmem.report import summary_markdown
-    from jaxmem.results import append_rows, read_rows, write_member_table
-
-    results = Path(results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.unlink(missing_ok=True)
-    append_rows(results, run.rows)
-    write_member_table(results.parent / "members.csv", [run.member])
-    (results.parent / "summary.md").write_text(summary_markdown(read_rows(results)) + "\n")
-    return results
+                total = source.num_rows[split]
+                raise ValueError(f"layer {name!r} {split}: {bad} of {total} rows contain NaN or infinite values")

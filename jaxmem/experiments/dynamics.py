@@ -20,19 +20,22 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxmem.config import MemberSpec, TrainSpec
+from jaxmem.config import MemberSpec, ProbeSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.editing import edit_layer, edit_params
+from jaxmem.experiments.memorize import record_probing
 from jaxmem.experiments.probing import probe_members, probe_rows
 from jaxmem.faults import maybe_fail
 from jaxmem.features import collect_activations, member_predictions, member_variables
 from jaxmem.models import get_model
 from jaxmem.probes import linear
-from jaxmem.probes.registry import check_probe_names
+from jaxmem.probes.registry import select_probes
 from jaxmem.results import accuracy_row, append_rows, read_rows
 from jaxmem.train import (EpochEnd, MemberState, Progress, device_data, fit_members, load_member_params,
                           make_optimizer, paper2_epoch_schedule, split_member_keys, train_members)
 from jaxmem.train.loop import EPOCHS_DIR, RESULTS_FILE
+
+DYNAMICS_PROBING = ProbeSpec(probes=("masc", "linear"))  # the paper-2 probes at every kept epoch
 
 
 def saved_epochs(out_dir: str | Path) -> list[int]:
@@ -41,20 +44,22 @@ def saved_epochs(out_dir: str | Path) -> list[int]:
 
 
 def probe_saved_epochs(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
-                       variance: float | int = 0.99, precision: str = "fast",
-                       probes: Sequence[str] = ("masc", "linear"), memory_budget: float = 2**31,
-                       progress: bool = True, epochs: Sequence[int] | None = None,
-                       layers: Sequence[str] | None = None, subspaces: Sequence[str] = ("corrupted", "true"),
+                       probing: ProbeSpec = DYNAMICS_PROBING, progress: bool = True,
+                       epochs: Sequence[int] | None = None, layers: Sequence[str] | None = None,
                        results_path: str | Path | None = None):
-    """``probes`` (names of :mod:`jaxmem.probes.registry`) with ``subspaces`` on every layer (or ``layers``) at
-    every saved epoch (or those of ``epochs``), skipping the (epoch, probe) pairs that already have rows.
+    """The probes of ``probing`` (its probes, MASC variances and subspace kinds) on every layer (or ``layers``)
+    at every saved epoch (or those of ``epochs``), skipping the (epoch, probe) pairs that already have rows.
 
-    Rows are read from and appended to ``results_path`` (default: the run's ``results.csv``; another table lets
-    this run beside the training process). Returns that table (DataFrame) with the new rows.
+    Rows are read from and appended to ``results_path`` (default: the run's ``results.csv``, and the spec goes
+    into its ``config.json`` as for a run; another table lets this run beside the training process). Returns that
+    table (DataFrame) with the new rows.
     """
     out_dir = Path(out_dir)
+    if results_path is None:
+        record_probing(out_dir, probing)
     results_path = Path(results_path) if results_path is not None else out_dir / RESULTS_FILE
-    probes = check_probe_names(probes)
+    probes = list(select_probes(probing.probes, variance=probing.variance, sensitivity=probing.sensitivity,
+                                precision=probing.precision))
     done = (read_rows(results_path).groupby("epoch")["probe"].agg(set).to_dict() if results_path.exists() else {})
     model = get_model(members[0].model, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     for epoch in saved_epochs(out_dir):
@@ -64,8 +69,9 @@ def probe_saved_epochs(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
         start = time.perf_counter()
         params, batch_stats = load_member_params(out_dir, epoch)
         rows = probe_members(model, members[0].model, member_variables(params, batch_stats), dataset, members,
-                             epoch=epoch, variance=variance, precision=precision, memory_budget=memory_budget,
-                             probes=missing, layers=layers, subspaces=subspaces)
+                             epoch=epoch, variance=probing.variance, precision=probing.precision,
+                             memory_budget=probing.memory_budget, probes=missing, layers=layers,
+                             subspaces=probing.subspaces, seed=probing.seed)
         append_rows(results_path, rows)
         if progress:
             print(f"probed epoch {epoch}: {len(rows)} rows in {time.perf_counter() - start:.0f} s", flush=True)
@@ -77,7 +83,8 @@ def run_dynamics(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpe
                  checkpoint_epochs: Sequence[int] | None = None, resume: bool = True, progress: bool = True,
                  **probe_kwargs):
     """Train keeping the parameters of ``checkpoint_epochs`` (default: the paper-2 schedule up to the epoch cap),
-    then :func:`probe_saved_epochs`. Members stop at memorisation, so later scheduled epochs may not exist."""
+    then :func:`probe_saved_epochs` (``probe_kwargs``: its ``probing``, ``epochs``, ``layers``).
+    Members stop at memorisation, so later scheduled epochs may not exist."""
     schedule = paper2_epoch_schedule(spec.max_epochs) if checkpoint_epochs is None else checkpoint_epochs
     fit_members(dataset, members, spec, out_dir, checkpoint_epochs=schedule, resume=resume, progress=progress)
     return probe_saved_epochs(dataset, members, spec, out_dir, progress=progress, **probe_kwargs)

@@ -13,7 +13,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from jaxmem.config import MemberSpec, TrainSpec
+from jaxmem.config import MemberSpec, ProbeSpec, TrainSpec
 from jaxmem.data import Dataset
 from jaxmem.experiments.distributed import probe_on_mesh
 from jaxmem.experiments.probing import clean_subspace_kinds, probe_members
@@ -21,7 +21,7 @@ from jaxmem.faults import maybe_fail
 from jaxmem.features import member_variables
 from jaxmem.models import get_model
 from jaxmem.models.resnet import with_bn_mode
-from jaxmem.probes.registry import check_probe_names, select_probes
+from jaxmem.probes.registry import select_probes
 from jaxmem.report import final_model_rows
 from jaxmem.results import append_rows, read_rows
 from jaxmem.train import fit_members, load_member_params
@@ -40,20 +40,13 @@ def run_memorization(
     resume: bool = True,
     progress: bool = True,
     checkpoint_epochs: Sequence[int] = (),
-    variance: float | int = 0.99,
-    precision: str = "fast",
-    subspaces: Sequence[str] = ("corrupted", "true"),
-    memory_budget: float = 2**31,
-    probes: Sequence[str] = ("masc",),
-    sensitivity: Sequence[float | int] = (),
-    clean_degrees: Sequence[float] = (),
-    bn_mode: str = "eval",
+    probing: ProbeSpec = ProbeSpec(),
     mesh=None,
 ):
     """Train, probe all layers of every member at its final epoch, and return the results table (DataFrame).
 
-    ``probes`` (names of :mod:`jaxmem.probes.registry`) run on every layer, MASC also at each ``sensitivity``
-    variance (see :func:`jaxmem.experiments.probing.probe_members`). The members trained at p = 0
+    ``probing.probes`` (names of :mod:`jaxmem.probes.registry`) run on every layer, MASC also at each
+    ``sensitivity`` variance (see :func:`jaxmem.experiments.probing.probe_members`). The members trained at p = 0
     are also probed with subspaces from their labels corrupted at each of ``clean_degrees`` (subspace kind
     ``"corrupted@q"``). ``bn_mode="reference"`` probes with per-image train-mode BatchNorm
     (:func:`jaxmem.models.resnet.with_bn_mode`). The probe settings go into ``config.json``; a rerun computes only
@@ -63,23 +56,21 @@ def run_memorization(
     are split over its devices (:func:`jaxmem.experiments.distributed.probe_on_mesh`); process 0 writes.
     """
     out_dir = Path(out_dir)
-    probes = check_probe_names(probes)
     fit_members(dataset, members, spec, out_dir, max_epochs=max_epochs, resume=resume, progress=progress,
                 checkpoint_epochs=checkpoint_epochs, mesh=mesh)
-    record_probing(out_dir, dict(variance=variance, precision=precision, bn_mode=bn_mode),
-                   dict(probes=list(probes), sensitivity=list(sensitivity), subspaces=list(subspaces),
-                        clean_degrees=list(clean_degrees), memory_budget=memory_budget))
+    record_probing(out_dir, probing)
     table = read_rows(out_dir / RESULTS_FILE)
     final_epoch = final_model_rows(table).groupby("member")["epoch"].max().sort_index().to_numpy()
-    names = list(select_probes(probes, variance=variance, sensitivity=sensitivity, precision=precision))
+    names = list(select_probes(probing.probes, variance=probing.variance, sensitivity=probing.sensitivity,
+                               precision=probing.precision))
     clean = [m for m, member in enumerate(members) if member.degree == 0]
-    plan = missing_probes(table, final_epoch, names, {kind: list(range(len(members))) for kind in subspaces}
-                          | {kind: clean for kind in clean_subspace_kinds(clean_degrees)})
+    plan = missing_probes(table, final_epoch, names, {kind: list(range(len(members))) for kind in probing.subspaces}
+                          | {kind: clean for kind in clean_subspace_kinds(probing.clean_degrees)})
     if not plan:
         return table
     params, batch_stats = load_member_params(out_dir)
     model = with_bn_mode(get_model(members[0].model, dataset.num_classes, init=spec.init,
-                                   dropout=spec.dropout), bn_mode)
+                                   dropout=spec.dropout), probing.bn_mode)
     variables = member_variables(params, batch_stats)
 
     def probe(ids: Sequence[int], items=tuple(plan.items())) -> list[dict]:  # members ``ids`` (all, or a device's)
@@ -91,8 +82,9 @@ def run_memorization(
             index = np.asarray(chosen)
             rows += probe_members(model, members[0].model, jax.tree.map(lambda leaf: leaf[index], variables),
                                   dataset, [members[m] for m in chosen], epoch=final_epoch[index],
-                                  member_ids=chosen, subspaces=kinds, probes=wanted, variance=variance,
-                                  precision=precision, memory_budget=memory_budget)
+                                  member_ids=chosen, subspaces=kinds, probes=wanted, variance=probing.variance,
+                                  precision=probing.precision, memory_budget=probing.memory_budget,
+                                  seed=probing.seed)
         return rows
 
     if mesh is None:  # each pass's rows as soon as they exist: an interrupted rerun probes only what is missing
@@ -125,10 +117,12 @@ def missing_probes(table, final_epoch, names: Sequence[str], members_by_kind: di
     return {(tuple(kinds), wanted): ids for (ids, wanted), kinds in grouped.items()}
 
 
-def record_probing(out_dir: Path, identity: dict, request: dict) -> None:
-    """Keep the probe settings in ``config.json``: ``identity`` (settings that change what an existing row means:
-    MASC's variance, precision, BatchNorm mode) must match an earlier probing of the run (else ``ValueError``
-    naming the field and the ways out); each ``request`` (probes, variances, subspace kinds) is appended."""
+def record_probing(out_dir: Path, probing: ProbeSpec) -> None:
+    """Keep the probe settings in ``config.json``: the spec's ``identity`` (settings that change what an existing
+    row means: MASC's variance, precision, BatchNorm mode) must match an earlier probing of the run (else
+    ``ValueError`` naming the field and the ways out); each ``request`` (probes, variances, subspace kinds) is
+    appended."""
+    identity, request = probing.identity, probing.request
     path = out_dir / CONFIG_FILE
     if not is_writer():
         return

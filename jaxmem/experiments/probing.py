@@ -1,4 +1,5 @@
-"""Probes on the layers of members: the input layer (no model) and every probe layer of trained members.
+"""Probes on the layers of members (the input layer, every probe layer of trained members) and on activations
+files, as rows of the tidy results table; the probing itself is the engine's (:mod:`jaxmem.probes.engine`).
 
 Rows (docs/methods.md): per layer and probe, test accuracy vs true labels and train accuracy vs corrupted and vs
 true labels, with the probe's size (MASC: mean components per class). For the input layer all members (corruption
@@ -10,28 +11,26 @@ activations themselves and skip such layers).
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+import json
+from pathlib import Path
+from typing import Mapping, NamedTuple, Sequence
 
-from typing import Mapping, NamedTuple
-
-import jax
 import numpy as np
 
-from jaxmem.config import MemberSpec
+from jaxmem.config import GIVEN_LABELS, MemberSpec, ProbeSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
-from jaxmem.features import collect_activations, layer_widths, stream_grams, stream_predictions
+from jaxmem.experiments.activations import Activations, activations_source, check_finite
+from jaxmem.features import model_source
 from jaxmem.models import probe_layers
 from jaxmem.probes.base import Probe
+from jaxmem.probes.engine import Scored, array_source, probe_source
 from jaxmem.probes.registry import select_probes
-from jaxmem.results import accuracy_row
+from jaxmem.report import summary_markdown
+from jaxmem.results import accuracy_row, append_rows, read_rows, write_member_table
+from jaxmem.train.rundir import CONFIG_FILE, MEMBERS_FILE, RESULTS_FILE
 
-
-class Scored(NamedTuple):
-    """One probe on one layer with one grouping, for every member."""
-
-    size: np.ndarray  # [M] the probe's size (NaN when it has none)
-    train: np.ndarray  # [M, N] predictions on the training set
-    test: np.ndarray  # [M, T] predictions on the test set
+ACTIVATIONS_MODEL = "activations"  # the model column of rows probed from an activations file
+PROBE_RUN_KIND = "probe"  # config.json "kind" of a run directory written by write_probe_run
 
 
 def subspace_grouping(dataset: Dataset, members: Sequence[MemberSpec], kinds: Sequence[str]) -> dict:
@@ -116,53 +115,15 @@ def probe_input_layer(
     x_test = normalize(dataset.name, dataset.x_test).reshape(len(dataset.x_test), -1)
     corrupted = member_train_labels(dataset, members)
     grouping = corrupted if subspace_labels == "corrupted" else np.broadcast_to(dataset.y_train, corrupted.shape)
+    probed = probe_source(array_source({"input": (x_train, x_test)}), {subspace_labels: grouping},
+                          dataset.num_classes, select_probes(probes, variance=variance, precision=precision),
+                          precision=precision, memory_budget=float("inf"), seed=seed)
     rows = []
-    for name, probe in select_probes(probes, variance=variance, precision=precision).items():
-        scored = _fit_and_score_features(probe, x_train, grouping, x_train, x_test, dataset.num_classes, seed)
-        rows += probe_rows(members, scored.size, layer="input", epoch=-1, subspace_labels=subspace_labels,
+    for (_, kind, name), scored in probed.scored.items():
+        rows += probe_rows(members, scored.size, layer="input", epoch=-1, subspace_labels=kind,
                            probe_name=name, train_predictions=scored.train, test_predictions=scored.test,
                            corrupted_labels=corrupted, true_train_labels=dataset.y_train, test_labels=dataset.y_test)
     return rows
-
-
-def _fit_and_score_features(probe: Probe, features, labels, x_train, x_test, num_classes, seed) -> Scored:
-    """Fit on features [N, D] or [M, N, D] grouped by labels [M, N]; predict train and test [M, ·]."""
-    state = probe.fit(features, labels, num_classes, key=jax.random.key(seed))
-    return Scored(probe.member_sizes(state, len(labels)), np.asarray(probe.predict(state, x_train)),
-                  np.asarray(probe.predict(state, x_test)))
-
-
-def _fit_and_score_in_memory(model, variables, x_train, x_test, layers, grouping, num_classes, probes, batch_size,
-                             seed):
-    train_acts = collect_activations(model, variables, x_train, layers, batch_size=batch_size)
-    test_acts = collect_activations(model, variables, x_test, layers, batch_size=batch_size)
-    out = {}
-    for name in layers:
-        for kind, labels in grouping.items():
-            for probe_name, probe in probes.items():
-                out[name, kind, probe_name] = _fit_and_score_features(
-                    probe, train_acts[name], labels, train_acts[name], test_acts[name], num_classes, seed)
-        del train_acts[name], test_acts[name]
-    return out
-
-
-def _fit_and_score_streaming(model, variables, x_train, x_test, layers, grouping, num_classes, probes, precision,
-                             batch_size):
-    out = {}
-    streaming = {name: probe for name, probe in probes.items() if probe.streams}
-    if not streaming:
-        return out
-    for kind, labels in grouping.items():
-        grams = stream_grams(model, variables, x_train, labels, num_classes, layers, precision=precision)
-        fitted = {(name, probe_name): (probe, probe.from_gram(grams[name]))
-                  for name in layers for probe_name, probe in streaming.items()}
-        del grams
-        train_pred = stream_predictions(model, variables, x_train, fitted, batch_size=batch_size)
-        test_pred = stream_predictions(model, variables, x_test, fitted, batch_size=batch_size)
-        for (name, probe_name), (probe, state) in fitted.items():
-            out[name, kind, probe_name] = Scored(probe.member_sizes(state, len(labels)), train_pred[name, probe_name],
-                                                 test_pred[name, probe_name])
-    return out
 
 
 def fit_and_score(
@@ -178,39 +139,17 @@ def fit_and_score(
     batch_size: int = 1024,
     seed: int = 0,
 ) -> dict:
-    """Fit every probe on every layer with each grouping ``{kind: labels [M, N]}`` and predict train and test.
-
-    Args:
-      probes: ``{name: probe}``, e.g. from :func:`jaxmem.probes.registry.select_probes`.
-      precision: of the streamed Grams ("exact": float64).
-      memory_budget: layers whose train and test activations for all members fit this many bytes are fitted in
-        memory; larger layers stream their per-class moments chunk by chunk, and only the probes that stream
-        run on them.
-      seed: the random state of probes that take a key (logistic regression).
+    """Fit every probe on every layer with each grouping ``{kind: labels [M, N]}`` and predict train and test:
+    :func:`jaxmem.probes.engine.probe_source` on the members' layers (:func:`jaxmem.features.model_source`).
 
     Returns:
       ``{(layer, kind, probe_name): Scored(size [M], train predictions [M, N], test predictions [M, T])}``.
     """
-    num_members = next(iter(grouping.values())).shape[0]
     x_train = normalize(dataset.name, dataset.x_train)
     x_test = normalize(dataset.name, dataset.x_test)
-    widths = layer_widths(model, variables, x_train, layers)
-    in_memory, streamed, used = [], [], 0.0
-    for name in sorted(layers, key=widths.get):
-        size = 4.0 * num_members * (len(x_train) + len(x_test)) * widths[name]
-        fits = used + size <= memory_budget
-        (in_memory if fits else streamed).append(name)
-        used += size if fits else 0
-    common = (model, variables, x_train, x_test)
-    fitted = {}
-    if in_memory:
-        fitted.update(_fit_and_score_in_memory(*common, tuple(in_memory), grouping, dataset.num_classes, probes,
-                                               batch_size, seed))
-    if streamed:
-        fitted.update(_fit_and_score_streaming(*common, tuple(streamed), grouping, dataset.num_classes, probes,
-                                               precision, batch_size))
-    order = {name: i for i, name in enumerate(layers)}
-    return dict(sorted(fitted.items(), key=lambda item: order[item[0][0]]))
+    source = model_source(model, variables, x_train, x_test, layers, batch_size=batch_size)
+    return probe_source(source, grouping, dataset.num_classes, probes, precision=precision,
+                        memory_budget=memory_budget, seed=seed).scored
 
 
 def probe_members(
@@ -253,3 +192,74 @@ def probe_members(
                            corrupted_labels=grouping[kind] if kind.startswith("corrupted@") else corrupted,
                            true_train_labels=dataset.y_train, test_labels=dataset.y_test, member_ids=member_ids)
     return rows
+
+
+class ProbeRun(NamedTuple):
+    """What :func:`probe_activations` or :func:`probe_dataset_inputs` did."""
+
+    rows: list[dict]
+    members: list[MemberSpec]
+    streamed: tuple[str, ...]  # layers fitted from streamed statistics
+    skipped: dict[str, tuple[str, ...]]  # streamed layer -> probes that need the activations in memory
+
+
+def _selected(probing: ProbeSpec) -> dict:
+    return select_probes(probing.probes, variance=probing.variance, sensitivity=probing.sensitivity,
+                         precision=probing.precision)
+
+
+def probe_dataset_inputs(dataset: Dataset, members: Sequence[MemberSpec], probing: ProbeSpec = ProbeSpec()) -> ProbeRun:
+    """Every probe of ``probing`` on the flattened, normalised inputs, with each of its subspace kinds
+    ("corrupted": each member's labels; "true"), for every member (they share the features)."""
+    rows = []
+    for kind in probing.subspaces:
+        rows += probe_input_layer(dataset, members, probes=list(_selected(probing)), variance=probing.variance,
+                                  precision=probing.precision, subspace_labels=kind, seed=probing.seed)
+    return ProbeRun(rows, list(members), (), {})
+
+
+def probe_activations(acts: Activations, probing: ProbeSpec = ProbeSpec()) -> ProbeRun:
+    """Every probe of ``probing`` (:func:`jaxmem.probes.registry.select_probes`) on every layer of ``acts``, as the
+    tidy rows of a training run with one member: model ``"activations"``, label rule ``"given"``, degree = the share
+    of ``y_train`` that differs from ``y_train_true`` (0 without it).
+
+    Subspace kinds: ``"corrupted"`` (fitted on ``y_train``) and, with ``y_train_true``, ``"true"``. Train
+    predictions are scored against ``y_train`` ("corrupted") and the true labels (``y_train_true``, else ``y_train``).
+    """
+    check_finite(acts, probing.memory_budget)
+    true_train = acts.y_train if acts.y_train_true is None else acts.y_train_true
+    groupings = {"corrupted": acts.y_train[None],
+                 **({} if acts.y_train_true is None else {"true": acts.y_train_true[None]})}
+    degree = float(np.mean(acts.y_train != true_train)) if len(true_train) else 0.0
+    member = MemberSpec(acts.name, ACTIVATIONS_MODEL, degree, 0, GIVEN_LABELS)
+    probed = probe_source(activations_source(acts), groupings, acts.num_classes, _selected(probing),
+                          precision=probing.precision, memory_budget=probing.memory_budget, seed=probing.seed)
+    rows = []
+    for (layer, kind, name), scored in probed.scored.items():
+        rows += probe_rows([member], scored.size, layer=layer, epoch=-1, subspace_labels=kind, probe_name=name,
+                           train_predictions=scored.train, test_predictions=scored.test,
+                           corrupted_labels=acts.y_train[None], true_train_labels=true_train,
+                           test_labels=acts.y_test)
+    return ProbeRun(rows, [member], probed.streamed, probed.skipped)
+
+
+def write_probe_run(run: ProbeRun, out_dir: str | Path, probing: ProbeSpec, source: dict) -> Path:
+    """Write the run directory ``out_dir`` afresh: ``results.csv``, ``members.csv``, ``config.json`` (the probe
+    spec and ``source``, what was probed) and ``summary.md``. A training run's directory is refused (its results
+    would be lost)."""
+    out_dir = Path(out_dir)
+    config_path = out_dir / CONFIG_FILE
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; --out names a run directory (results.csv and more inside)")
+    if config_path.exists() and json.loads(config_path.read_text()).get("kind") != PROBE_RUN_KIND:
+        raise ValueError(f"{out_dir} holds a training run; probe into another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = out_dir / RESULTS_FILE
+    results.unlink(missing_ok=True)
+    append_rows(results, run.rows)
+    write_member_table(out_dir / MEMBERS_FILE, run.members)
+    config = {"kind": PROBE_RUN_KIND, "source": source,
+              "probing": {"identity": probing.identity, "requests": [probing.request]}}
+    config_path.write_text(json.dumps(config, indent=2))
+    (out_dir / "summary.md").write_text(summary_markdown(read_rows(results)) + "\n")
+    return out_dir

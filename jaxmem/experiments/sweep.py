@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
-from jaxmem.config import DEFAULT_MODEL, TrainSpec, paper_train_spec
+from jaxmem.config import DEFAULT_MODEL, ProbeSpec, TrainSpec, paper_train_spec
 from jaxmem.data import Dataset
 from jaxmem.experiments.memorize import RESULTS_FILE, run_memorization
 from jaxmem.experiments.relabel import RELABEL_FILE, relabel_and_finetune
@@ -96,14 +96,14 @@ def run_sweep(
     relabel_options: dict | None = None,
     progress: bool = True,
     mesh=None,
-    **probe_options,
+    probing: ProbeSpec = ProbeSpec(),
 ):
     """Run every unfinished cell, then return the combined results table (DataFrame).
 
     ``load(dataset_name)`` gives each dataset (loaded once per dataset, in cell order); ``overrides`` as in
-    :func:`cell_spec`; ``probe_options`` go to :func:`run_memorization` (``probes``, ``sensitivity``,
-    ``clean_degrees``, ...); with ``relabel`` each cell also runs :func:`relabel_and_finetune`. With a ``mesh``
-    every cell trains and probes split over its devices (all processes run this; process 0 writes).
+    :func:`cell_spec`; ``probing`` goes to :func:`run_memorization` (every cell is probed alike); with
+    ``relabel`` each cell also runs :func:`relabel_and_finetune`. With a ``mesh`` every cell trains and probes
+    split over its devices (all processes run this; process 0 writes).
     """
     if mesh is not None and relabel:
         raise ValueError("relabel runs on one process; run the sweep without --distributed to relabel, or leave "
@@ -122,7 +122,7 @@ def run_sweep(
         dataset, spec = loaded[cell.dataset], cell_spec(cell, overrides or {})
         members = member_grid(cell.dataset, cell.model, degrees, seeds, label_rule)
         cell_dir = out_dir / cell.name
-        run_memorization(dataset, members, spec, cell_dir, progress=progress, mesh=mesh, **probe_options)
+        run_memorization(dataset, members, spec, cell_dir, progress=progress, mesh=mesh, probing=probing)
         if relabel:
             relabel_and_finetune(dataset, members, spec, cell_dir, progress=progress, **(relabel_options or {}))
         if is_writer():

@@ -8,7 +8,10 @@ A probe is a small structure of pure functions (the Optax shape), with a leading
 Training features may also be [N, D], shared by all members (the input layer); scored features [T, D] likewise.
 A probe that is a function of per-class counts, sums and second moments also fits from the streamed
 :class:`~jaxmem.probes.gram.GramState` (``from_gram``), so a layer too large for memory is probed without its
-activations. Each probe states its FLOPs for fitting and scoring from :class:`ProbeSizes`, and the per-member
+activations; ``from_stats`` fits it from the statistics the engine shares between probes
+(:mod:`jaxmem.probes.engine`), and a neighbour probe splits its scoring into a label-free ``search`` and a
+``vote``, so one search serves every grouping.
+Each probe states its FLOPs for fitting and scoring from :class:`ProbeSizes`, and the per-member
 size it reports in the results (MASC: mean components per class; NaN for the others).
 The probes themselves are registered by name in :mod:`jaxmem.probes.registry`.
 """
@@ -55,6 +58,12 @@ class Probe(NamedTuple):
     score_flops: Callable[[ProbeSizes, Any], float]  # (sizes, state) -> flops of scoring T samples, all members
     from_gram: Optional[Callable[[Any], Any]] = None  # (GramState [M, ...]) -> state; None: needs the activations
     size: Optional[Callable[[Any], np.ndarray]] = None  # state -> [M] probe size for the results; None: NaN
+    # (Statistics) -> state: fit from the statistics the engine shares between probes (jaxmem.probes.engine)
+    from_stats: Optional[Callable[[Any], Any]] = None
+    # (train [.., N, D], queries [.., T, D]) -> neighbour indices: a label-free search the engine runs once per
+    # layer and split, whose result ``vote`` (state, indices) -> scores turns into each grouping's scores
+    search: Optional[Callable[[Any, Any], jax.Array]] = None
+    vote: Optional[Callable[[Any, jax.Array], jax.Array]] = None
 
     @property
     def streams(self) -> bool:

@@ -199,15 +199,35 @@ def _centred_scatter(features, means, constant, index, chunk_class, num_classes,
     return jax.vmap(one, in_axes=(None if shared else 0, 0, 0, 0, 0))(features, means, constant, index, chunk_class)
 
 
-def _moments(features, shared, labels, num_classes, chunk_size, per_class):
+class ClassMoments(NamedTuple):
+    """A fit's validated inputs with their per-class counts and means: what NCM needs, and LDA and QDA start from
+    (one :func:`class_moments` serves all three)."""
+
+    features: jax.Array  # [N, D] (shared) or [M, N, D] float32
+    shared: bool
+    labels: np.ndarray  # [M, N]
+    has_member_axis: bool
+    num_classes: int
+    counts: np.ndarray  # [M, C]
+    means: jax.Array  # [M, C, D] (0 for an empty class)
+
+
+def class_moments(features, labels, num_classes: int) -> ClassMoments:
+    """Validate a fit's inputs (features [N, D] or [M, N, D], labels [N] or [M, N]) and take the class means."""
+    features, shared, labels, has_member_axis = _training_inputs(features, labels, num_classes)
     counts, means = _class_sums(features, labels, num_classes, shared)
-    schedule = chunk_schedule(labels, num_classes, chunk_size)
-    constant = _constant_features(features, jnp.asarray(labels), num_classes=num_classes, shared=shared)
-    scatter = _centred_scatter(
-        features, means, constant, jnp.asarray(schedule.index), jnp.asarray(schedule.chunk_class),
-        num_classes=num_classes, per_class=per_class, shared=shared,
+    return ClassMoments(features, shared, labels, has_member_axis, num_classes, counts, means)
+
+
+def _scatter(moments: ClassMoments, chunk_size, per_class):
+    """The centred scatter of the class rows: per class [M, C, D, D] or pooled [M, D, D]."""
+    m = moments
+    schedule = chunk_schedule(m.labels, m.num_classes, chunk_size)
+    constant = _constant_features(m.features, jnp.asarray(m.labels), num_classes=m.num_classes, shared=m.shared)
+    return _centred_scatter(
+        m.features, m.means, constant, jnp.asarray(schedule.index), jnp.asarray(schedule.chunk_class),
+        num_classes=m.num_classes, per_class=per_class, shared=m.shared,
     )
-    return jnp.asarray(counts), means, scatter
 
 
 def _centred_from_gram(state: GramState, per_class: bool):
@@ -245,9 +265,12 @@ def _numerical_floor(eigenvalues):
 
 def ncm_fit(features, labels, num_classes: int) -> NcmProbe:
     """Nearest class mean: unit uncentred class means. features [N, D] or [M, N, D]; labels [N] or [M, N]."""
-    features, shared, labels, has_member_axis = _training_inputs(features, labels, num_classes)
-    counts, means = _class_sums(features, labels, num_classes, shared)
-    return _unbatched(_ncm(jnp.asarray(counts), means), has_member_axis)
+    return ncm_from_moments(class_moments(features, labels, num_classes))
+
+
+def ncm_from_moments(moments: ClassMoments) -> NcmProbe:
+    """NCM from :func:`class_moments`."""
+    return _unbatched(_ncm(jnp.asarray(moments.counts), moments.means), moments.has_member_axis)
 
 
 def ncm_fit_from_gram(state: GramState) -> NcmProbe:
@@ -285,27 +308,36 @@ def ncm_predict(probe: NcmProbe, features) -> jax.Array:
 # ------------------------------------------------------------------------------------------------------ kNN
 
 
-def _knn_votes_one(train, one_hot, queries, k, chunk):
-    """Votes [T, C] of the k nearest training rows (cosine) per query, ``chunk`` queries at a time."""
+def _knn_nearest_one(train, queries, k, chunk):
+    """Indices [T, k] of the k nearest training rows (cosine) per query, ``chunk`` queries at a time."""
     norms = jnp.linalg.norm(train, axis=-1)
     inverse_norms = jnp.where(norms > 0, 1 / jnp.where(norms > 0, norms, 1), 0)
 
-    def vote(query):  # [D] -> [C]; lax.map vmaps it over a chunk, so sims are [chunk, N] at most
+    def nearest(query):  # [D] -> [k]; lax.map vmaps it over a chunk, so sims are [chunk, N] at most
         # cos(q, t)·‖q‖: the same order over t as the cosine similarity (zero rows: similarity 0, distance 1)
         similarity = jnp.matmul(train, query, precision=HIGHEST) * inverse_norms
-        _, nearest = jax.lax.top_k(similarity, k)  # equal similarities: lowest index first
-        return one_hot[nearest].sum(0, dtype=jnp.int32)  # argmax over equal votes: smallest label
+        return jax.lax.top_k(similarity, k)[1]  # equal similarities: lowest index first
 
-    return jax.lax.map(vote, queries, batch_size=chunk)
+    return jax.lax.map(nearest, queries, batch_size=chunk)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "chunk", "members", "shared_train", "shared_queries"))
-def _knn_votes(train, one_hot, queries, k, chunk, members, shared_train, shared_queries):
-    one = functools.partial(_knn_votes_one, k=k, chunk=chunk)
-    if not members:
-        return one(train, one_hot, queries)
-    in_axes = (None if shared_train else 0, 0, None if shared_queries else 0)
-    return jax.vmap(one, in_axes=in_axes)(train, one_hot, queries)
+@functools.partial(jax.jit, static_argnames=("k", "chunk", "shared_train", "shared_queries"))
+def _knn_nearest(train, queries, k, chunk, shared_train, shared_queries):
+    one = functools.partial(_knn_nearest_one, k=k, chunk=chunk)
+    if shared_train and shared_queries:
+        return one(train, queries)
+    in_axes = (None if shared_train else 0, None if shared_queries else 0)
+    return jax.vmap(one, in_axes=in_axes)(train, queries)
+
+
+@jax.jit
+def _knn_vote(one_hot, nearest):
+    """Votes int32 [..., T, C] of the neighbours ``nearest`` [..., T, k] (or [T, k] for every member)."""
+    if one_hot.ndim == 2:
+        return one_hot[nearest].sum(-2, dtype=jnp.int32)  # argmax over equal votes: smallest label
+    if nearest.ndim == 2:
+        return jax.vmap(lambda labels: labels[nearest].sum(-2, dtype=jnp.int32))(one_hot)
+    return jax.vmap(lambda labels, index: labels[index].sum(-2, dtype=jnp.int32))(one_hot, nearest)
 
 
 def knn_fit(features, labels, num_classes: int) -> KnnProbe:
@@ -315,24 +347,43 @@ def knn_fit(features, labels, num_classes: int) -> KnnProbe:
     return KnnProbe(features, one_hot if has_member_axis else one_hot[0])
 
 
+def knn_neighbours(train, features, *, k: int = 5, chunk: int = 512) -> jax.Array:
+    """Indices of the k nearest rows of ``train`` [N, D] or [M, N, D] (cosine distance) for each query of
+    ``features`` [T, D] or [M, T, D]: int32 [T, k] when both are shared, else [M, T, k]; ``chunk`` queries are
+    searched together (memory M·chunk·N floats). The search does not depend on labels, so one search serves
+    every grouping (:func:`knn_vote`)."""
+    train = jnp.asarray(train, jnp.float32)
+    n, dim = train.shape[-2], train.shape[-1]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+        raise ValueError(f"k must be an integer in [1, {n}] (the number of training samples), got {k!r}")
+    chunk = _check_chunk(chunk)
+    queries = _eval_features(features, dim)
+    if train.ndim == 3 and queries.ndim == 3 and queries.shape[0] != train.shape[0]:
+        raise ValueError(f"training has {train.shape[0]} members but features have {queries.shape[0]}")
+    return _knn_nearest(train, queries, k=int(k), chunk=min(chunk, max(queries.shape[-2], 1)),
+                        shared_train=train.ndim == 2, shared_queries=queries.ndim == 2)
+
+
+def knn_vote(probe: KnnProbe, nearest) -> jax.Array:
+    """Votes int32 [T, C] or [M, T, C] of the neighbours ``nearest`` (:func:`knn_neighbours`) under the probe's
+    labels."""
+    if probe.one_hot.ndim == 2 and np.ndim(nearest) == 3:
+        raise ValueError("a probe without a member axis votes with [T, k] neighbours")
+    return _knn_vote(probe.one_hot, jnp.asarray(nearest))
+
+
 def knn_scores(probe: KnnProbe, features, *, k: int = 5, chunk: int = 512) -> jax.Array:
     """Votes of the k nearest training rows (cosine distance): int32 [T, C] or [M, T, C].
 
     ``features``: queries [T, D] (shared by all members) or [M, T, D]; 1 ≤ k ≤ N; ``chunk`` queries are scored
     together (memory M·chunk·N floats).
     """
-    n, dim = probe.one_hot.shape[-2], probe.features.shape[-1]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-        raise ValueError(f"k must be an integer in [1, {n}] (the number of training samples), got {k!r}")
-    chunk = _check_chunk(chunk)
-    queries = _eval_features(features, dim)
     members = probe.one_hot.ndim == 3
-    if not members and queries.ndim == 3:
+    if not members and np.ndim(features) == 3:
         raise ValueError("a probe without a member axis scores [T, D] features")
-    if members and queries.ndim == 3 and queries.shape[0] != probe.one_hot.shape[0]:
-        raise ValueError(f"training has {probe.one_hot.shape[0]} members but features have {queries.shape[0]}")
-    return _knn_votes(probe.features, probe.one_hot, queries, k=int(k), chunk=min(chunk, max(queries.shape[-2], 1)),
-                      members=members, shared_train=probe.features.ndim == 2, shared_queries=queries.ndim == 2)
+    if members and np.ndim(features) == 3 and np.shape(features)[0] != probe.one_hot.shape[0]:
+        raise ValueError(f"training has {probe.one_hot.shape[0]} members but features have {np.shape(features)[0]}")
+    return knn_vote(probe, knn_neighbours(probe.features, features, k=k, chunk=chunk))
 
 
 def knn_predict(train_features, train_labels, features, num_classes: int, k: int = 5, *, chunk: int = 512):
@@ -390,10 +441,14 @@ def lda_fit(features, labels, num_classes: int, *, chunk_size: int = 512) -> Lda
 
     features [N, D] or [M, N, D]; labels [N] or [M, N]; chunk_size: rows per class-pure scatter chunk.
     """
-    features, shared, labels, has_member_axis = _training_inputs(features, labels, num_classes)
-    counts, means, scatter = _moments(features, shared, labels, num_classes, chunk_size, per_class=False)
-    probe = jax.vmap(_lda_member)(counts.astype(jnp.float32), means, scatter)
-    return _unbatched(probe, has_member_axis)
+    return lda_from_moments(class_moments(features, labels, num_classes), chunk_size=chunk_size)
+
+
+def lda_from_moments(moments: ClassMoments, *, chunk_size: int = 512) -> LdaProbe:
+    """LDA from :func:`class_moments` (the pooled within-class scatter is accumulated here)."""
+    scatter = _scatter(moments, chunk_size, per_class=False)
+    probe = jax.vmap(_lda_member)(jnp.asarray(moments.counts, jnp.float32), moments.means, scatter)
+    return _unbatched(probe, moments.has_member_axis)
 
 
 def lda_fit_from_gram(state: GramState) -> LdaProbe:
@@ -442,10 +497,14 @@ def qda_fit(features, labels, num_classes: int, *, chunk_size: int = 512) -> Qda
     features [N, D] or [M, N, D]; labels [N] or [M, N]; chunk_size: rows per class-pure scatter chunk.
     ``probe.rank_deficient`` [C] (or [M, C]) flags the classes scikit-learn would refuse.
     """
-    features, shared, labels, has_member_axis = _training_inputs(features, labels, num_classes)
-    counts, means, scatter = _moments(features, shared, labels, num_classes, chunk_size, per_class=True)
-    probe = jax.vmap(_qda_member)(counts.astype(jnp.float32), means, scatter)
-    return _unbatched(probe, has_member_axis)
+    return qda_from_moments(class_moments(features, labels, num_classes), chunk_size=chunk_size)
+
+
+def qda_from_moments(moments: ClassMoments, *, chunk_size: int = 512) -> QdaProbe:
+    """QDA from :func:`class_moments` (the per-class scatters are accumulated here)."""
+    scatter = _scatter(moments, chunk_size, per_class=True)
+    probe = jax.vmap(_qda_member)(jnp.asarray(moments.counts, jnp.float32), moments.means, scatter)
+    return _unbatched(probe, moments.has_member_axis)
 
 
 def qda_fit_from_gram(state: GramState) -> QdaProbe:
@@ -594,17 +653,24 @@ __all__ = [
     "LogRegProbe",
     "ncm_fit",
     "ncm_fit_from_gram",
+    "ncm_from_moments",
+    "ClassMoments",
+    "class_moments",
     "ncm_scores",
     "ncm_predict",
     "knn_fit",
+    "knn_neighbours",
+    "knn_vote",
     "knn_scores",
     "knn_predict",
     "lda_fit",
     "lda_fit_from_gram",
+    "lda_from_moments",
     "lda_scores",
     "lda_predict",
     "qda_fit",
     "qda_fit_from_gram",
+    "qda_from_moments",
     "qda_scores",
     "qda_predict",
     "logreg_fit",

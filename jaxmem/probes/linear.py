@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.probes.base import check_precision, precision_context, prepare_fit
-from jaxmem.probes.gram import HIGHEST, ClassSpectra, GramState, dual_spectra, primal_spectra, spectrum
+from jaxmem.probes.base import precision_context
+from jaxmem.probes.gram import HIGHEST, ClassSpectra, GramState
+from jaxmem.probes.masc import Spectra, class_spectra, gram_spectra
 
 
 class LinearProbe(NamedTuple):
@@ -80,16 +81,7 @@ def fit(
       A :class:`LinearProbe`, vectors [C, D], or [M, C, D] when features or labels have a member axis. The sign
       rule uses each member's own training mean (the mean over all N samples, whatever their labels).
     """
-    check_precision(precision)
-    exact = precision == "exact"
-    with precision_context(exact):
-        x = prepare_fit(features, labels, num_classes, exact, dual)
-        vectors = jnp.zeros((x.labels.shape[0], num_classes, x.features.shape[-1]), x.features.dtype)
-        for part in (primal_spectra(x.features, x.shared, x.labels, x.use_primal, num_classes, chunk_size),
-                     dual_spectra(x.features, x.shared, x.labels, x.counts, x.use_dual)):
-            vectors = _scatter_leading(vectors, part)
-        vectors = _orient(vectors, x.features.mean(-2))
-    return LinearProbe(vectors if x.has_member_axis else vectors[0])
+    return fit_from_spectra(class_spectra(features, labels, num_classes, precision, chunk_size=chunk_size, dual=dual))
 
 
 def fit_from_gram(state: GramState, mean_feature=None, precision: str = "fast") -> LinearProbe:
@@ -101,25 +93,27 @@ def fit_from_gram(state: GramState, mean_feature=None, precision: str = "fast") 
         state's class sums and counts.
       precision: "fast" (float32) or "exact" (float64).
     """
-    check_precision(precision)
-    exact = precision == "exact"
-    with precision_context(exact):
-        dtype = jnp.float64 if exact else jnp.float32
-        gram = jnp.asarray(state.gram, dtype)
-        if mean_feature is None:
-            total = jnp.sum(jnp.asarray(state.count), -1)[..., None]
-            mean_feature = jnp.sum(jnp.asarray(state.sums, dtype), -2) / jnp.maximum(total, 1)
-        mean_feature = jnp.asarray(mean_feature, dtype)
-        if gram.ndim not in (3, 4) or gram.shape[-1] != gram.shape[-2]:
-            raise ValueError(f"state.gram must be [C, D, D] or [M, C, D, D], got shape {gram.shape}")
-        dim = gram.shape[-1]
-        if mean_feature.shape not in ((dim,), (*gram.shape[:-3], dim)):
-            raise ValueError(
-                f"mean_feature must be [{dim}] or {[*gram.shape[:-3], dim]} to match gram {gram.shape}, "
-                f"got shape {mean_feature.shape}"
-            )
-        values, eigenvectors = spectrum(gram)
-        return LinearProbe(_orient(_leading(values, eigenvectors), mean_feature))
+    spectra = gram_spectra(state, precision)
+    if mean_feature is not None:
+        with precision_context(precision == "exact"):
+            mean_feature = jnp.asarray(mean_feature, spectra.mean_feature.dtype)
+        dim, batch = spectra.dim, np.shape(state.gram)[:-3]
+        if mean_feature.shape not in ((dim,), (*batch, dim)):
+            raise ValueError(f"mean_feature must be [{dim}] or {[*batch, dim]} to match gram "
+                             f"{np.shape(state.gram)}, got shape {mean_feature.shape}")
+        spectra = spectra._replace(mean_feature=mean_feature)
+    return fit_from_spectra(spectra)
+
+
+def fit_from_spectra(spectra: Spectra) -> LinearProbe:
+    """The linear probe from shared :class:`~jaxmem.probes.masc.Spectra` (the leading eigenvectors)."""
+    dtype = spectra.mean_feature.dtype
+    with precision_context(dtype == np.float64):
+        vectors = jnp.zeros((*spectra.counts.shape, spectra.dim), dtype)
+        for part in (spectra.primal, spectra.dual):
+            vectors = _scatter_leading(vectors, part)
+        vectors = _orient(vectors, jnp.asarray(spectra.mean_feature, dtype))
+    return LinearProbe(vectors if spectra.has_member_axis else vectors[0])
 
 
 @jax.jit
@@ -151,4 +145,4 @@ def predict(probe: LinearProbe, features) -> jax.Array:
         return jnp.argmax(scores(probe, features), axis=-1).astype(jnp.int32)
 
 
-__all__ = ["LinearProbe", "fit", "fit_from_gram", "predict", "scores"]
+__all__ = ["LinearProbe", "fit", "fit_from_gram", "fit_from_spectra", "predict", "scores"]

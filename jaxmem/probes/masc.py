@@ -159,6 +159,65 @@ def _finish(shape, dim, dtype, primal, dual) -> MascProbe:
     return _assemble(shape, dim, width, dtype, parts)
 
 
+class Spectra(NamedTuple):
+    """The per-class eigenproblems of one grouping: one eigendecomposition per (member, class), from which MASC at
+    every variance (:func:`fit_from_spectra`, k is chosen after eigh) and the linear probe fit."""
+
+    primal: ClassSpectra  # D×D problems
+    dual: ClassSpectra  # N_c×N_c problems (classes with fewer samples than D)
+    counts: np.ndarray  # [M, C] samples per class
+    dim: int  # D
+    mean_feature: jax.Array  # [D] or [M, D] training mean over all samples (the linear probe's sign rule)
+    has_member_axis: bool  # the caller's features or labels had a member axis
+
+
+def class_spectra(
+    features, labels, num_classes: int, precision: str = "fast", *, chunk_size: int = 512, dual: str | bool = "auto"
+) -> Spectra:
+    """The eigenproblems of :func:`fit` (arguments as there), solved once."""
+    check_precision(precision)
+    exact = precision == "exact"
+    with precision_context(exact):
+        x = prepare_fit(features, labels, num_classes, exact, dual)
+        primal = primal_spectra(x.features, x.shared, x.labels, x.use_primal, num_classes, chunk_size)
+        dual_part = dual_spectra(x.features, x.shared, x.labels, x.counts, x.use_dual)
+        return Spectra(primal, dual_part, x.counts, x.features.shape[-1], x.features.mean(-2), x.has_member_axis)
+
+
+def gram_spectra(state: GramState, precision: str = "fast") -> Spectra:
+    """The eigenproblems of accumulated second moments (the streaming path; primal problem for every class).
+
+    ``state`` fields may have a leading member axis: gram [M, C, D, D], count [M, C].
+    """
+    check_precision(precision)
+    exact = precision == "exact"
+    with precision_context(exact):
+        dtype = jnp.float64 if exact else jnp.float32
+        gram, count = jnp.asarray(state.gram, dtype), np.asarray(state.count)
+        if gram.ndim not in (3, 4) or gram.shape[-1] != gram.shape[-2]:
+            raise ValueError(f"state.gram must be [C, D, D] or [M, C, D, D], got shape {gram.shape}")
+        has_member_axis = gram.ndim == 4
+        sums = jnp.asarray(state.sums, dtype)
+        if not has_member_axis:
+            gram, count, sums = gram[None], count[None], sums[None]
+        pm, pc = np.nonzero(count > 0)
+        primal = (ClassSpectra(pm, pc, *accurate_spectrum(gram[pm, pc])) if len(pm)
+                  else ClassSpectra(pm, pc, None, None))
+        empty = np.zeros(0, int)
+        mean = jnp.sum(sums, -2) / jnp.maximum(jnp.asarray(count.sum(-1), dtype), 1)[..., None]
+        return Spectra(primal, ClassSpectra(empty, empty, None, None), count, gram.shape[-1], mean, has_member_axis)
+
+
+def fit_from_spectra(spectra: Spectra, variance: float | int = 0.99) -> MascProbe:
+    """MASC at ``variance`` from shared :class:`Spectra` (:func:`class_spectra` or :func:`gram_spectra`)."""
+    variance = check_variance(variance)
+    dtype = spectra.mean_feature.dtype
+    with precision_context(dtype == np.float64):
+        primal, dual_part = (_with_k(part, spectra.counts, variance) for part in (spectra.primal, spectra.dual))
+        probe = _finish(spectra.counts.shape, spectra.dim, dtype, primal, dual_part)
+    return probe if spectra.has_member_axis else jax.tree.map(lambda a: a[0], probe)
+
+
 def fit(
     features,
     labels,
@@ -183,38 +242,15 @@ def fit(
     Returns:
       A :class:`MascProbe` with a leading member axis when features or labels have one.
     """
-    check_precision(precision)
     variance = check_variance(variance)
-    exact = precision == "exact"
-    with precision_context(exact):
-        x = prepare_fit(features, labels, num_classes, exact, dual)
-        primal = primal_spectra(x.features, x.shared, x.labels, x.use_primal, num_classes, chunk_size)
-        dual_part = dual_spectra(x.features, x.shared, x.labels, x.counts, x.use_dual)
-        primal, dual_part = _with_k(primal, x.counts, variance), _with_k(dual_part, x.counts, variance)
-        probe = _finish((x.labels.shape[0], num_classes), x.features.shape[-1], x.features.dtype, primal, dual_part)
-    return probe if x.has_member_axis else jax.tree.map(lambda a: a[0], probe)
+    spectra = class_spectra(features, labels, num_classes, precision, chunk_size=chunk_size, dual=dual)
+    return fit_from_spectra(spectra, variance)
 
 
 def fit_from_gram(state: GramState, variance: float | int = 0.99, precision: str = "fast") -> MascProbe:
-    """Fit from accumulated second moments (the streaming path; primal problem for every class).
-
-    ``state`` fields may have a leading member axis: gram [M, C, D, D], count [M, C].
-    """
-    check_precision(precision)
+    """Fit from accumulated second moments (:func:`gram_spectra`, the streaming path)."""
     variance = check_variance(variance)
-    exact = precision == "exact"
-    with precision_context(exact):
-        dtype = jnp.float64 if exact else jnp.float32
-        gram, count = jnp.asarray(state.gram, dtype), np.asarray(state.count)
-        has_member_axis = gram.ndim == 4
-        if not has_member_axis:
-            gram, count = gram[None], count[None]
-        shape, dim = count.shape, gram.shape[-1]
-        pm, pc = np.nonzero(count > 0)
-        primal = _with_k(ClassSpectra(pm, pc, *accurate_spectrum(gram[pm, pc])), count, variance)
-        empty = (ClassSpectra(np.zeros(0, int), np.zeros(0, int), None, None), np.zeros(0, np.int32))
-        probe = _finish(shape, dim, dtype, primal, empty)
-    return probe if has_member_axis else jax.tree.map(lambda a: a[0], probe)
+    return fit_from_spectra(gram_spectra(state, precision), variance)
 
 
 # ------------------------------------------------------------------------------------------------- scoring
@@ -297,6 +333,10 @@ __all__ = [
     "MascProbe",
     "fit",
     "fit_from_gram",
+    "fit_from_spectra",
+    "Spectra",
+    "class_spectra",
+    "gram_spectra",
     "predict",
     "scores",
     "angles",

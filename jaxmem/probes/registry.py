@@ -135,6 +135,7 @@ def masc_probe(variance: float | int = 0.99, precision: str = "fast", *, name: s
         score_flops=masc_score_flops,
         from_gram=functools.partial(masc.fit_from_gram, variance=variance, precision=precision),
         size=masc.mean_components,
+        from_stats=lambda stats: masc.fit_from_spectra(stats.spectra(precision), variance),
     )
 
 
@@ -148,20 +149,30 @@ def linear_probe(precision: str = "fast") -> Probe:
         fit_flops=subspace_fit_flops,
         score_flops=dense_score_flops,
         from_gram=functools.partial(linear.fit_from_gram, precision=precision),
+        from_stats=lambda stats: linear.fit_from_spectra(stats.spectra(precision)),
     )
+
+
+def _from_moments(in_memory, from_gram):
+    """``from_stats`` of a moment probe: from the shared class moments in memory, else from the streamed Gram."""
+    return lambda stats: in_memory(stats.moments()) if stats.gram is None else from_gram(stats.gram)
 
 
 PROBES: dict[str, Probe] = {probe.name: probe for probe in (
     masc_probe(),
     linear_probe(),
     Probe("ncm", _keyless(baselines.ncm_fit), baselines.ncm_scores, class_means_flops, dense_score_flops,
-          from_gram=baselines.ncm_fit_from_gram),
+          from_gram=baselines.ncm_fit_from_gram,
+          from_stats=_from_moments(baselines.ncm_from_moments, baselines.ncm_fit_from_gram)),
     Probe("knn", _keyless(baselines.knn_fit), functools.partial(baselines.knn_scores, k=KNN_NEIGHBOURS), no_flops,
-          knn_score_flops),
+          knn_score_flops, search=functools.partial(baselines.knn_neighbours, k=KNN_NEIGHBOURS),
+          vote=baselines.knn_vote),
     Probe("lda", _keyless(baselines.lda_fit), baselines.lda_scores, lda_fit_flops, dense_score_flops,
-          from_gram=baselines.lda_fit_from_gram),
+          from_gram=baselines.lda_fit_from_gram,
+          from_stats=_from_moments(baselines.lda_from_moments, baselines.lda_fit_from_gram)),
     Probe("qda", _keyless(baselines.qda_fit), baselines.qda_scores, qda_fit_flops, qda_score_flops,
-          from_gram=baselines.qda_fit_from_gram),
+          from_gram=baselines.qda_fit_from_gram,
+          from_stats=_from_moments(baselines.qda_from_moments, baselines.qda_fit_from_gram)),
     Probe("logreg", _logreg_fit, baselines.logreg_scores, logreg_fit_flops, dense_score_flops),
 )}
 

@@ -1,0 +1,208 @@
+"""Full probing of one member: each probe on its own (the registry) vs the engine vs scikit-learn + numpy.
+
+Workload: one trained MNIST MLP member (``--run-dir`` of a trained run, else a short training of ``--epochs``
+epochs), its hidden layers ``fc1 … fc4`` on ``--num-train`` training and all test images, every probe of the
+registry (MASC at n = 0.99 and at 0.25, 0.5, 0.75, 1; linear, NCM, kNN, LDA, QDA, logistic regression) with both
+subspace kinds (the member's corrupted labels and the true ones), fitted and scored on train and test. Timed three
+ways, each from the activations in memory (jaxmem's two: the last of ``--repeat`` runs, compilation excluded):
+
+* ``per_probe``: every (layer, kind, probe) fitted on its own through the registry (``probe.fit`` / ``predict``);
+* ``engine``: :func:`jaxmem.probes.engine.probe_source` (shared eigendecompositions, class moments, kNN search);
+* ``peer``: what a user would write instead: scikit-learn ``LinearDiscriminantAnalysis``,
+  ``QuadraticDiscriminantAnalysis``, ``KNeighborsClassifier`` (cosine, brute), ``LogisticRegression``,
+  ``NearestCentroid`` (on unit rows), and numpy MASC and linear probe (per class ``X_cᵀX_c``,
+  ``np.linalg.eigh``, one scoring matmul) fitted per probe and variance.
+
+``rows_identical``: the engine's predictions equal the per-probe ones everywhere; ``prediction_agreement``: the
+share of equal predictions over all rows (train and test of every layer, kind and probe).
+
+    python benchmarks/probing_bench.py --run-dir runs/grid-mnist-mlp/p0.8-s0 --json benchmarks/results/probing_cpu.json
+    python benchmarks/probing_bench.py --num-train 5000 --epochs 3     # reduced size
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxmem.config import MemberSpec, paper_train_spec
+from jaxmem.data import load_dataset, member_train_labels, normalize, subset
+from jaxmem.features import collect_activations, member_variables
+from jaxmem.models import get_model
+from jaxmem.probes.engine import array_source, probe_source
+from jaxmem.probes.registry import PROBES, variant_variance, select_probes
+from jaxmem.train import fit_members, load_member_params
+from jaxmem.train.rundir import read_run_config
+
+SENSITIVITY = (0.25, 0.5, 0.75, 1)
+HIDDEN = ("fc1", "fc2", "fc3", "fc4")
+
+
+def member_activations(args, layers):
+    """({layer: (train [N, D], test [T, D])}, corrupted labels [N], true labels [N], test labels, classes, name)."""
+    if args.run_dir is not None:
+        spec, members = read_run_config(args.run_dir)
+        member = members[args.member]
+        dataset = load_dataset(member.dataset, args.data_dir)
+        params, batch_stats = load_member_params(args.run_dir)
+        pick = lambda tree: jax.tree.map(lambda a: a[args.member : args.member + 1], tree)  # noqa: E731
+        params, batch_stats = pick(params), pick(batch_stats) if batch_stats else batch_stats
+        source = str(args.run_dir)
+        train_labels = member_train_labels(dataset, [member])[0]  # the run's own labels, then the first N
+        dataset = subset(dataset, args.num_train, None)
+    else:
+        dataset = subset(load_dataset(args.dataset, args.data_dir), args.num_train, None)
+        member = MemberSpec(args.dataset, "mlp", args.degree, 0)
+        spec = paper_train_spec(args.dataset, "mlp")
+        with tempfile.TemporaryDirectory() as out:
+            fit_members(dataset, [member], spec, out, max_epochs=args.epochs, progress=False)
+            params, batch_stats = load_member_params(out)
+        source = f"{args.epochs} epochs on {len(dataset.y_train)} samples"
+        train_labels = member_train_labels(dataset, [member])[0]
+    model = get_model("mlp", dataset.num_classes, init=spec.init)
+    variables = member_variables(params, batch_stats)
+    x_train, x_test = normalize(dataset.name, dataset.x_train), normalize(dataset.name, dataset.x_test)
+    acts = {split: collect_activations(model, variables, x, layers) for split, x in (("train", x_train),
+                                                                                     ("test", x_test))}
+    layers = {name: (np.asarray(acts["train"][name][0]), np.asarray(acts["test"][name][0])) for name in layers}
+    return (layers, train_labels[: len(dataset.y_train)], dataset.y_train, dataset.y_test, dataset.num_classes,
+            f"{member.dataset} mlp p={member.degree:g} ({source})")
+
+
+def per_probe(layers, groupings, num_classes, probes):
+    out = {}
+    for layer, (train, test) in layers.items():
+        for kind, labels in groupings.items():
+            for name, probe in probes.items():
+                state = probe.fit(train, labels, num_classes, key=jax.random.key(0))
+                out[layer, kind, name] = (np.asarray(probe.predict(state, train)),
+                                          np.asarray(probe.predict(state, test)))
+    return out
+
+
+def engine(layers, groupings, num_classes, probes):
+    probed = probe_source(array_source(layers), groupings, num_classes, probes, memory_budget=float("inf"))
+    return {key: (scored.train, scored.test) for key, scored in probed.scored.items()}
+
+
+def _numpy_subspace(train, labels, num_classes, variance):
+    """MASC (variance) or the linear probe (variance None): per class X_cᵀX_c, eigh, one scoring matmul."""
+    bases, complements = [], []
+    for c in range(num_classes):
+        rows = train[labels == c].astype(np.float32)
+        values, vectors = np.linalg.eigh(rows.T @ rows)
+        values, vectors = values[::-1], vectors[:, ::-1]
+        if variance is None:
+            vector = vectors[:, :1] * np.sign(vectors[:, 0] @ train.mean(0) or 1)
+            bases.append(vector)
+            continue
+        if isinstance(variance, int):
+            k = min(variance, len(values))
+        else:
+            k = min(int(np.sum(np.cumsum(values) / values.sum() <= variance)) + 1, len(values))
+        bases.append(vectors[:, :k])
+        complements.append(k)
+    if variance is None:
+        kernel = np.concatenate(bases, 1)
+        return lambda x: np.argmax(x @ kernel, 1)
+    width = max(b.shape[1] for b in bases)
+    stacked = np.concatenate([np.pad(b, ((0, 0), (0, width - b.shape[1]))) for b in bases], 1)
+
+    def predict(x):
+        captured = ((x @ stacked) ** 2).reshape(len(x), num_classes, width).sum(-1)
+        return np.argmax(captured / np.maximum((x**2).sum(1, keepdims=True), 1e-30), 1)
+
+    return predict
+
+
+def peer(layers, groupings, num_classes, names):
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
+
+    def unit(x):
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+
+    estimators = {"ncm": NearestCentroid, "knn": lambda: KNeighborsClassifier(5, metric="cosine", algorithm="brute"),
+                  "lda": LinearDiscriminantAnalysis, "qda": QuadraticDiscriminantAnalysis,
+                  "logreg": lambda: LogisticRegression(max_iter=100)}
+    out = {}
+    for layer, (train, test) in layers.items():
+        for kind, labels in groupings.items():
+            y = labels[0]
+            for name in names:
+                if name == "masc" or name.startswith("masc("):
+                    predict = _numpy_subspace(train, y, num_classes, 0.99 if name == "masc" else variant_variance(name))
+                elif name == "linear":
+                    predict = _numpy_subspace(train, y, num_classes, None)
+                else:
+                    estimator = estimators[name]()
+                    prepare = unit if name == "ncm" else (lambda x: x)
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            estimator.fit(prepare(train), y)
+                        predict = lambda x, e=estimator, p=prepare: e.predict(p(x))  # noqa: E731
+                    except np.linalg.LinAlgError:  # scikit-learn refuses a rank-deficient QDA
+                        predict = lambda x: np.full(len(x), -1)  # noqa: E731
+                out[layer, kind, name] = (predict(train), predict(test))
+    return out
+
+
+def timed(function, *args, repeat=1):
+    """The result and the seconds of the last of ``repeat`` calls (earlier calls pay the jit compilations)."""
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = function(*args)
+        seconds = time.perf_counter() - start
+    return result, seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run-dir", type=Path, help="a trained MNIST MLP run (its final parameters)")
+    parser.add_argument("--member", type=int, default=0, help="which member of --run-dir")
+    parser.add_argument("--dataset", default="mnist", help="without --run-dir: the dataset of the short training")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--degree", type=float, default=0.8, help="without --run-dir: the member's corruption")
+    parser.add_argument("--epochs", type=int, default=3, help="without --run-dir: epochs of the short training")
+    parser.add_argument("--num-train", type=int, default=60000, help="training samples probed")
+    parser.add_argument("--layers", default=",".join(HIDDEN), help="hidden layers probed, comma-separated")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="time the last of this many runs of each jaxmem way (the first compiles)")
+    parser.add_argument("--skip-peer", action="store_true", help="time jaxmem only")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+
+    layers, corrupted, true, _, num_classes, name = member_activations(args, tuple(args.layers.split(",")))
+    groupings = {"corrupted": corrupted[None], "true": true[None]}
+    probes = select_probes(list(PROBES), sensitivity=SENSITIVITY)
+    jax.block_until_ready(jax.numpy.zeros(1))
+    engine_out, engine_s = timed(engine, layers, groupings, num_classes, probes, repeat=args.repeat)
+    single_out, single_s = timed(per_probe, layers, groupings, num_classes, probes, repeat=args.repeat)
+    equal = sum(int(np.sum(a == b)) for key in single_out for a, b in zip(single_out[key], engine_out[key]))
+    total = sum(a.size for pair in single_out.values() for a in pair)
+    results = dict(workload=name, num_train=len(corrupted), layers={k: v[0].shape[1] for k, v in layers.items()},
+                   probes=list(probes), per_probe_s=round(single_s, 2), engine_s=round(engine_s, 2),
+                   speedup=round(single_s / engine_s, 2), rows_identical=equal == total,
+                   prediction_agreement=equal / total, device=jax.devices()[0].device_kind,
+                   machine=platform.machine())
+    if not args.skip_peer:
+        _, peer_s = timed(peer, layers, groupings, num_classes, list(probes))
+        results.update(peer_s=round(peer_s, 2), speedup_vs_peer=round(peer_s / engine_s, 2))
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
