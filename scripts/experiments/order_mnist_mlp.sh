@@ -3,7 +3,7 @@
 # as they stop, when the running accuracy reaches 100 %) and shuffled per epoch (stopped when a full pass over the
 # training set reaches 100 %: memorised for real), every probe at each run's stop; then one table and the page
 # docs/order-mnist-mlp/report.md.
-# Usage: scripts/order_mnist_mlp.sh [TRAIN_SUBSET] [DEGREE]   (default 10000 samples, p = 0.8; 60000 = all of MNIST)
+# Usage: scripts/experiments/order_mnist_mlp.sh [TRAIN_SUBSET] [DEGREE]   (default 10000 samples, p = 0.8; 60000 = all of MNIST)
 # Needs JAXMEM_DATA_DIR (the MNIST IDX files). Resumable: rerun the same command after an interruption.
 set -euo pipefail
 subset=${1:-10000}

@@ -1,6 +1,6 @@
 """The batch-order experiment's table, plot and tables for its page, from run directories of `jaxmem run`.
 
-    python scripts/order_report.py --out docs/order-mnist-mlp fixed=runs/order/fixed-p0.8-n10000 \
+    python scripts/experiments/order_report.py --out docs/order-mnist-mlp fixed=runs/order/fixed-p0.8-n10000 \
         shuffle=runs/order/shuffle-p0.8-n10000
 
 Writes OUT/results.csv.gz (every run's rows with a column ``order``: the one table), OUT/accuracy.png (running
@@ -98,7 +98,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="NAME=RUN_DIR, one per order")
     parser.add_argument("--out", type=Path, required=True, help="folder for results.csv.gz and accuracy.png")
-    parser.add_argument("--epochs", default="1,20,50,100,150,200,250,300,400,500",
+    parser.add_argument("--epochs", default="1,20,50,100,120,150,200,250,300,400,500",
                         help="epochs shown in the curve table (each run's stop is added)")
     args = parser.parse_args(argv)
     runs = dict(item.split("=", 1) for item in args.runs)
