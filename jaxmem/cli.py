@@ -623,10 +623,7 @@ def add_labels_parser(subparsers) -> None:
                                                "training set. Appends RUN_DIR/labels.csv (a rerun computes only "
                                                "what is missing), writes RUN_DIR/labels.md and labels_pr.png. "
                                                "Needs jaxmem[labels].")
-    parser.add_argument("run_dir", type=Path, help="a run directory written by jaxmem train/run")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
-    parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
+    add_run_dir_arguments(parser)
     parser.add_argument("--probes", default="all", help="comma-separated probes (MASC always), or 'all'")
     parser.add_argument("--layers", default="", help="candidate layers (default: all probe layers)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds for cleanlab's probabilities")
@@ -702,16 +699,21 @@ def cmd_report(args) -> None:
 # ----------------------------------------------------------------------------------------------------- cost
 
 
+def add_run_dir_arguments(parser: argparse.ArgumentParser) -> None:
+    """RUN_DIR and where its dataset's files are, for the commands that read a finished run."""
+    parser.add_argument("run_dir", type=Path, help="a run directory written by jaxmem train/run")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
+    parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
+
+
 def add_cost_parser(subparsers) -> None:
     parser = subparsers.add_parser("cost", help="wall time and FLOPs of fitting and scoring each probe per layer",
                                    description="Load the final members of a run directory, then time (best of "
                                                "--repeats after a warm-up) and count the FLOPs of fitting and "
                                                "scoring each probe on each probe layer; print a Markdown table "
                                                "and write RUN_DIR/cost.csv and RUN_DIR/cost.md.")
-    parser.add_argument("run_dir", type=Path, help="a run directory written by jaxmem train/run")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with the original dataset files (default: $JAXMEM_DATA_DIR)")
-    parser.add_argument("--source", default="auto", choices=["auto", "files", "tfds", "embedded"])
+    add_run_dir_arguments(parser)
     parser.add_argument("--train-subset", type=parse_positive_int, default=None,
                         help="fit on the first N of the run's training samples (labels as in training)")
     parser.add_argument("--test-subset", type=int, default=None, help="score the first N of the run's test samples")

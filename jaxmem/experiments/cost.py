@@ -23,7 +23,7 @@ import pandas as pd
 
 from jaxmem.data import Dataset, load_dataset, member_train_labels, normalize, subset
 from jaxmem.features import collect_activations, member_variables
-from jaxmem.models import get_model, probe_layers
+from jaxmem.models import chosen_probe_layers, get_model
 from jaxmem.probes.base import ProbeSizes, prepare_fit
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
 from jaxmem.results import write_table
@@ -141,10 +141,7 @@ def run_cost(run_dir: str | Path, dataset: Dataset, *, layers: Sequence[str] | N
     check_run_data(run_dir, dataset)
     spec, members = read_run_config(run_dir)
     model_name = members[0].model
-    layers = tuple(layers or probe_layers(model_name))
-    unknown = sorted(set(layers) - set(probe_layers(model_name)))
-    if unknown:
-        raise ValueError(f"unknown layers {unknown} for {model_name}; probe layers: {probe_layers(model_name)}")
+    layers = chosen_probe_layers(model_name, layers)
     train_part = _first(num_train, len(dataset.y_train), "train")
     test_part = _first(num_test, len(dataset.y_test), "test")
     corrupted = member_train_labels(dataset, members)

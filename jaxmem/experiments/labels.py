@@ -46,7 +46,7 @@ from jaxmem.experiments.dynamics import concat_members
 from jaxmem.experiments.probing import fit_and_score
 from jaxmem.experiments.relabel import REFERENCE_SPLIT_SEED, choose_layers, finetune, split_test
 from jaxmem.features import collect_activations, member_logits, member_variables
-from jaxmem.models import get_model, probe_layers
+from jaxmem.models import chosen_probe_layers, get_model
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
 from jaxmem.results import accuracy_row, append_rows, read_rows
 from jaxmem.train import load_member_params, read_run_config
@@ -385,10 +385,7 @@ def label_issues(run_dir: str | Path, dataset: Dataset, *, probes: Sequence[str]
     spec, members = read_run_config(run_dir)
     params, batch_stats = load_member_params(run_dir)
     model_name = members[0].model
-    layers = tuple(layers or probe_layers(model_name))
-    unknown = sorted(set(layers) - set(probe_layers(model_name)))
-    if unknown:
-        raise ValueError(f"unknown layers {unknown} for {model_name}; probe layers: {probe_layers(model_name)}")
+    layers = chosen_probe_layers(model_name, layers)
     probes = check_probe_names(probes)
     fold_assignment(len(dataset.y_train), folds, seed)
     if finetune_epochs < 1 or patience < 1:

@@ -74,6 +74,16 @@ def probe_layers(name: str) -> tuple[str, ...]:
     return _PROBE_LAYERS[name]
 
 
+def chosen_probe_layers(name: str, layers=()) -> tuple[str, ...]:
+    """``layers`` checked against model ``name``'s probe layers (``ValueError`` naming the unknown ones); all of
+    them when ``layers`` is empty."""
+    known = probe_layers(name)
+    unknown = sorted(set(layers) - set(known))
+    if unknown:
+        raise ValueError(f"unknown layers {unknown} for {name}; probe layers: {known}")
+    return tuple(layers or known)
+
+
 def count_params(params) -> int:
     """Number of scalars in one member's params pytree (pass ``variables["params"]``, not ``batch_stats``)."""
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
