@@ -78,7 +78,7 @@ def chosen_probe_layers(name: str, layers=()) -> tuple[str, ...]:
     """``layers`` checked against model ``name``'s probe layers (``ValueError`` naming the unknown ones); all of
     them when ``layers`` is empty."""
     known = probe_layers(name)
-    unknown = sorted(set(layers) - set(known))
+    unknown = sorted(set(layers or ()) - set(known))
     if unknown:
         raise ValueError(f"unknown layers {unknown} for {name}; probe layers: {known}")
     return tuple(layers or known)
