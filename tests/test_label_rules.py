@@ -85,12 +85,12 @@ def test_probe_with_labels_scores_train_against_them(tmp_path):
     digits = load_dataset("digits")
     own = np.where(np.arange(len(digits.y_train)) % 4 == 0, (digits.y_train + 1) % 10, digits.y_train)
     np.save(tmp_path / "own.npy", own)
-    out = tmp_path / "rows.csv"
+    out = tmp_path / "run"
     assert main(["probe", "--dataset", "digits", "--labels", str(tmp_path / "own.npy"), "--out", str(out)]) == 0
     from jaxmem.experiments.probing import probe_input_layer
     from jaxmem.results import read_rows
 
-    table = read_rows(out)
+    table = read_rows(out / "results.csv")
     expected = probe_input_layer(with_train_labels(digits, tmp_path / "own.npy"), [MemberSpec("digits", "none", 0.0, 0)])
     assert sorted(table["n_correct"]) == sorted(r["n_correct"] for r in expected)
     train = table[(table["split"] == "train")].set_index("scored_against")["n_correct"]
