@@ -95,5 +95,6 @@ def test_two_processes_save_the_single_process_parameters_and_configuration(runs
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert (split / "members.csv").read_text() == (single / "members.csv").read_text()
     configs = [json.loads((run / "config.json").read_text()) for run in (split, single)]
-    assert [config["train"].pop("max_epochs") for config in configs] == [1, 2]  # written by the first command
+    # the resumed run takes the second command's cap and keeps the first's, with the epoch it held until
+    assert configs[0].pop("resumed_with") == [{"until_epoch": 1, "max_epochs": 1}]
     assert configs[0] == configs[1]
