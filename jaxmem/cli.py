@@ -477,14 +477,18 @@ def add_dynamics_parser(subparsers) -> None:
     parser = subparsers.add_parser("dynamics", help="train keeping parameters on the paper-2 epoch schedule, then "
                                                     "probe every layer at every kept epoch",
                                    description="Train members keeping their parameters at the epochs of "
-                                               "--checkpoint-epochs (default: paper2 = 0, 1, 3, …, 19, 20, 25, …), "
-                                               "then probe every layer at every kept epoch with MASC and the "
+                                               "--checkpoint-epochs (default: paper2 = 0, 1, 2, 4, …, 20, 25, 30, "
+                                               "…), then probe the layers at every kept epoch with MASC and the "
                                                "extra probes; rows with their epoch go to OUT/results.csv. "
                                                "Resumable.")
     add_training_arguments(parser, degrees="0.8")
     parser.set_defaults(checkpoint_epochs="paper2")
     parser.add_argument("--variance", type=parse_variance, default=0.99)
     parser.add_argument("--probes", default="linear", help="extra probes besides MASC (default: linear)")
+    parser.add_argument("--subspaces", default="corrupted,true", help="subspace kinds to probe with")
+    parser.add_argument("--layers", default="",
+                        help="layers to probe at each kept epoch (default: every probe layer but the input, which "
+                             "training does not change)")
     parser.set_defaults(run=cmd_dynamics)
 
 
@@ -492,10 +496,14 @@ def cmd_dynamics(args) -> None:
     from jaxmem.config import ProbeSpec
     from jaxmem.experiments.dynamics import run_dynamics
 
+    from jaxmem.models import probe_layers
+
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
+    layers = split_names(args.layers) or [name for name in probe_layers(members[0].model) if name != "input"]
     table = run_dynamics(dataset, members, spec, out, checkpoint_epochs=checkpoint_epochs,
-                         resume=not args.no_resume, progress=not args.quiet,
-                         probing=ProbeSpec(probes=with_masc(args.probes), variance=args.variance))
+                         resume=not args.no_resume, progress=not args.quiet, layers=layers,
+                         probing=ProbeSpec(probes=with_masc(args.probes), variance=args.variance,
+                                           subspaces=split_names(args.subspaces)))
     tests = table[(table["split"] == "test") & (table["subspace_labels"] != "true")]
     curves = tests.pivot_table(index="epoch", columns=["probe", "layer"], values="accuracy", aggfunc="mean")
     print(f"test accuracy (mean over members) per epoch, {len(curves)} epochs:")
@@ -542,9 +550,16 @@ def cmd_edit(args) -> None:
     if args.edit_epoch is not None:
         edit_continue(args, dataset, members, spec, out)
         return
-    rows = edit_rows(dataset, members, spec, out, keep_bias=args.keep_bias, subspace_labels=args.subspace_labels)
-    model = final_model_rows(read_rows(out / "results.csv"))
-    append_rows(out / "results.csv", rows)
+    table = read_rows(out / "results.csv")
+    model = final_model_rows(table)
+    done = table[(table["probe"] == "edited") & (table["subspace_labels"] == args.subspace_labels)
+                 & table.set_index(["member", "epoch"]).index.isin(model.set_index(["member", "epoch"]).index)]
+    if len(done):  # a rerun reprints the edit it made, never appends it twice
+        rows = done.to_dict("records")
+    else:
+        rows = edit_rows(dataset, members, spec, out, keep_bias=args.keep_bias,
+                         subspace_labels=args.subspace_labels)
+        append_rows(out / "results.csv", rows)
     accuracy = {(r["member"], r["split"], r["scored_against"]): r["accuracy"] for r in rows}
     model_acc = {(r.member, r.split, r.scored_against): r.accuracy for r in model.itertuples()}
     keys = [("train", "corrupted"), ("train", "true"), ("test", "true")]

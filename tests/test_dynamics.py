@@ -64,7 +64,24 @@ def test_cli_edit_appends_rows_and_prints_them(tmp_path, capsys):
     assert main(argv) == 0
     table = read_rows(out / "results.csv")
     assert (table["probe"] == "edited").sum() == 3
-    assert "edited" in capsys.readouterr().out
+    first = capsys.readouterr().out
+    assert "edited" in first
+    assert main(argv) == 0  # a rerun reprints the same edit and appends nothing
+    pd.testing.assert_frame_equal(read_rows(out / "results.csv"), table)
+    assert capsys.readouterr().out == first
+
+
+def test_cli_dynamics_probes_the_chosen_layers_and_subspaces(tmp_path):
+    out = tmp_path / "run"
+    argv = ["dynamics", "--degrees", "0.5", "--max-epochs", "2", "--train-subset", "300", "--test-subset", "100",
+            "--checkpoint-epochs", "0,2", "--subspaces", "corrupted", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    probed = read_rows(out / "results.csv").query("probe in ['masc', 'linear']")
+    assert set(probed["epoch"]) == {0, 2} and set(probed["subspace_labels"]) == {"corrupted"}
+    assert set(probed["layer"]) == {"fc1", "fc2", "fc3", "fc4"}  # default: every layer but the input
+    assert main([*argv, "--layers", "fc4", "--probes", "ncm"]) == 0
+    added = read_rows(out / "results.csv").query("probe == 'ncm'")
+    assert set(added["layer"]) == {"fc4"} and set(added["epoch"]) == {0, 2}
 
 
 def test_edit_then_continue_starts_at_the_edit_beside_the_original_run(run):

@@ -2,14 +2,35 @@
 # The MLP-MNIST paper grid at full scale with the authors' protocol (all 60000 / 10000 samples, the paper preset:
 # running-accuracy stop, fixed order, paper-2 epochs kept), one run directory per member, in the order
 #   p = 0.8, 0, 0.4, 0.2, 0.6, 1.0 (seed 0), then p = 0.8 with seeds 1 and 2.
-# Usage: scripts/experiments/grid_mnist_mlp.sh [--data-dir D]   (or JAXMEM_DATA_DIR); JAXMEM_GRID_OUT (default runs/grid-mnist-mlp).
-# Resumable: rerun the same command after an interruption; finished members are skipped in seconds.
-# ≈ 13 s per epoch on 2 idle CPU cores; ≈ 300 epochs at p >= 0.2, ≈ 60 at p = 0.
+# Each member, once trained: every probe on corrupted and true subspaces with MASC at n = 0.25 / 0.5 / 0.75 / 1
+# too (p = 0 also with subspaces from its labels corrupted at every q of the grid), the last-layer edit at the
+# stop, the dynamics (MASC + linear, corrupted-label subspaces, every hidden layer, every kept epoch), and at
+# p = 0.4 and 0.8 (seed 0) the label-error comparison; p = 0.8 seed 0 also edit-then-continue from epoch 40 and
+# relabel-and-fine-tune.
+# Usage: scripts/experiments/grid_mnist_mlp.sh [--data-dir D]   (or JAXMEM_DATA_DIR); JAXMEM_GRID_OUT (default
+# runs/grid-mnist-mlp). Resumable: rerun the same command after an interruption; every step skips what it has.
+# ≈ 13 s per training epoch on 2 idle CPU cores; ≈ 300 epochs at p >= 0.2, ≈ 60 at p = 0.
 set -euo pipefail
 out="${JAXMEM_GRID_OUT:-runs/grid-mnist-mlp}"
 for member in "0.8 0" "0 0" "0.4 0" "0.2 0" "0.6 0" "1.0 0" "0.8 1" "0.8 2"; do
     read -r degree seed <<<"$member"
-    echo "== $(date -u +%FT%TZ) p = $degree, seed $seed"
-    jaxmem train --dataset mnist --degrees "$degree" --seeds "$seed" --checkpoint-epochs paper2 \
-        --out "$out/p$degree-s$seed" "$@"
+    dir="$out/p$degree-s$seed"
+    common=(--dataset mnist --degrees "$degree" --seeds "$seed" --checkpoint-epochs paper2 --out "$dir" "$@")
+    clean=none
+    [ "$degree" = 0 ] && clean=0.2,0.4,0.6,0.8,1.0
+    step() { echo "== $(date -u +%FT%TZ) p = $degree, seed $seed: $1"; }
+    step train;    jaxmem train "${common[@]}"
+    step probes;   jaxmem run "${common[@]}" --probes all --sensitivity 0.25,0.5,0.75,1 --clean-subspaces "$clean"
+    step edit;     jaxmem edit "${common[@]}"
+    step dynamics; jaxmem dynamics "${common[@]}" --subspaces corrupted
+    if [ "$seed" = 0 ] && { [ "$degree" = 0.8 ] || [ "$degree" = 0.4 ]; }; then
+        step labels; jaxmem labels "$dir" "${@}"
+    fi
+    if [ "$seed" = 0 ] && [ "$degree" = 0.8 ]; then
+        step edit-continue
+        [ -f "$dir/edit_continue_40.csv" ] || jaxmem edit "${common[@]}" --paper-setting 40
+        step relabel
+        [ -f "$dir/relabel.csv" ] || jaxmem relabel "${common[@]}"
+    fi
+    step done
 done
