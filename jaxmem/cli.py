@@ -685,9 +685,14 @@ def add_report_parser(subparsers) -> None:
                                    description="Read a results.csv (any experiment) and write report.md with the "
                                                "paper-style summary table and PNG plots into --out (with the "
                                                "relabel-and-fine-tune table when relabel.csv is beside it, the "
-                                               "wrong-label section when labels.csv is).")
-    parser.add_argument("results", type=Path, help="a results.csv written by jaxmem")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: beside the table)")
+                                               "wrong-label section when labels.csv is, the edit-then-continue "
+                                               "curves when edit_continue_<E>.csv is). Several tables (e.g. one "
+                                               "run directory per member) are joined into one, their members "
+                                               "numbered apart; the joined tables are then written into --out "
+                                               "(results.csv.gz and its siblings) so that the page can be rebuilt "
+                                               "from that folder alone.")
+    parser.add_argument("results", type=Path, nargs="+", help="results.csv tables written by jaxmem")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: beside the first table)")
     parser.add_argument("--title", default=None)
     parser.add_argument("--exclude-layers", type=split_names, default=[],
                         help="leave these layers out of the tables and plots, e.g. 'input' to rank only the model's "
@@ -695,19 +700,35 @@ def add_report_parser(subparsers) -> None:
     parser.set_defaults(run=cmd_report)
 
 
+SIBLING_TABLES = ("relabel.csv", "labels.csv")  # beside a results table, with its member ids
+
+
 def cmd_report(args) -> None:
     from jaxmem.report import write_report
-    from jaxmem.results import read_rows
+    from jaxmem.results import join_runs, read_rows, write_table
 
-    table = read_rows(args.results)
+    def edit_tables(folder: Path) -> dict:
+        return {path.name: path for path in sorted(folder.glob("edit_continue_*.csv"))}
+
+    edits = sorted({name for path in args.results for name in edit_tables(path.parent)})
+    runs = []
+    for path in args.results:
+        folder = path.parent
+        siblings = [folder / name for name in SIBLING_TABLES] + [folder / name for name in edits]
+        runs.append([read_rows(path)] + [read_rows(p) if p.exists() else None for p in siblings])
+    table, relabel, labels, *edit_continue = join_runs(runs)
     if table.empty:
-        raise ValueError(f"{args.results} has no rows")
+        raise ValueError(f"{', '.join(map(str, args.results))}: no rows")
+    out = args.out or args.results[0].parent
+    if len(args.results) > 1:  # the joined tables, so that `jaxmem report OUT/results.csv.gz` rebuilds the page
+        out.mkdir(parents=True, exist_ok=True)
+        for name, joined in zip(("results.csv.gz", *SIBLING_TABLES, *edits),
+                                (table, relabel, labels, *edit_continue)):
+            if joined is not None:
+                write_table(joined, out / name)
     table = table[~table["layer"].isin(args.exclude_layers)]
-    relabel = args.results.parent / "relabel.csv"
-    labels = args.results.parent / "labels.csv"
-    page = write_report(table, args.out or args.results.parent, title=args.title or f"jaxmem report: {args.results}",
-                        relabel=read_rows(relabel) if relabel.exists() else None,
-                        labels=read_rows(labels) if labels.exists() else None)
+    page = write_report(table, out, title=args.title or f"jaxmem report: {args.results[0]}", relabel=relabel,
+                        labels=labels, edit_continue=dict(zip(edits, edit_continue)))
     print(f"report: {page}")
 
 

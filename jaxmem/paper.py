@@ -6,7 +6,14 @@ layer, n = 0.99 unless said otherwise; recovered from the authors' notebooks and
 * ``model``: the memorised model's final test accuracy;
 * ``masc_corrupted`` / ``masc_true``: best-layer MASC with subspaces from the corrupted / true training labels;
 * ``probes``: every probe fitted on the corrupted labels (the authors' second, longer-trained MLP-MNIST checkpoints);
-* ``sensitivity``: MASC at other variances n (corrupted labels; run 1 except n = 0.99).
+* ``sensitivity``: MASC at other variances n (corrupted labels; run 1 except n = 0.99);
+* ``dynamics`` (paper 2, :data:`DYNAMICS`): MLP-MNIST at p = 0.8, run 1, MASC per layer and the zero-bias edited
+  model (= the linear probe on fc4) at the epochs the authors' files hold.
+
+For MLP-MNIST the figures come from two sets of the authors' checkpoints (:data:`CHECKPOINTS`): tables ``model``,
+``masc_corrupted`` and ``masc_true`` from paper 1's own runs (their code is not public; 123–133 epochs at p = 0.8),
+``probes``, ``sensitivity`` and ``dynamics`` from the public trainer ``MASC_during_training/CNN_code/mlp_mnist.py``
+of simranketha/Dynamics_during_training_DNN (stopped on the running accuracy; 266–324 epochs at p = 0.8).
 
 This module holds data only and imports nothing of jaxmem.
 """
@@ -82,6 +89,27 @@ SENSITIVITY = {
              ("mnist", "cnn"): _row(99.22, 96.24, 95.39, 93.33, 83.95, NAN)},
     "masc(n=1)": {("mnist", "mlp"): _row(97.19, 95.13, 93.27, 90.35, 84.40, NAN),
                   ("mnist", "cnn"): _row(99.12, 97.06, 95.80, 94.35, 89.78, NAN)},
+}
+
+
+# Which of the authors' MLP-MNIST checkpoint sets a table's figures come from (other models: paper 1's runs).
+CHECKPOINTS = {"model": "paper 1", "masc_corrupted": "paper 1", "masc_true": "paper 1",
+               "probes": "public trainer", "sensitivity": "public trainer", "dynamics": "public trainer"}
+
+# Paper 2 (MLP-MNIST, p = 0.8, run 1): (probe, layer) -> {epoch: test accuracy %}. MASC at n = 0.99 with
+# corrupted-label subspaces from the authors' class-wise files (folders 230–255 are contaminated and left out);
+# "linear" on fc4 is their zero-bias edited model, which predicts what that probe predicts.
+DYNAMICS = {
+    ("masc", "fc1"): {0: 49.56, 2: 65.84, 10: 71.11, 20: 72.23, 40: 68.14, 80: 57.04, 120: 62.34, 200: 64.57,
+                      260: 64.61, 295: 64.36},
+    ("masc", "fc2"): {0: 79.76, 2: 82.01, 10: 90.75, 20: 91.68, 40: 91.04, 80: 82.62, 120: 77.33, 200: 75.69,
+                      260: 74.43, 295: 75.06},
+    ("masc", "fc3"): {0: 85.28, 2: 88.27, 10: 93.45, 20: 93.68, 40: 92.74, 80: 88.45, 120: 83.54, 200: 81.99,
+                      260: 81.46, 295: 81.09},
+    ("masc", "fc4"): {0: 85.79, 2: 89.03, 10: 93.19, 20: 93.09, 40: 91.82, 80: 86.97, 120: 79.50, 200: 73.19,
+                      260: 71.09, 295: 70.24},
+    ("linear", "fc4"): {2: 72.85, 6: 87.40, 10: 89.08, 20: 89.87, 40: 89.28, 80: 86.07, 120: 84.69, 200: 84.20,
+                        245: 83.29, 295: 82.10},
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmem.paper import paper_entries
+from jaxmem.paper import CHECKPOINTS, DYNAMICS, paper_entries
 from jaxmem.probes.registry import registry_order
 from jaxmem.train.loop import required_correct
 
@@ -420,10 +420,12 @@ def labels_section(df, out_dir: str | Path) -> str:
                       f"![precision–recall of the label rankings]({plot.name})", ""])
 
 
-def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relabel=None, labels=None) -> Path:
+def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relabel=None, labels=None,
+                 edit_continue: dict | None = None) -> Path:
     """``out_dir/report.md`` with the summary table and the plots beside it (PNG), the relabel-and-fine-tune
-    table when a ``relabel`` table is given and the wrong-label section when a ``labels`` table is; returns the
-    page's path. A table without probe rows (a training run) gets the training curves and no probe sections."""
+    table when a ``relabel`` table is given, the wrong-label section when a ``labels`` table is and the
+    edit-then-continue curves of each ``edit_continue`` table (``{file name: table}``); returns the page's path.
+    A table without probe rows (a training run) gets the training curves and no probe sections."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if _probe_test_rows(df).empty:
@@ -432,7 +434,9 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relab
     parts = [f"# {title}", "", "Test accuracy (%) of the model at each member's last trained epoch (after "
              "memorisation where the stop rule was reached) and of each probe at its best layer "
              "(mean ± std over seeds, the layer in brackets; every layer of every probe: `summary.csv` and the "
-             "plots).", ""]
+             "plots).", "", "### Where each member stopped", "", "Accuracy (%) at the last trained epoch: on the "
+             "member's own (corrupted) labels counted during the epoch (running, the authors' stop rule) and in a "
+             "full pass after it, and on the test set.", "", training_markdown(df), ""]
     sections = [("Probes fitted on the corrupted labels (the headline)", "corrupted", False),
                 ("Probes fitted on the true labels (post-hoc oracle)", "true", False),
                 ("Clean model (trained at p = 0), probes fitted on its labels corrupted at q", "clean", False),
@@ -464,15 +468,40 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relab
                   "ours (mean over seeds, best layer without the input layer); difference in points. "
                   "docs/methods.md lists the remaining differences of protocol.", "", comparison_markdown(comparison),
                   ""]
+    dynamics = compare_dynamics(df)
+    if not dynamics.empty:
+        dynamics.to_csv(out_dir / "dynamics_comparison.csv", index=False)
+        parts += ["", "## Dynamics compared with paper 2", "", "MLP-MNIST at p = 0.8, corrupted-label subspaces, "
+                  "test accuracy (%): the authors' run 1 (their public trainer's checkpoints; the linear probe on "
+                  "fc4 is their zero-bias edited model) beside ours (mean over members) at the epochs both hold.",
+                  "", dynamics_comparison_markdown(dynamics), ""]
     if relabel is not None:
         parts += ["", "## Relabel and fine-tune", "", "Training labels replaced by the MASC predictions of the layer "
                   "chosen on 20 % of the test set; fine-tuned with early stopping on that part; accuracy on the "
                   "other 80 %.", "", relabel_markdown(relabel)]
     if labels is not None:
         parts += ["", labels_section(labels, out_dir)]
+    for name, table in (edit_continue or {}).items():
+        parts += ["", edit_continue_section(table, out_dir / Path(name).with_suffix(".png"))]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts) + "\n")
     return path
+
+
+def edit_continue_section(table, plot_path: str | Path) -> str:
+    """Markdown for one edit-then-continue table: its plot and the test accuracy (%, mean over members) of the
+    edited and unedited branches at the edit, midway and at the last epoch."""
+    test = table[(table["split"] == "test") & (table["scored_against"] == "true")]
+    curves = test.pivot_table(index="epoch", columns="probe", values="accuracy", aggfunc="mean")
+    start = int(table.loc[table["probe"] == "edited", "epoch"].min())
+    picked = curves.iloc[sorted({0, len(curves) // 2, len(curves) - 1})]
+    lines = [f"## Edit at epoch {start}, then continue", "",
+             f"![edit then continue]({plot_edit_continue(table, plot_path).name})", "",
+             "| epoch | edited | unedited |", "|---:|---:|---:|"]
+    lines += [f"| {epoch} | " + " | ".join(_mean_std(row.get(branch, np.nan), np.nan)
+                                           for branch in ("edited", "unedited")) + " |"
+              for epoch, row in picked.iterrows()]
+    return "\n".join(lines)
 
 
 def _write_training_report(df, out_dir: Path, title: str, labels=None) -> Path:
@@ -545,9 +574,38 @@ def compare(df, *, exclude_layers=("input",)):
                 rows.append(dict(table=table, dataset=dataset, model=model, degree=degree, probe=probe,
                                  subspace_labels=kind, paper=paper, jaxmem=round(jaxmem, 2),
                                  difference=round(jaxmem - paper, 2), seeds=int(match["seeds"].iloc[0]),
-                                 layer=layer))
+                                 layer=layer, checkpoints=_checkpoints(table, dataset, model)))
     return pd.DataFrame(rows, columns=["table", "dataset", "model", "degree", "probe", "subspace_labels", "paper",
-                                       "jaxmem", "difference", "seeds", "layer"])
+                                       "jaxmem", "difference", "seeds", "layer", "checkpoints"])
+
+
+def _checkpoints(table: str, dataset: str, model: str) -> str:
+    """The authors' checkpoint set behind a published figure (:data:`jaxmem.paper.CHECKPOINTS`)."""
+    return CHECKPOINTS[table] if (dataset, model) == ("mnist", "mlp") else "paper 1"
+
+
+def compare_dynamics(df):
+    """Paper 2's dynamics (:data:`jaxmem.paper.DYNAMICS`: MLP-MNIST, p = 0.8, MASC and the linear probe with
+    corrupted-label subspaces) beside ours at the same epochs: one row per (probe, layer, epoch) that ``df`` holds,
+    with ``paper``, ``jaxmem`` (test %, mean over members) and ``difference`` in points. Empty when nothing matches."""
+    import pandas as pd
+
+    rows = df[(df["dataset"] == "mnist") & (df["model"] == "mlp") & (df["degree"] == 0.8)
+              & (df["subspace_labels"] == "corrupted") & (df["split"] == "test") & (df["scored_against"] == "true")]
+    ours = rows.groupby(["probe", "layer", "epoch"])["accuracy"].agg(["mean", "count"])
+    out = [dict(probe=probe, layer=layer, epoch=epoch, paper=paper, jaxmem=round(100 * ours.loc[key, "mean"], 2),
+                difference=round(100 * ours.loc[key, "mean"] - paper, 2), seeds=int(ours.loc[key, "count"]))
+           for (probe, layer), curve in DYNAMICS.items() for epoch, paper in curve.items()
+           if (key := (probe, layer, epoch)) in ours.index]
+    return pd.DataFrame(out, columns=["probe", "layer", "epoch", "paper", "jaxmem", "difference", "seeds"])
+
+
+def dynamics_comparison_markdown(table) -> str:
+    """A :func:`compare_dynamics` table as Markdown, one row per (probe, layer, epoch)."""
+    lines = ["| probe | layer | epoch | paper | jaxmem | difference |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r.probe} | {r.layer} | {r.epoch} | {r.paper:.2f} | {r.jaxmem:.2f} | {r.difference:+.2f} |"
+              for r in table.itertuples()]
+    return "\n".join(lines)
 
 
 def compare_markdown(df, **kwargs) -> str:
@@ -557,11 +615,11 @@ def compare_markdown(df, **kwargs) -> str:
 
 def comparison_markdown(table) -> str:
     """A :func:`compare` table as Markdown."""
-    lines = ["| table | dataset × model | p | probe | subspaces | paper | jaxmem (layer) | difference |",
-             "|---|---|---|---|---|---:|---:|---:|"]
+    lines = ["| table | dataset × model | p | probe | subspaces | paper | jaxmem (layer) | difference | "
+             "the paper's checkpoints |", "|---|---|---|---|---|---:|---:|---:|---|"]
     for r in table.itertuples():
         lines.append(f"| {r.table} | {r.dataset} × {r.model} | {r.degree:g} | {r.probe} | {r.subspace_labels} | "
-                     f"{r.paper:.2f} | {r.jaxmem:.2f} ({r.layer}) | {r.difference:+.2f} |")
+                     f"{r.paper:.2f} | {r.jaxmem:.2f} ({r.layer}) | {r.difference:+.2f} | {r.checkpoints} |")
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gzip
 import io
 import math
 import os
@@ -36,6 +37,7 @@ COLUMNS = MEMBER_COLUMNS + (
 
 REQUIRED_COLUMNS = ("member", "epoch", "probe", "layer", "subspace_labels", "split", "scored_against", "accuracy")
 COMMIT_SUFFIX = ".committed"  # beside each table: the bytes its appends finished writing
+GZIP_MAGIC = b"\x1f\x8b"
 TEXT_COLUMNS = ("dataset", "model", "label_rule", "probe", "layer", "subspace_labels", "split", "scored_against")
 
 
@@ -207,7 +209,7 @@ def count_rows(path: str | Path) -> int:
 
 
 def read_rows(path: str | Path):
-    """Read a results table as a pandas DataFrame (pandas is imported lazily).
+    """Read a results table (CSV, or gzip-compressed CSV) as a pandas DataFrame (pandas is imported lazily).
 
     Text columns are read as text even when every value looks like something else (e.g. ``scored_against`` all
     "true" would otherwise become booleans). An unfinished last append is left out, with a notice on stderr
@@ -218,13 +220,22 @@ def read_rows(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no results table at {path}")
-    end, notice = intact_size(path)
-    if notice is not None:
-        print(notice, file=sys.stderr, flush=True)
+    with path.open("rb") as f:
+        compressed = f.read(2) == GZIP_MAGIC
+    if compressed:  # written whole (write_table), never appended to
+        try:
+            source = io.BytesIO(gzip.decompress(path.read_bytes()))
+        except (OSError, EOFError) as error:
+            raise ValueError(f"{path} is not a readable gzip file ({error})") from None
+        end = len(source.getvalue())
+    else:
+        end, notice = intact_size(path)
+        if notice is not None:
+            print(notice, file=sys.stderr, flush=True)
+        with path.open("rb") as f:
+            source = io.BytesIO(f.read(end))
     if end == 0:
         raise ValueError(f"{path} is empty: no header, no rows")
-    with path.open("rb") as f:
-        source = io.BytesIO(f.read(end))
     try:
         header = pd.read_csv(source, nrows=0).columns
     except (ValueError, UnicodeDecodeError) as error:
@@ -257,13 +268,29 @@ def truncate_rows(path: str | Path, keep: int) -> None:
 
 
 def write_table(table, path: str | Path) -> None:
-    """Write a whole DataFrame as CSV atomically: to a temporary file beside ``path``, then renamed over it, so an
+    """Write a whole DataFrame as CSV (gzip-compressed when ``path`` ends in ``.gz``) atomically: to a temporary file beside ``path``, then renamed over it, so an
     interruption leaves the old table or the new one."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
-    table.to_csv(temporary, index=False)
+    table.to_csv(temporary, index=False, compression="gzip" if path.suffix == ".gz" else None)
     os.replace(temporary, path)
     _commit_path(path).unlink(missing_ok=True)  # a record of appends to the file it replaced
+
+
+def join_runs(tables: Sequence) -> list:
+    """Several runs' tables (each a list of DataFrames or ``None``: its results, then tables that share its
+    member ids, e.g. its relabel table) joined: the i-th tables of all runs concatenated, each run's member ids
+    offset past the previous runs' so that members stay distinct. Returns one DataFrame (or ``None``) per
+    position."""
+    import pandas as pd
+
+    joined, offset = [[] for _ in tables[0]], 0
+    for run in tables:
+        for position, table in enumerate(run):
+            if table is not None:
+                joined[position].append(table.assign(member=table["member"] + offset))
+        offset += int(run[0]["member"].max()) + 1
+    return [pd.concat(parts, ignore_index=True) if parts else None for parts in joined]
 
 
 def write_member_table(path: str | Path, members: Sequence[MemberSpec]) -> None:

@@ -293,8 +293,32 @@ def test_paper_comparison_puts_the_published_figure_beside_ours():
     assert table.loc[("sensitivity", "masc(n=1)", 0.0), "jaxmem"] == pytest.approx(65.5)
     assert ("masc_corrupted", "masc", 0.0) not in table.index  # not published at p = 0
     assert ("masc_true", "masc", 0.8) not in table.index  # no true-label rows in this table
-    assert "| masc_corrupted | mnist × mlp | 0.8 | masc | corrupted | 83.43 | 77.50 (fc2) | -5.93 |" in \
+    assert masc["checkpoints"] == "paper 1"
+    assert table.loc[("sensitivity", "masc(n=1)", 0.0), "checkpoints"] == "public trainer"
+    assert "| masc_corrupted | mnist × mlp | 0.8 | masc | corrupted | 83.43 | 77.50 (fc2) | -5.93 | paper 1 |" in \
         compare_markdown(synthetic_table())
+
+
+def test_dynamics_comparison_puts_paper_2_beside_ours_at_the_epochs_both_hold(tmp_path):
+    from jaxmem.paper import DYNAMICS
+    from jaxmem.report import compare_dynamics
+
+    base = dict(dataset="mnist", model="mlp", degree=0.8, label_rule="reference", subspace_labels="corrupted",
+                split="test", scored_against="true", n_correct=0, n_seen=1, size=np.nan, loss=np.nan)
+    rows = [{**base, "member": seed, "seed": seed, "epoch": epoch, "probe": probe, "layer": "fc4",
+             "accuracy": 0.5 + epoch / 1000 + seed / 100}
+            for seed in (0, 1) for epoch in (0, 10, 11, 40) for probe in ("masc", "linear")]
+    rows.append({**base, "member": 0, "seed": 0, "epoch": 10, "probe": "masc", "layer": "fc4",
+                 "subspace_labels": "true", "accuracy": 0.99})  # true-label subspaces are not paper 2's
+    table = compare_dynamics(pd.DataFrame(rows)).set_index(["probe", "layer", "epoch"])
+    assert set(table.index) == {("masc", "fc4", 0), ("masc", "fc4", 10), ("masc", "fc4", 40),
+                                ("linear", "fc4", 10), ("linear", "fc4", 40)}  # the authors have no linear @ 0, 11
+    row = table.loc[("masc", "fc4", 40)]
+    assert row["paper"] == DYNAMICS[("masc", "fc4")][40] and row["seeds"] == 2
+    assert row["jaxmem"] == pytest.approx(100 * (0.54 + 0.005)) and row["difference"] == pytest.approx(
+        100 * 0.545 - DYNAMICS[("masc", "fc4")][40])
+    other = pd.DataFrame(rows).assign(degree=0.4)
+    assert compare_dynamics(other).empty
 
 
 def test_a_rerun_with_other_probes_adds_only_the_missing_rows(tmp_path, capsys):
@@ -346,3 +370,30 @@ def test_train_on_mnist_writes_the_running_stop_rule(mnist_dir, tmp_path):
                  str(out)]) == 0
     train = json.loads((out / "config.json").read_text())["train"]
     assert (train["stop_on"], train["optimizer"], train["batch_size"]) == ("running", "sgd", 32)
+
+
+def test_report_joins_one_run_directory_per_member_and_can_be_rebuilt_from_its_folder(tmp_path, capsys):
+    table = synthetic_table()
+    paths = []
+    for member, part in table.groupby("member"):  # one run directory per member, each numbering its member 0
+        folder = tmp_path / f"m{member}"
+        folder.mkdir()
+        part.assign(member=0).to_csv(folder / "results.csv", index=False)
+        paths.append(str(folder / "results.csv"))
+    edit = table[(table["member"] == 2) & (table["probe"] == "model")].assign(member=0, probe="unedited")
+    edit = pd.concat([edit, edit.assign(probe="edited", accuracy=edit["accuracy"] + 0.1)], ignore_index=True)
+    edit.to_csv(tmp_path / "m2" / "edit_continue_1.csv", index=False)
+    out = tmp_path / "joined"
+    assert main(["report", *paths, "--out", str(out), "--title", "grid"]) == 0
+    joined = read_rows(out / "results.csv.gz")
+    assert sorted(joined["member"].unique()) == [0, 1, 2, 3]
+    pd.testing.assert_frame_equal(joined.sort_values(["member", "epoch", "probe", "layer"]).reset_index(drop=True),
+                                  table.sort_values(["member", "epoch", "probe", "layer"]).reset_index(drop=True),
+                                  check_dtype=False)
+    assert set(pd.read_csv(out / "edit_continue_1.csv")["member"]) == {2}  # the member's id in the joined table
+    page = (out / "report.md").read_text()
+    assert "## Edit at epoch 1, then continue" in page and (out / "edit_continue_1.png").exists()
+    assert "### Where each member stopped" in page
+    assert main(["report", str(out / "results.csv.gz"), "--title", "grid"]) == 0  # rebuilt from the folder alone
+    assert (out / "report.md").read_text() == page
+    capsys.readouterr()
