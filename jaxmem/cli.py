@@ -495,11 +495,11 @@ def add_dynamics_parser(subparsers) -> None:
 def cmd_dynamics(args) -> None:
     from jaxmem.config import ProbeSpec
     from jaxmem.experiments.dynamics import run_dynamics
-
-    from jaxmem.models import probe_layers
+    from jaxmem.models import chosen_probe_layers, trained_probe_layers
 
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
-    layers = split_names(args.layers) or [name for name in probe_layers(members[0].model) if name != "input"]
+    model = members[0].model
+    layers = chosen_probe_layers(model, split_names(args.layers) or trained_probe_layers(model))
     table = run_dynamics(dataset, members, spec, out, checkpoint_epochs=checkpoint_epochs,
                          resume=not args.no_resume, progress=not args.quiet, layers=layers,
                          probing=ProbeSpec(probes=with_masc(args.probes), variance=args.variance,
@@ -707,10 +707,7 @@ def cmd_report(args) -> None:
     from jaxmem.report import write_report
     from jaxmem.results import join_runs, read_rows, write_table
 
-    def edit_tables(folder: Path) -> dict:
-        return {path.name: path for path in sorted(folder.glob("edit_continue_*.csv"))}
-
-    edits = sorted({name for path in args.results for name in edit_tables(path.parent)})
+    edits = sorted({table.name for path in args.results for table in path.parent.glob("edit_continue_*.csv")})
     runs = []
     for path in args.results:
         folder = path.parent

@@ -268,8 +268,8 @@ def truncate_rows(path: str | Path, keep: int) -> None:
 
 
 def write_table(table, path: str | Path) -> None:
-    """Write a whole DataFrame as CSV (gzip-compressed when ``path`` ends in ``.gz``) atomically: to a temporary file beside ``path``, then renamed over it, so an
-    interruption leaves the old table or the new one."""
+    """Write a whole DataFrame as CSV (gzip-compressed when ``path`` ends in ``.gz``) atomically: to a temporary
+    file beside ``path``, then renamed over it, so an interruption leaves the old table or the new one."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     table.to_csv(temporary, index=False, compression="gzip" if path.suffix == ".gz" else None)

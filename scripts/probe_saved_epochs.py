@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jaxmem.data import load_dataset
 from jaxmem.experiments.dynamics import DYNAMICS_PROBING, probe_saved_epochs
-from jaxmem.models import probe_layers
+from jaxmem.models import trained_probe_layers
 from jaxmem.train.rundir import read_run_config
 
 
@@ -31,7 +31,7 @@ def main(argv=None):
 
     spec, members = read_run_config(args.run_dir)
     dataset = load_dataset(members[0].dataset, args.data_dir)
-    layers = [name for name in probe_layers(members[0].model) if name != "input"]
+    layers = trained_probe_layers(members[0].model)
     epochs = None if args.epochs is None else [int(v) for v in args.epochs.split(",")]
     while True:
         finished = (args.run_dir / "final").exists()

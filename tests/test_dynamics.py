@@ -82,6 +82,7 @@ def test_cli_dynamics_probes_the_chosen_layers_and_subspaces(tmp_path):
     assert main([*argv, "--layers", "fc4", "--probes", "ncm"]) == 0
     added = read_rows(out / "results.csv").query("probe == 'ncm'")
     assert set(added["layer"]) == {"fc4"} and set(added["epoch"]) == {0, 2}
+    assert main([*argv, "--layers", "fc9"]) == 2  # an unknown layer: one line, nothing probed
 
 
 def test_edit_then_continue_starts_at_the_edit_beside_the_original_run(run):

@@ -84,6 +84,11 @@ def chosen_probe_layers(name: str, layers=()) -> tuple[str, ...]:
     return tuple(layers or known)
 
 
+def trained_probe_layers(name: str) -> tuple[str, ...]:
+    """Model ``name``'s probe layers that training changes: all but the input."""
+    return tuple(layer for layer in probe_layers(name) if layer != "input")
+
+
 def count_params(params) -> int:
     """Number of scalars in one member's params pytree (pass ``variables["params"]``, not ``batch_stats``)."""
     return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
