@@ -289,7 +289,8 @@ def join_runs(tables: Sequence) -> list:
         for position, table in enumerate(run):
             if table is not None:
                 joined[position].append(table.assign(member=table["member"] + offset))
-        offset += int(run[0]["member"].max()) + 1
+        if not run[0].empty:
+            offset += int(run[0]["member"].max()) + 1
     return [pd.concat(parts, ignore_index=True) if parts else None for parts in joined]
 
 
