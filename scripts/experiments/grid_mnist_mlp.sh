@@ -9,9 +9,12 @@
 # relabel-and-fine-tune.
 # Usage: scripts/experiments/grid_mnist_mlp.sh [--data-dir D]   (or JAXMEM_DATA_DIR); JAXMEM_GRID_OUT (default
 # runs/grid-mnist-mlp). Resumable: rerun the same command after an interruption; every step skips what it has.
+# On a machine without the run directory, a member resumes from its committed snapshot (scripts/experiments/
+# snapshot_run.sh RUN_DIR $JAXMEM_GRID_SNAPSHOT/p<degree>-s<seed>; default docs/paper-mnist-mlp/grid-in-progress).
 # ≈ 13 s per training epoch on 2 idle CPU cores; ≈ 300 epochs at p >= 0.2, ≈ 60 at p = 0.
 set -euo pipefail
 out="${JAXMEM_GRID_OUT:-runs/grid-mnist-mlp}"
+snapshots="${JAXMEM_GRID_SNAPSHOT:-docs/paper-mnist-mlp/grid-in-progress}"
 for member in "0.8 0" "0 0" "0.4 0" "0.2 0" "0.6 0" "1.0 0" "0.8 1" "0.8 2"; do
     read -r degree seed <<<"$member"
     dir="$out/p$degree-s$seed"
@@ -19,6 +22,10 @@ for member in "0.8 0" "0 0" "0.4 0" "0.2 0" "0.6 0" "1.0 0" "0.8 1" "0.8 2"; do
     clean=none
     [ "$degree" = 0 ] && clean=0.2,0.4,0.6,0.8,1.0
     step() { echo "== $(date -u +%FT%TZ) p = $degree, seed $seed: $1"; }
+    snapshot="$snapshots/p$degree-s$seed"
+    if [ ! -e "$dir/config.json" ] && [ -d "$snapshot/checkpoints" ]; then
+        step "resume from the snapshot $snapshot"; mkdir -p "$dir"; cp -r "$snapshot/." "$dir/"
+    fi
     step train;    jaxmem train "${common[@]}"
     step probes;   jaxmem run "${common[@]}" --probes all --sensitivity 0.25,0.5,0.75,1 --clean-subspaces "$clean"
     step edit;     jaxmem edit "${common[@]}"

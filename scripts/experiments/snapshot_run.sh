@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Copy what a training run needs to resume on another machine into DEST: config.json, members.csv, the newest
+# checkpoint and the results table (copied after the checkpoint, so it holds every row the checkpoint counts;
+# rows past it are recomputed on resume, identically). Safe while the run trains. The kept epochs (epochs/) are
+# not copied: probe them first (scripts/probe_saved_epochs.py) if the machine will not keep them.
+# Resume: copy DEST's files into an empty run directory and rerun the same training command there
+# (scripts/experiments/grid_mnist_mlp.sh does so by itself from its snapshot folder).
+# Usage: scripts/experiments/snapshot_run.sh RUN_DIR DEST
+set -euo pipefail
+[ $# -eq 2 ] || { echo "usage: $0 RUN_DIR DEST" >&2; exit 2; }
+run="$1" dest="$2"
+[ -f "$run/config.json" ] || { echo "$0: $run is not a training run directory (no config.json)" >&2; exit 2; }
+newest="$(find "$run/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -printf '%f\n' 2>/dev/null \
+          | sort -n | tail -1)"
+[ -n "$newest" ] || { echo "$0: $run has no checkpoint yet" >&2; exit 2; }
+tmp="$(mktemp -d "${dest%/}.tmp.XXXXXX")"
+mkdir -p "$tmp/checkpoints"
+cp -r "$run/checkpoints/$newest" "$tmp/checkpoints/"
+cp "$run/config.json" "$run/members.csv" "$tmp/"
+# the table up to its last finished append (the .committed record), never an append the run is writing
+size="$(cat "$run/results.csv.committed" 2>/dev/null || stat -c %s "$run/results.csv")"
+head -c "$size" "$run/results.csv" > "$tmp/results.csv"
+rm -rf "$dest" && mv "$tmp" "$dest"
+echo "snapshot of $run at epoch $newest: $dest"
