@@ -321,11 +321,16 @@ def model_rows(members: Sequence[MemberSpec], epoch: int, metrics: EvalMetrics, 
 
 
 def _progress_postfix(metrics: EvalMetrics, trained: np.ndarray, active: np.ndarray, num_train: int,
-                      num_test: int) -> dict:
-    train_accuracy = metrics.train_correct[trained] / num_train
-    return {"train min": f"{train_accuracy.min():.4f}", "train mean": f"{train_accuracy.mean():.4f}",
+                      num_test: int, stop_on: str) -> dict:
+    """The accuracy the stop rule watches (min and mean over the trained members), the other one's mean, the test
+    accuracy and how many members still train: with a fixed order the two can differ by tens of points."""
+    accuracies = {"running": metrics.running_correct[trained] / num_train,
+                  "full pass": metrics.train_correct[trained] / num_train}
+    watched = "running" if stop_on == "running" else "full pass"
+    other = "full pass" if watched == "running" else "running"
+    return {f"{watched} min": f"{accuracies[watched].min():.4f}",
+            f"{watched} mean": f"{accuracies[watched].mean():.4f}", f"{other} mean": f"{accuracies[other].mean():.4f}",
             "test": f"{(metrics.test_correct[trained] / num_test).mean():.4f}", "active": int(active.sum())}
-
 
 
 class Progress:
@@ -550,7 +555,8 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
                 checkpoint_seconds is not None and _agreed_seconds_since(last_save) >= checkpoint_seconds):
             run_dir.save(end.epoch, end.state, checkpoint_meta(end.epoch, rows_written, history))
             saved_epoch, last_save = end.epoch, time.monotonic()
-        bar.update(end.epoch, _progress_postfix(end.metrics, end.trained, end.active, num_train, num_test))
+        bar.update(end.epoch, _progress_postfix(end.metrics, end.trained, end.active, num_train, num_test,
+                                                 spec.stop_on))
 
     state, trained_metrics = train_members(model, tx, spec, state, labels, train_keys, data, max_epochs=max_epochs,
                                            start_epoch=epoch, on_epoch=record, eval_batch_size=eval_batch_size,
