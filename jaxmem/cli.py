@@ -593,9 +593,9 @@ def add_relabel_parser(subparsers) -> None:
                                                    "and fine-tune the memorised model",
                                    description="Train members (or reuse a finished run in OUT); split the test set "
                                                "80/20 (seeded); pick per member the layer whose MASC is best on the "
-                                               "20 %% part; relabel the training set with its predictions; fine-tune "
-                                               "with a fresh optimiser, early stopping on the 20 %% part; report the "
-                                               "80 %% part and the share of labels fixed and broken. Writes "
+                                               "20 % part; relabel the training set with its predictions; fine-tune "
+                                               "with a fresh optimiser, early stopping on the 20 % part; report the "
+                                               "80 % part and the share of labels fixed and broken. Writes "
                                                "OUT/relabel.csv.")
     add_training_arguments(parser, degrees="0.8")
     parser.add_argument("--subspaces", default="corrupted,true", help="subspace kinds to relabel with")
