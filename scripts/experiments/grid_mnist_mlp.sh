@@ -35,7 +35,10 @@ for member in "0.8 0" "0 0" "0.4 0" "0.2 0" "0.6 0" "1.0 0" "0.8 1" "0.8 2"; do
     fi
     if [ "$seed" = 0 ] && [ "$degree" = 0.8 ]; then
         step edit-continue
-        [ -f "$dir/edit_continue_40.csv" ] || jaxmem edit "${common[@]}" --paper-setting 40
+        if [ -f "$dir/edit_continue_40.csv" ]; then :
+        elif [ -d "$dir/epochs/40" ]; then jaxmem edit "${common[@]}" --paper-setting 40
+        else echo "skipped: epoch 40 is not kept in $dir (a run resumed from a snapshot lacks it; retrain from 0 for it)"
+        fi
         step relabel
         [ -f "$dir/relabel.csv" ] || jaxmem relabel "${common[@]}"
     fi
