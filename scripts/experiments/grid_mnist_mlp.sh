@@ -11,10 +11,14 @@
 # runs/grid-mnist-mlp). Resumable: rerun the same command after an interruption; every step skips what it has.
 # On a machine without the run directory, a member resumes from its committed snapshot (scripts/experiments/
 # snapshot_run.sh RUN_DIR $JAXMEM_GRID_SNAPSHOT/p<degree>-s<seed>; default docs/paper-mnist-mlp/grid-in-progress).
+# A member whose results are committed under $JAXMEM_GRID_COMPLETED/p<degree>-s<seed> (default
+# docs/paper-mnist-mlp/grid; copied there with scripts/experiments/grid_commit.sh) is skipped on a machine without its
+# run directory.
 # ≈ 13 s per training epoch on 2 idle CPU cores; ≈ 300 epochs at p >= 0.2, ≈ 60 at p = 0.
 set -euo pipefail
 out="${JAXMEM_GRID_OUT:-runs/grid-mnist-mlp}"
 snapshots="${JAXMEM_GRID_SNAPSHOT:-docs/paper-mnist-mlp/grid-in-progress}"
+completed="${JAXMEM_GRID_COMPLETED:-docs/paper-mnist-mlp/grid}"
 for member in "0.8 0" "0 0" "0.4 0" "0.2 0" "0.6 0" "1.0 0" "0.8 1" "0.8 2"; do
     read -r degree seed <<<"$member"
     dir="$out/p$degree-s$seed"
@@ -23,6 +27,9 @@ for member in "0.8 0" "0 0" "0.4 0" "0.2 0" "0.6 0" "1.0 0" "0.8 1" "0.8 2"; do
     [ "$degree" = 0 ] && clean=0.2,0.4,0.6,0.8,1.0
     step() { echo "== $(date -u +%FT%TZ) p = $degree, seed $seed: $1"; }
     snapshot="$snapshots/p$degree-s$seed"
+    if [ ! -e "$dir/config.json" ] && [ -f "$completed/p$degree-s$seed/summary.md" ]; then
+        step "complete in $completed/p$degree-s$seed (delete that folder to redo it)"; continue
+    fi
     if [ ! -e "$dir/config.json" ] && [ -d "$snapshot/checkpoints" ]; then
         step "resume from the snapshot $snapshot"; mkdir -p "$dir"; cp -r "$snapshot/." "$dir/"
     fi
