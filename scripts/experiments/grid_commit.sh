@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Copy a finished member's results (tables, reports, plots, config; not checkpoints or kept epochs) into DEST, so
-# that they can be committed and the grid skips the member on a machine without its run directory.
+# Copy a finished member's results into DEST: its one table (with the dynamics rows of dynamics.csv joined in),
+# reports, plots and config, not checkpoints or kept epochs; commit DEST, and the grid skips the member on a machine
+# without its run directory.
 # Usage: scripts/experiments/grid_commit.sh RUN_DIR DEST   (e.g. runs/grid-mnist-mlp/p0.8-s0 docs/paper-mnist-mlp/grid/p0.8-s0)
 set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 RUN_DIR DEST" >&2; exit 2; }
 run="$1" dest="$2"
 [ -f "$run/summary.md" ] || { echo "$0: $run has no summary.md (its probes have not run yet)" >&2; exit 2; }
 mkdir -p "$dest"
-for f in results.csv dynamics.csv labels.csv labels.json labels.md labels_pr.png relabel.csv edit_continue_40.csv \
+for f in labels.csv labels.json labels.md labels_pr.png relabel.csv edit_continue_40.csv \
          members.csv config.json summary.md layers.png; do
     [ -f "$run/$f" ] && cp "$run/$f" "$dest/"
 done
 size="$(cat "$run/results.csv.committed" 2>/dev/null || stat -c %s "$run/results.csv")"
 head -c "$size" "$run/results.csv" > "$dest/results.csv"
+# dynamics rows probed beside the training (scripts/probe_saved_epochs.py, kept epochs a later machine lacks) join
+# the member's one table, every row once
+if [ -f "$run/dynamics.csv" ]; then
+    tail -n +2 "$run/dynamics.csv" | grep -vxF -f <(tail -n +2 "$dest/results.csv") >> "$dest/results.csv" || true
+fi
 echo "results of $run: $dest"
