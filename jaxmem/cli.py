@@ -149,7 +149,8 @@ def add_probe_parser(subparsers) -> None:
 def cmd_probe(args) -> None:
     from jaxmem.config import ProbeSpec
     from jaxmem.experiments import probing as probing_runs
-    from jaxmem.report import input_probe_text, layer_probe_text
+    from jaxmem.report import input_probe_text, layer_probe_text, write_summary
+    from jaxmem.results import read_rows
 
     probing = ProbeSpec(probes=selected_probe_names(args.probes), variance=args.variance,
                         sensitivity=args.sensitivity, precision=args.precision, subspaces=(args.subspace_labels,),
@@ -173,7 +174,8 @@ def cmd_probe(args) -> None:
         out = args.out and probing_runs.write_probe_run(run, args.out, probing, {"dataset": args.dataset})
     if out:
         results = out / "results.csv"
-        print(f"results: {results}; summary: {out / 'summary.md'}; report: jaxmem report {results}")
+        summary = write_summary(read_rows(results), out)
+        print(f"results: {results}; summary: {summary}; report: jaxmem report {results}")
 
 
 def selected_probe_names(text: str) -> list[str]:
@@ -363,7 +365,7 @@ def add_run_parser(subparsers) -> None:
 
 def cmd_run(args) -> None:
     from jaxmem.experiments.memorize import run_memorization
-    from jaxmem.report import plot_layers, summary, summary_markdown
+    from jaxmem.report import plot_layers, run_text, write_summary
 
     mesh = member_mesh_from_args(args)
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
@@ -371,27 +373,9 @@ def cmd_run(args) -> None:
                              checkpoint_epochs=checkpoint_epochs, mesh=mesh, probing=probe_spec(args))
     if not is_main_process():
         return
-    rows = summary(table)
-    rows = rows[rows["probe"] == "masc"]
-    best = {kind: rows[rows["subspace_labels"] == kind].set_index("degree") for kind in ("corrupted", "true")}
-    from jaxmem.report import unmemorised_members
-
-    unfinished = unmemorised_members(table, spec.target_train_accuracy, spec.stop_on)
-    if unfinished:
-        stage = "at the last trained epoch, NOT memorised (stopped by --max-epochs: " + ", ".join(
-            f"member {m} epoch {e} train {100 * a:.2f} %" for m, (e, a) in unfinished.items()) + ")"
-    else:
-        stage = "after memorisation"
-    print(f"\n{dataset.name} × {members[0].model}: test accuracy (%, mean over seeds) {stage}")
-    print_table(
-        ["degree", "model", "MASC corrupted", "layer", "MASC true", "layer"],
-        [[degree, 100 * r["model_test"], 100 * r["best_test"], r["best_layer"],
-          100 * best["true"].loc[degree, "best_test"], best["true"].loc[degree, "best_layer"]]
-         for degree, r in best["corrupted"].iterrows()],
-    )
-    (out / "summary.md").write_text(summary_markdown(table) + "\n")
-    plot = plot_layers(table, out / "layers.png")
-    print(f"results: {out / 'results.csv'}; summary: {out / 'summary.md'}; plot: {plot}")
+    print(run_text(table, spec.target_train_accuracy, spec.stop_on))
+    print(f"results: {out / 'results.csv'}; summary: {write_summary(table, out)}; "
+          f"plot: {plot_layers(table, out / 'layers.png')}")
 
 
 def parse_per_model(kind: Callable[[str], float | int]) -> Callable[[str], dict]:
@@ -443,7 +427,7 @@ def add_sweep_parser(subparsers) -> None:
 
 def cmd_sweep(args) -> None:
     from jaxmem.experiments.sweep import cell_spec, cell_status, run_sweep, sweep_cells
-    from jaxmem.report import summary_markdown
+    from jaxmem.report import write_summary
 
     cells = sweep_cells(args.datasets, args.models)
     overrides = {"learning_rate": args.learning_rate, "batch_size": args.batch_size, "max_epochs": args.max_epochs,
@@ -465,8 +449,7 @@ def cmd_sweep(args) -> None:
                       mesh=mesh, probing=probe_spec(args))
     if not is_main_process():
         return
-    (args.out / "summary.md").write_text(summary_markdown(table) + "\n")
-    print(f"results: {args.out / 'results.csv'}; summary: {args.out / 'summary.md'}; "
+    print(f"results: {args.out / 'results.csv'}; summary: {write_summary(table, args.out)}; "
           f"report: jaxmem report {args.out / 'results.csv'}")
 
 
@@ -496,6 +479,7 @@ def cmd_dynamics(args) -> None:
     from jaxmem.config import ProbeSpec
     from jaxmem.experiments.dynamics import run_dynamics
     from jaxmem.models import chosen_probe_layers, trained_probe_layers
+    from jaxmem.report import dynamics_text
 
     dataset, members, spec, out, checkpoint_epochs = training_setup(args)
     model = members[0].model
@@ -504,10 +488,7 @@ def cmd_dynamics(args) -> None:
                          resume=not args.no_resume, progress=not args.quiet, layers=layers,
                          probing=ProbeSpec(probes=with_masc(args.probes), variance=args.variance,
                                            subspaces=split_names(args.subspaces)))
-    tests = table[(table["split"] == "test") & (table["subspace_labels"] != "true")]
-    curves = tests.pivot_table(index="epoch", columns=["probe", "layer"], values="accuracy", aggfunc="mean")
-    print(f"test accuracy (mean over members) per epoch, {len(curves)} epochs:")
-    print((100 * curves).round(1).to_string())
+    print(dynamics_text(table))
     print(f"results: {out / 'results.csv'}")
 
 
@@ -533,12 +514,9 @@ def add_edit_parser(subparsers) -> None:
 
 
 def cmd_edit(args) -> None:
-    from jaxmem.experiments.dynamics import edit_rows
-    from jaxmem.report import final_model_rows
-    from jaxmem.results import append_rows, read_rows
+    from jaxmem.experiments.dynamics import PAPER_EDIT_SETTINGS, edit_at_stop, edit_then_continue
+    from jaxmem.report import edit_continue_text, edit_text, plot_edit_continue
     from jaxmem.train import fit_members
-
-    from jaxmem.experiments.dynamics import PAPER_EDIT_SETTINGS
 
     if args.paper_setting is not None:
         args.edit_epoch, args.continue_to = PAPER_EDIT_SETTINGS[args.paper_setting]
@@ -547,41 +525,16 @@ def cmd_edit(args) -> None:
         checkpoint_epochs = sorted({*checkpoint_epochs, args.edit_epoch})
     fit_members(dataset, members, spec, out, resume=not args.no_resume, progress=not args.quiet,
                 checkpoint_epochs=checkpoint_epochs)
-    if args.edit_epoch is not None:
-        edit_continue(args, dataset, members, spec, out)
+    if args.edit_epoch is None:
+        model, rows = edit_at_stop(dataset, members, spec, out, keep_bias=args.keep_bias,
+                                   subspace_labels=args.subspace_labels)
+        print(edit_text(model, rows, members, subspace_labels=args.subspace_labels, keep_bias=args.keep_bias))
+        print(f"results: {out / 'results.csv'}")
         return
-    table = read_rows(out / "results.csv")
-    model = final_model_rows(table)
-    done = table[(table["probe"] == "edited") & (table["subspace_labels"] == args.subspace_labels)
-                 & table.set_index(["member", "epoch"]).index.isin(model.set_index(["member", "epoch"]).index)]
-    if len(done):  # a rerun reprints the edit it made, never appends it twice
-        rows = done.to_dict("records")
-    else:
-        rows = edit_rows(dataset, members, spec, out, keep_bias=args.keep_bias,
-                         subspace_labels=args.subspace_labels)
-        append_rows(out / "results.csv", rows)
-    accuracy = {(r["member"], r["split"], r["scored_against"]): r["accuracy"] for r in rows}
-    model_acc = {(r.member, r.split, r.scored_against): r.accuracy for r in model.itertuples()}
-    keys = [("train", "corrupted"), ("train", "true"), ("test", "true")]
-    print(f"last layer edited with the linear probe ({args.subspace_labels} labels, bias "
-          f"{'kept' if args.keep_bias else 'zero'}): accuracy, model → edited")
-    print_table(["member", "degree", "seed"] + [f"{split} vs {against}" for split, against in keys],
-                [[m, member.degree, member.seed] + [f"{model_acc[(m, *key)]:.4f} → {accuracy[(m, *key)]:.4f}"
-                                                      for key in keys] for m, member in enumerate(members)])
-    print(f"results: {out / 'results.csv'}")
-
-
-def edit_continue(args, dataset, members, spec, out) -> None:
-    from jaxmem.experiments.dynamics import edit_then_continue
-    from jaxmem.report import plot_edit_continue
-
     table = edit_then_continue(dataset, members, spec, out, edit_epoch=args.edit_epoch,
                                until_epoch=args.continue_to, keep_bias=args.keep_bias, progress=not args.quiet)
     path = out / f"edit_continue_{args.edit_epoch}.csv"
-    table.to_csv(path, index=False)
-    test = table[(table["split"] == "test")].pivot_table(index="epoch", columns="probe", values="accuracy")
-    print(f"test accuracy (%), edited at epoch {args.edit_epoch} vs unedited:")
-    print((100 * test).round(1).iloc[[0, len(test) // 2, -1]].to_string())
+    print(edit_continue_text(table, args.edit_epoch))
     print(f"table: {path}; plot: {plot_edit_continue(table, path.with_suffix('.png'))}")
 
 

@@ -13,16 +13,10 @@ import numpy as np
 
 from jaxmem.paper import CHECKPOINTS, DYNAMICS, paper_entries
 from jaxmem.probes.registry import registry_order
+from jaxmem.results import final_model_rows
 from jaxmem.train.loop import required_correct
 
 GROUP = ["dataset", "model", "degree"]
-
-
-def final_model_rows(df):
-    """The model's own rows at each member's last recorded epoch."""
-    model = df[df["probe"] == "model"]
-    last = model.groupby("member")["epoch"].transform("max")
-    return model[model["epoch"] == last]
 
 
 def unmemorised_members(df, target_train_accuracy: float, stop_on: str = "eval") -> dict[int, tuple[int, float]]:
@@ -83,6 +77,13 @@ def summary_markdown(df) -> str:
             f"{_mean_std(r.get('model_test', np.nan), r.get('model_test_std', np.nan))} | {r['probe']} | "
             f"{r['subspace_labels']} | {r['best_layer']} | {_mean_std(r['best_test'], r['best_test_std'])} |")
     return "\n".join(lines)
+
+
+def write_summary(df, out_dir: str | Path) -> Path:
+    """Write a run directory's ``summary.md`` (:func:`summary_markdown` of its table); returns its path."""
+    path = Path(out_dir) / "summary.md"
+    path.write_text(summary_markdown(df) + "\n")
+    return path
 
 
 def is_sensitivity(probe: str) -> bool:
@@ -656,3 +657,52 @@ def layer_probe_text(rows: list[dict], skipped: dict) -> str:
     lines += [f"layer {layer} streamed from disk: {', '.join(names)} skipped (they need the activations in memory)"
               for layer, names in skipped.items()]
     return "\n".join(lines)
+
+
+def run_text(df, target_train_accuracy: float, stop_on: str) -> str:
+    """What ``jaxmem run`` prints: model and best-layer MASC (corrupted and true subspaces) per degree, and whether
+    every member reached the stop rule."""
+    first = df.iloc[0]
+    rows = summary(df)
+    rows = rows[rows["probe"] == "masc"]
+    best = {kind: rows[rows["subspace_labels"] == kind].set_index("degree") for kind in ("corrupted", "true")}
+    unfinished = unmemorised_members(df, target_train_accuracy, stop_on)
+    if unfinished:
+        stage = "at the last trained epoch, NOT memorised (stopped by --max-epochs: " + ", ".join(
+            f"member {m} epoch {e} train {100 * a:.2f} %" for m, (e, a) in unfinished.items()) + ")"
+    else:
+        stage = "after memorisation"
+    table = format_table(
+        ["degree", "model", "MASC corrupted", "layer", "MASC true", "layer"],
+        [[degree, 100 * r["model_test"], 100 * r["best_test"], r["best_layer"],
+          100 * best["true"].loc[degree, "best_test"], best["true"].loc[degree, "best_layer"]]
+         for degree, r in best["corrupted"].iterrows()])
+    return f"\n{first['dataset']} × {first['model']}: test accuracy (%, mean over seeds) {stage}\n{table}"
+
+
+def dynamics_text(df) -> str:
+    """What ``jaxmem dynamics`` prints: test accuracy (%, mean over members) per epoch, probe and layer."""
+    tests = df[(df["split"] == "test") & (df["subspace_labels"] != "true")]
+    curves = tests.pivot_table(index="epoch", columns=["probe", "layer"], values="accuracy", aggfunc="mean")
+    return (f"test accuracy (mean over members) per epoch, {len(curves)} epochs:\n"
+            + (100 * curves).round(1).to_string())
+
+
+def edit_text(model_rows, edited_rows: list[dict], members, *, subspace_labels: str, keep_bias: bool) -> str:
+    """What ``jaxmem edit`` prints: each member's accuracies before → after the last-layer edit."""
+    edited = {(r["member"], r["split"], r["scored_against"]): r["accuracy"] for r in edited_rows}
+    model = {(r.member, r.split, r.scored_against): r.accuracy for r in model_rows.itertuples()}
+    keys = [("train", "corrupted"), ("train", "true"), ("test", "true")]
+    table = format_table(
+        ["member", "degree", "seed"] + [f"{split} vs {against}" for split, against in keys],
+        [[m, member.degree, member.seed] + [f"{model[(m, *key)]:.4f} → {edited[(m, *key)]:.4f}" for key in keys]
+         for m, member in enumerate(members)])
+    return (f"last layer edited with the linear probe ({subspace_labels} labels, bias "
+            f"{'kept' if keep_bias else 'zero'}): accuracy, model → edited\n{table}")
+
+
+def edit_continue_text(table, edit_epoch: int) -> str:
+    """What ``jaxmem edit --edit-epoch E`` prints: test accuracy (%) edited vs unedited at three epochs."""
+    test = table[(table["split"] == "test")].pivot_table(index="epoch", columns="probe", values="accuracy")
+    return (f"test accuracy (%), edited at epoch {edit_epoch} vs unedited:\n"
+            + (100 * test).round(1).iloc[[0, len(test) // 2, -1]].to_string())

@@ -304,3 +304,9 @@ def write_member_table(path: str | Path, members: Sequence[MemberSpec]) -> None:
         for i, m in enumerate(members):
             writer.writerow(member_fields(i, m))
 
+
+def final_model_rows(df):
+    """The model's own rows at each member's last recorded epoch."""
+    model = df[df["probe"] == "model"]
+    last = model.groupby("member")["epoch"].transform("max")
+    return model[model["epoch"] == last]

@@ -5,7 +5,7 @@ Both read a run directory written by :func:`jaxmem.train.fit_members` and append
 * :func:`probe_saved_epochs` probes every layer at every epoch kept under ``epochs/<e>`` (epoch 0 is the
   initialisation) with the requested probes; a probe that already has rows at an epoch is not run there again,
   so an interrupted probing pass resumes where it stopped.
-* :func:`edit_rows` replaces the last Dense kernel with the linear-probe vectors of the layer that feeds it
+* :func:`edit_rows` (once per stop: :func:`edit_at_stop`) replaces the last Dense kernel with the linear-probe vectors of the layer that feeds it
   (:mod:`jaxmem.editing`) and scores the edited model (probe ``"edited"``, layer ``"output"``).
 * :func:`edit_then_continue` edits at a kept epoch and trains on, beside the unedited members (its own table).
 """
@@ -30,7 +30,7 @@ from jaxmem.features import collect_activations, member_predictions, member_vari
 from jaxmem.models import get_model
 from jaxmem.probes import linear
 from jaxmem.probes.registry import select_probes
-from jaxmem.results import accuracy_row, append_rows, read_rows
+from jaxmem.results import accuracy_row, append_rows, final_model_rows, read_rows
 from jaxmem.train import (EpochEnd, MemberState, Progress, device_data, fit_members, load_member_params,
                           make_optimizer, paper2_epoch_schedule, split_member_keys, train_members)
 from jaxmem.train.loop import EPOCHS_DIR, RESULTS_FILE
@@ -124,6 +124,22 @@ def edit_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, 
                       corrupted_labels=corrupted, true_train_labels=dataset.y_train, test_labels=dataset.y_test)
 
 
+def edit_at_stop(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
+                 keep_bias: bool = False, subspace_labels: str = "corrupted"):
+    """The last-layer edit at each member's stop, appended to the run's table once: returns the model's own rows
+    there (a DataFrame) and the edited rows (a rerun returns the rows it appended before)."""
+    results = Path(out_dir) / RESULTS_FILE
+    table = read_rows(results)
+    model = final_model_rows(table)
+    done = table[(table["probe"] == "edited") & (table["subspace_labels"] == subspace_labels)
+                 & table.set_index(["member", "epoch"]).index.isin(model.set_index(["member", "epoch"]).index)]
+    if len(done):
+        return model, done.to_dict("records")
+    rows = edit_rows(dataset, members, spec, out_dir, keep_bias=keep_bias, subspace_labels=subspace_labels)
+    append_rows(results, rows)
+    return model, rows
+
+
 # The paper's edit-then-continue settings -> (epoch whose parameters are edited, last epoch of the continued run).
 # The authors' "1" edits the untrained initialisation and trains 99 more epochs; "10" and "40" edit after that epoch.
 PAPER_EDIT_SETTINGS = {1: (0, 99), 10: (10, 100), 40: (40, 100)}
@@ -132,7 +148,8 @@ PAPER_EDIT_SETTINGS = {1: (0, 99), 10: (10, 100), 40: (40, 100)}
 def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
                        edit_epoch: int, until_epoch: int = 100, keep_bias: bool = False, progress: bool = True):
     """Edit the last layer at ``edit_epoch`` (a kept epoch of the run; 0 = the initialisation), then keep training
-    on the corrupted labels to ``until_epoch``; returns the tidy table (DataFrame) beside the unedited control.
+    on the corrupted labels to ``until_epoch``; returns the tidy table (DataFrame) beside the unedited control and
+    writes it to ``out_dir/edit_continue_<edit_epoch>.csv``.
 
     The control is the uninterrupted original run itself: its model rows (post-epoch pass, ``train`` and ``test``)
     from ``edit_epoch`` on, as probe ``"unedited"``; it ends where the run stopped (at memorisation). The edited
@@ -185,7 +202,9 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     run = read_rows(Path(out_dir) / RESULTS_FILE)
     control = run[(run["probe"] == "model") & run["split"].isin(["train", "test"])
                   & run["epoch"].between(edit_epoch, until_epoch)].assign(probe="unedited")
-    return pd.concat([control, pd.DataFrame(rows)], ignore_index=True)
+    table = pd.concat([control, pd.DataFrame(rows)], ignore_index=True)
+    table.to_csv(Path(out_dir) / f"edit_continue_{edit_epoch}.csv", index=False)
+    return table
 
 
 def concat_members(*trees):

@@ -22,8 +22,7 @@ from jaxmem.features import member_variables
 from jaxmem.models import get_model
 from jaxmem.models.resnet import with_bn_mode
 from jaxmem.probes.registry import select_probes
-from jaxmem.report import final_model_rows
-from jaxmem.results import append_rows, read_rows
+from jaxmem.results import append_rows, final_model_rows, read_rows
 from jaxmem.train import fit_members, load_member_params
 from jaxmem.train.rundir import CONFIG_FILE, barrier, config_differences, is_writer
 

@@ -25,8 +25,7 @@ from jaxmem.models import probe_layers
 from jaxmem.probes.base import Probe
 from jaxmem.probes.engine import Scored, array_source, probe_source
 from jaxmem.probes.registry import select_probes
-from jaxmem.report import summary_markdown
-from jaxmem.results import accuracy_row, append_rows, read_rows, write_member_table
+from jaxmem.results import accuracy_row, append_rows, write_member_table
 from jaxmem.train.rundir import CONFIG_FILE, MEMBERS_FILE, RESULTS_FILE
 
 ACTIVATIONS_MODEL = "activations"  # the model column of rows probed from an activations file
@@ -244,9 +243,8 @@ def probe_activations(acts: Activations, probing: ProbeSpec = ProbeSpec()) -> Pr
 
 
 def write_probe_run(run: ProbeRun, out_dir: str | Path, probing: ProbeSpec, source: dict) -> Path:
-    """Write the run directory ``out_dir`` afresh: ``results.csv``, ``members.csv``, ``config.json`` (the probe
-    spec and ``source``, what was probed) and ``summary.md``. A training run's directory is refused (its results
-    would be lost)."""
+    """Write the run directory ``out_dir`` afresh: ``results.csv``, ``members.csv`` and ``config.json`` (the probe
+    spec and ``source``, what was probed). A training run's directory is refused (its results would be lost)."""
     out_dir = Path(out_dir)
     config_path = out_dir / CONFIG_FILE
     if out_dir.exists() and not out_dir.is_dir():
@@ -261,5 +259,4 @@ def write_probe_run(run: ProbeRun, out_dir: str | Path, probing: ProbeSpec, sour
     config = {"kind": PROBE_RUN_KIND, "source": source,
               "probing": {"identity": probing.identity, "requests": [probing.request]}}
     config_path.write_text(json.dumps(config, indent=2))
-    (out_dir / "summary.md").write_text(summary_markdown(read_rows(results)) + "\n")
     return out_dir
