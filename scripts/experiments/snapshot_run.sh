@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Copy what a training run needs to resume on another machine into DEST: config.json, members.csv, the newest
 # checkpoint and the results table (copied after the checkpoint, so it holds every row the checkpoint counts;
-# rows past it are recomputed on resume, identically). Safe while the run trains. The kept epochs (epochs/) are
-# not copied: probe them first (scripts/probe_saved_epochs.py) if the machine will not keep them.
+# rows past it are recomputed on resume, identically), and dynamics.csv when present. Safe while the run trains.
+# The kept epochs (epochs/) are not copied: probe them first into RUN_DIR/dynamics.csv
+# (scripts/probe_saved_epochs.py RUN_DIR RUN_DIR/dynamics.csv) if the machine will not keep them.
 # Resume: copy DEST's files into an empty run directory and rerun the same training command there
 # (scripts/experiments/grid_mnist_mlp.sh does so by itself from its snapshot folder).
 # Usage: scripts/experiments/snapshot_run.sh RUN_DIR DEST
@@ -17,6 +18,7 @@ tmp="$(mktemp -d "${dest%/}.tmp.XXXXXX")"
 mkdir -p "$tmp/checkpoints"
 cp -r "$run/checkpoints/$newest" "$tmp/checkpoints/"
 cp "$run/config.json" "$run/members.csv" "$tmp/"
+[ -f "$run/dynamics.csv" ] && cp "$run/dynamics.csv" "$tmp/"
 # the table up to its last finished append (the .committed record), never an append the run is writing
 size="$(cat "$run/results.csv.committed" 2>/dev/null || stat -c %s "$run/results.csv")"
 head -c "$size" "$run/results.csv" > "$tmp/results.csv"
