@@ -179,6 +179,10 @@ def test_a_snapshot_resumes_elsewhere_to_the_uninterrupted_table(reference_run, 
     done = subprocess.run(["bash", str(script), str(first), str(snapshot)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in snapshot.iterdir()) == ["checkpoints", "config.json", "members.csv", "results.csv"]
+    (first / "dynamics.csv").write_text("side-probed kept epochs\n")  # probed beside the run: carried along
+    subprocess.run(["bash", str(script), str(first), str(snapshot)], check=True, capture_output=True)
+    assert (snapshot / "dynamics.csv").read_text() == "side-probed kept epochs\n"
+    (snapshot / "dynamics.csv").unlink()
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(snapshot, elsewhere)
     rerun(TRAIN, elsewhere, capsys)
