@@ -287,3 +287,21 @@ def test_an_empty_degrees_or_seeds_list_names_the_flag(subcommand, flag, capsys)
         main([subcommand, flag, ""])
     assert stopped.value.code == 2
     assert f"argument {flag}: is empty" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_grid_commit_joins_side_probed_dynamics_rows_once(tmp_path):
+    """scripts/experiments/grid_commit.sh: the member's table up to its last finished append, plus every row of
+    dynamics.csv it lacks (a row in both appears once); a run without summary.md is refused in one line."""
+    run, dest = tmp_path / "run", tmp_path / "dest"
+    run.mkdir()
+    header, a, b, c = "member,epoch,probe", "0,0,masc", "0,240,masc", "0,1,masc"
+    (run / "results.csv").write_text(f"{header}\n{a}\n{b}\n0,241,mas")  # an append cut mid-line
+    (run / "results.csv.committed").write_text(str(len(f"{header}\n{a}\n{b}\n")))
+    (run / "dynamics.csv").write_text(f"{header}\n{a}\n{c}\n")
+    script = ROOT / "scripts" / "experiments" / "grid_commit.sh"
+    refused = subprocess.run(["bash", str(script), str(run), str(dest)], capture_output=True, text=True)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    (run / "summary.md").write_text("| summary |\n")
+    subprocess.run(["bash", str(script), str(run), str(dest)], check=True, capture_output=True)
+    assert (dest / "results.csv").read_text().splitlines() == [header, a, b, c]
+    assert sorted(p.name for p in dest.iterdir()) == ["results.csv", "summary.md"]
