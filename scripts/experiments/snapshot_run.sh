@@ -14,6 +14,7 @@ run="$1" dest="$2"
 newest="$(find "$run/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -printf '%f\n' 2>/dev/null \
           | sort -n | tail -1)"
 [ -n "$newest" ] || { echo "$0: $run has no checkpoint yet" >&2; exit 2; }
+mkdir -p "$(dirname "$dest")"
 tmp="$(mktemp -d "${dest%/}.tmp.XXXXXX")"
 mkdir -p "$tmp/checkpoints"
 cp -r "$run/checkpoints/$newest" "$tmp/checkpoints/"
