@@ -514,7 +514,7 @@ def add_edit_parser(subparsers) -> None:
 
 
 def cmd_edit(args) -> None:
-    from jaxmem.experiments.dynamics import PAPER_EDIT_SETTINGS, edit_at_stop, edit_then_continue
+    from jaxmem.experiments.dynamics import PAPER_EDIT_SETTINGS, edit_at_stop, edit_continue_path, edit_then_continue
     from jaxmem.report import edit_continue_text, edit_text, plot_edit_continue
     from jaxmem.train import fit_members
 
@@ -533,7 +533,7 @@ def cmd_edit(args) -> None:
         return
     table = edit_then_continue(dataset, members, spec, out, edit_epoch=args.edit_epoch,
                                until_epoch=args.continue_to, keep_bias=args.keep_bias, progress=not args.quiet)
-    path = out / f"edit_continue_{args.edit_epoch}.csv"
+    path = edit_continue_path(out, args.edit_epoch)
     print(edit_continue_text(table, args.edit_epoch))
     print(f"table: {path}; plot: {plot_edit_continue(table, path.with_suffix('.png'))}")
 

@@ -5,8 +5,9 @@ Both read a run directory written by :func:`jaxmem.train.fit_members` and append
 * :func:`probe_saved_epochs` probes every layer at every epoch kept under ``epochs/<e>`` (epoch 0 is the
   initialisation) with the requested probes; a probe that already has rows at an epoch is not run there again,
   so an interrupted probing pass resumes where it stopped.
-* :func:`edit_rows` (once per stop: :func:`edit_at_stop`) replaces the last Dense kernel with the linear-probe vectors of the layer that feeds it
-  (:mod:`jaxmem.editing`) and scores the edited model (probe ``"edited"``, layer ``"output"``).
+* :func:`edit_rows` replaces the last Dense kernel with the linear-probe vectors of the layer that feeds it
+  (:mod:`jaxmem.editing`) and scores the edited model (probe ``"edited"``, layer ``"output"``);
+  :func:`edit_at_stop` appends them once per stop.
 * :func:`edit_then_continue` edits at a kept epoch and trains on, beside the unedited members (its own table).
 """
 from __future__ import annotations
@@ -116,7 +117,7 @@ def edit_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, 
     grouping = corrupted if subspace_labels == "corrupted" else np.broadcast_to(dataset.y_train, corrupted.shape)
     edited = member_variables(edited_params(model, model_name, member_variables(params, batch_stats), x_train,
                                             grouping, dataset.num_classes, keep_bias=keep_bias), batch_stats)
-    final_epoch = read_rows(Path(out_dir) / RESULTS_FILE).query("probe == 'model'").groupby("member")["epoch"].max()
+    final_epoch = final_model_rows(read_rows(Path(out_dir) / RESULTS_FILE)).groupby("member")["epoch"].max()
     return probe_rows(members, None, layer="output", epoch=final_epoch.sort_index().to_numpy() if epoch == "final"
                       else epoch, subspace_labels=subspace_labels, probe_name="edited",
                       train_predictions=member_predictions(model, edited, x_train),
@@ -145,11 +146,16 @@ def edit_at_stop(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpe
 PAPER_EDIT_SETTINGS = {1: (0, 99), 10: (10, 100), 40: (40, 100)}
 
 
+def edit_continue_path(out_dir: str | Path, edit_epoch: int) -> Path:
+    """Where :func:`edit_then_continue` writes its table: ``out_dir/edit_continue_<edit_epoch>.csv``."""
+    return Path(out_dir) / f"edit_continue_{edit_epoch}.csv"
+
+
 def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
                        edit_epoch: int, until_epoch: int = 100, keep_bias: bool = False, progress: bool = True):
     """Edit the last layer at ``edit_epoch`` (a kept epoch of the run; 0 = the initialisation), then keep training
     on the corrupted labels to ``until_epoch``; returns the tidy table (DataFrame) beside the unedited control and
-    writes it to ``out_dir/edit_continue_<edit_epoch>.csv``.
+    writes it to :func:`edit_continue_path`.
 
     The control is the uninterrupted original run itself: its model rows (post-epoch pass, ``train`` and ``test``)
     from ``edit_epoch`` on, as probe ``"unedited"``; it ends where the run stopped (at memorisation). The edited
@@ -203,7 +209,7 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     control = run[(run["probe"] == "model") & run["split"].isin(["train", "test"])
                   & run["epoch"].between(edit_epoch, until_epoch)].assign(probe="unedited")
     table = pd.concat([control, pd.DataFrame(rows)], ignore_index=True)
-    table.to_csv(Path(out_dir) / f"edit_continue_{edit_epoch}.csv", index=False)
+    table.to_csv(edit_continue_path(out_dir, edit_epoch), index=False)
     return table
 
 

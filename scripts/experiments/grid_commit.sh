@@ -12,8 +12,7 @@ for f in labels.csv labels.json labels.md labels_pr.png relabel.csv edit_continu
          members.csv config.json summary.md layers.png; do
     [ -f "$run/$f" ] && cp "$run/$f" "$dest/"
 done
-size="$(cat "$run/results.csv.committed" 2>/dev/null || stat -c %s "$run/results.csv")"
-head -c "$size" "$run/results.csv" > "$dest/results.csv"
+"$(dirname "$0")/committed_table.sh" "$run" > "$dest/results.csv"
 # dynamics rows probed beside the training (scripts/probe_saved_epochs.py, kept epochs a later machine lacks) join
 # the member's one table, every row once
 if [ -f "$run/dynamics.csv" ]; then
