@@ -248,6 +248,27 @@ def read_rows(path: str | Path):
                        na_values={name: ["", "nan", "NaN"] for name in COLUMNS if name not in TEXT_COLUMNS})
 
 
+def append_missing(path: str | Path, source: str | Path) -> int:
+    """Append to the table ``path`` every whole row of the table ``source`` that ``path`` does not hold yet
+    (rows compared as written, text for text); returns rows appended. E.g. rows probed into a side table beside a
+    training process, joined into the run's own table once nothing else writes it."""
+    def lines(table):
+        table = Path(table)
+        if not table.exists():
+            return []
+        end, _ = intact_size(table)
+        with table.open("rb") as f:
+            header, *rows = f.read(end).decode().splitlines() or [""]
+        if header != ",".join(COLUMNS):
+            raise ValueError(f"{table} is not a jaxmem results table with this version's columns")
+        return rows
+
+    present = set(lines(path))
+    missing = [line for line in dict.fromkeys(lines(source)) if line not in present]
+    rows = [dict(zip(COLUMNS, values)) for values in csv.reader(missing)]
+    return append_rows(path, rows) if rows else 0
+
+
 def truncate_rows(path: str | Path, keep: int) -> None:
     """Keep only the first ``keep`` data rows (used on resume to drop rows written after the last checkpoint);
     cut in place, so an interruption leaves either the old table or the shorter one."""

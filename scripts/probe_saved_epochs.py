@@ -4,9 +4,11 @@ The paper-scale dynamics of docs/paper-mnist-mlp: each saved epoch (``RUN/epochs
 with the corrupted-label subspaces (MASC at n = 0.99 and the linear probe) on every layer but ``input`` (which does
 not change with training), by :func:`jaxmem.experiments.dynamics.probe_saved_epochs`; rows go to OUT_CSV, never to
 the training run's own results.csv, so this can run beside the training process. Rerun it to pick up new epochs;
-``--wait`` polls until the run's ``final`` parameters exist.
+``--wait`` polls until the run's ``final`` parameters exist. ``--join`` appends OUT_CSV's rows that the run's
+results.csv lacks to it (only when nothing else writes the run), so that ``jaxmem dynamics`` skips those epochs.
 
     python scripts/probe_saved_epochs.py RUN_DIR OUT_CSV --data-dir "$JAXMEM_DATA_DIR" [--epochs 0,10,20] [--wait]
+    python scripts/probe_saved_epochs.py RUN_DIR OUT_CSV --join
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pathlib import Path
 from jaxmem.data import load_dataset
 from jaxmem.experiments.dynamics import DYNAMICS_PROBING, probe_saved_epochs
 from jaxmem.models import trained_probe_layers
-from jaxmem.train.rundir import read_run_config
+from jaxmem.results import append_missing
+from jaxmem.train.rundir import RESULTS_FILE, read_run_config
 
 
 def main(argv=None):
@@ -27,7 +30,13 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--epochs", default=None, help="only these saved epochs, comma-separated (default: all)")
     parser.add_argument("--wait", action="store_true", help="keep polling until the run has finished")
+    parser.add_argument("--join", action="store_true",
+                        help="probe nothing: append OUT_CSV's rows that RUN_DIR/results.csv lacks to it")
     args = parser.parse_args(argv)
+    if args.join:
+        added = append_missing(args.run_dir / RESULTS_FILE, args.out_csv)
+        print(f"{added} rows of {args.out_csv} joined into {args.run_dir / RESULTS_FILE}")
+        return
 
     spec, members = read_run_config(args.run_dir)
     dataset = load_dataset(members[0].dataset, args.data_dir)

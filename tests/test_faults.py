@@ -305,3 +305,29 @@ def test_grid_commit_joins_side_probed_dynamics_rows_once(tmp_path):
     subprocess.run(["bash", str(script), str(run), str(dest)], check=True, capture_output=True)
     assert (dest / "results.csv").read_text().splitlines() == [header, a, b, c]
     assert sorted(p.name for p in dest.iterdir()) == ["results.csv", "summary.md"]
+
+
+def test_side_probed_rows_join_the_run_table_once(tmp_path):
+    """append_missing (scripts/probe_saved_epochs.py --join before the grid's dynamics step): the rows of the side
+    table that the run's table lacks are appended once, after an unfinished append is dropped; a table with other
+    columns is refused."""
+    def row(epoch, probe, accuracy):
+        return {**{name: "x" for name in results.COLUMNS}, "epoch": epoch, "probe": probe, "accuracy": accuracy}
+
+    run, side = tmp_path / RESULTS_FILE, tmp_path / "dynamics.csv"
+    results.append_rows(run, [row(0, "masc", 0.5), row(240, "masc", 0.25)])
+    with run.open("a") as f:
+        f.write("0,mnist,cut")  # an append cut short
+    results.append_rows(side, [row(0, "masc", 0.5), row(5, "masc", 0.125), row(5, "linear", 0.75)])
+    script = ROOT / "scripts" / "probe_saved_epochs.py"
+    for expected in (2, 0):
+        done = subprocess.run([sys.executable, str(script), str(tmp_path), str(side), "--join"], check=True,
+                              capture_output=True, text=True)
+        assert done.stdout.startswith(f"{expected} rows")
+    table = results.read_rows(run)
+    assert list(zip(table.epoch, table.probe, table.accuracy)) == [(0, "masc", 0.5), (240, "masc", 0.25),
+                                                                    (5, "masc", 0.125), (5, "linear", 0.75)]
+    other = tmp_path / "other.csv"
+    other.write_text("member,epoch\n0,1\n")
+    with pytest.raises(ValueError, match="not a jaxmem results table"):
+        results.append_missing(run, other)

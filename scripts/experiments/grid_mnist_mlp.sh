@@ -36,7 +36,10 @@ for member in "0.8 0" "0 0" "0.4 0" "0.2 0" "0.6 0" "1.0 0" "0.8 1" "0.8 2"; do
     step train;    jaxmem train "${common[@]}"
     step probes;   jaxmem run "${common[@]}" --probes all --sensitivity 0.25,0.5,0.75,1 --clean-subspaces "$clean"
     step edit;     jaxmem edit "${common[@]}"
-    step dynamics; jaxmem dynamics "${common[@]}" --subspaces corrupted
+    step dynamics
+    # epochs probed beside the training (scripts/probe_saved_epochs.py) are not probed again
+    [ -f "$dir/dynamics.csv" ] && python scripts/probe_saved_epochs.py "$dir" "$dir/dynamics.csv" --join
+    jaxmem dynamics "${common[@]}" --subspaces corrupted
     if [ "$seed" = 0 ] && { [ "$degree" = 0.8 ] || [ "$degree" = 0.4 ]; }; then
         step labels; jaxmem labels "$dir" "${@}"
     fi
