@@ -4,7 +4,7 @@ The paper-scale dynamics of docs/paper-mnist-mlp: each saved epoch (``RUN/epochs
 with the corrupted-label subspaces (MASC at n = 0.99 and the linear probe) on every layer but ``input`` (which does
 not change with training), by :func:`jaxmem.experiments.dynamics.probe_saved_epochs`; rows go to OUT_CSV, never to
 the training run's own results.csv, so this can run beside the training process. Rerun it to pick up new epochs;
-``--wait`` polls until the run's ``final`` parameters exist. ``--join`` appends OUT_CSV's rows that the run's
+``--wait`` polls (from before the run has started) until the run's ``final`` parameters exist. ``--join`` appends OUT_CSV's rows that the run's
 results.csv lacks to it (only when nothing else writes the run), so that ``jaxmem dynamics`` skips those epochs.
 
     python scripts/probe_saved_epochs.py RUN_DIR OUT_CSV --data-dir "$JAXMEM_DATA_DIR" [--epochs 0,10,20] [--wait]
@@ -20,7 +20,7 @@ from jaxmem.data import load_dataset
 from jaxmem.experiments.dynamics import DYNAMICS_PROBING, probe_saved_epochs
 from jaxmem.models import trained_probe_layers
 from jaxmem.results import append_missing
-from jaxmem.train.rundir import RESULTS_FILE, read_run_config
+from jaxmem.train.rundir import CONFIG_FILE, RESULTS_FILE, read_run_config
 
 
 def main(argv=None):
@@ -38,6 +38,8 @@ def main(argv=None):
         print(f"{added} rows of {args.out_csv} joined into {args.run_dir / RESULTS_FILE}")
         return
 
+    while args.wait and not (args.run_dir / CONFIG_FILE).exists():  # the training has not started yet
+        time.sleep(10)
     spec, members = read_run_config(args.run_dir)
     dataset = load_dataset(members[0].dataset, args.data_dir)
     layers = trained_probe_layers(members[0].model)

@@ -14,6 +14,8 @@
 # A member whose results are committed under $JAXMEM_GRID_COMPLETED/p<degree>-s<seed> (default
 # docs/paper-mnist-mlp/grid; copied there with scripts/experiments/grid_commit.sh) is skipped on a machine without its
 # run directory.
+# JAXMEM_GRID_REDO="p0.8-s0 ..." retrains those members although their results are committed (grid_commit.sh
+# replaces them when they complete); a run directory of the same name must not exist.
 # ≈ 13 s per training epoch on 2 idle CPU cores; ≈ 300 epochs at p >= 0.2, ≈ 60 at p = 0.
 set -euo pipefail
 out="${JAXMEM_GRID_OUT:-runs/grid-mnist-mlp}"
@@ -27,13 +29,22 @@ for member in "0.8 0" "0 0" "0.4 0" "0.2 0" "0.6 0" "1.0 0" "0.8 1" "0.8 2"; do
     [ "$degree" = 0 ] && clean=0.2,0.4,0.6,0.8,1.0
     step() { echo "== $(date -u +%FT%TZ) p = $degree, seed $seed: $1"; }
     snapshot="$snapshots/p$degree-s$seed"
-    if [ ! -e "$dir/config.json" ] && [ -f "$completed/p$degree-s$seed/summary.md" ]; then
-        step "complete in $completed/p$degree-s$seed (delete that folder to redo it)"; continue
+    if [ ! -e "$dir/config.json" ] && [ -f "$completed/p$degree-s$seed/summary.md" ] \
+       && [[ " ${JAXMEM_GRID_REDO:-} " != *" p$degree-s$seed "* ]]; then
+        step "complete in $completed/p$degree-s$seed (JAXMEM_GRID_REDO=p$degree-s$seed redoes it)"; continue
     fi
     if [ ! -e "$dir/config.json" ] && [ -d "$snapshot/checkpoints" ]; then
         step "resume from the snapshot $snapshot"; mkdir -p "$dir"; cp -r "$snapshot/." "$dir/"
     fi
-    step train;    jaxmem train "${common[@]}"
+    step train
+    # the kept epochs are probed beside the training (into dynamics.csv, joined before the dynamics step), so that a
+    # machine stopped mid-training loses none of them: the snapshot carries their rows, not their parameters
+    prober=
+    if [ ! -d "$dir/final" ]; then
+        python scripts/probe_saved_epochs.py "$dir" "$dir/dynamics.csv" --wait "$@" & prober=$!
+    fi
+    jaxmem train "${common[@]}"
+    [ -z "$prober" ] || wait "$prober"
     step probes;   jaxmem run "${common[@]}" --probes all --sensitivity 0.25,0.5,0.75,1 --clean-subspaces "$clean"
     step edit;     jaxmem edit "${common[@]}"
     step dynamics
