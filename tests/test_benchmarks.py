@@ -98,7 +98,7 @@ def test_probing_bench_tiny_writes_its_ratios(tmp_path):
     bench = _load("probing_bench")
     out = tmp_path / "probing.json"
     results = bench.main(["--dataset", "digits", "--num-train", "300", "--epochs", "1", "--layers", "fc1",
-                          "--repeat", "1", "--json", str(out)])
+                          "--json", str(out)])
     assert json.loads(out.read_text()) == results and results["num_train"] == 300
     for key in ("per_probe_s", "engine_s", "peer_s", "speedup", "speedup_vs_peer"):
         assert _positive_finite(float(results[key])), key
