@@ -4,7 +4,7 @@ Workload: one trained MNIST MLP member (``--run-dir`` of a trained run, else a s
 epochs), its hidden layers ``fc1 … fc4`` on ``--num-train`` training and all test images, every probe of the
 registry (MASC at n = 0.99 and at 0.25, 0.5, 0.75, 1; linear, NCM, kNN, LDA, QDA, logistic regression) with both
 subspace kinds (the member's corrupted labels and the true ones), fitted and scored on train and test. Timed three
-ways, each once from the activations in memory; first, untimed, the engine probes one layer of each width, which
+ways, layer by layer (each layer's three back to back; the totals sum them), each once from the activations in memory; first, untimed, the engine probes one layer of each width, which
 compiles every kernel that both jaxmem ways call (so neither is charged for compilation, at the cost of one layer):
 
 * ``per_probe``: every (layer, kind, probe) fitted on its own through the registry (``probe.fit`` / ``predict``);
@@ -19,6 +19,9 @@ share of equal predictions over all rows (train and test of every layer, kind an
 
     python benchmarks/probing_bench.py --run-dir runs/grid-mnist-mlp/p0.8-s0 --json benchmarks/results/probing_cpu.json
     python benchmarks/probing_bench.py --num-train 5000 --epochs 3     # reduced size
+
+``--json`` is rewritten after each layer; ``--resume`` keeps the layers it holds for the same workload and times
+the others, so the full-size run (≈ 30 min of an idle 2-core box per layer) can be spread over several sittings.
 """
 from __future__ import annotations
 
@@ -183,30 +186,73 @@ def main(argv=None):
     parser.add_argument("--num-train", type=int, default=60000, help="training samples probed")
     parser.add_argument("--layers", default=",".join(HIDDEN), help="hidden layers probed, comma-separated")
     parser.add_argument("--skip-peer", action="store_true", help="time jaxmem only")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--json", type=Path, help="write the results here (after each layer)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the layers --json already holds for the same workload and time only the others")
     args = parser.parse_args(argv)
 
-    layers, corrupted, true, _, num_classes, name = member_activations(args, tuple(args.layers.split(",")))
-    groupings = {"corrupted": corrupted[None], "true": true[None]}
-    probes = select_probes(list(PROBES), sensitivity=SENSITIVITY)
-    jax.block_until_ready(jax.numpy.zeros(1))
-    warm_up(layers, groupings, num_classes, probes)
-    engine_out, engine_s = timed(engine, layers, groupings, num_classes, probes)
-    single_out, single_s = timed(per_probe, layers, groupings, num_classes, probes)
-    equal = sum(int(np.sum(a == b)) for key in single_out for a, b in zip(single_out[key], engine_out[key]))
-    total = sum(a.size for pair in single_out.values() for a in pair)
-    results = dict(workload=name, num_train=len(corrupted), layers={k: v[0].shape[1] for k, v in layers.items()},
-                   probes=list(probes), per_probe_s=round(single_s, 2), engine_s=round(engine_s, 2),
-                   speedup=round(single_s / engine_s, 2), rows_identical=equal == total,
-                   prediction_agreement=equal / total, device=jax.devices()[0].device_kind,
-                   machine=platform.machine())
-    if not args.skip_peer:
-        _, peer_s = timed(peer, layers, groupings, num_classes, list(probes))
-        results.update(peer_s=round(peer_s, 2), speedup_vs_peer=round(peer_s / engine_s, 2))
+    requested = tuple(args.layers.split(","))
+    try:
+        done = _previous_layers(args) if args.resume else {}
+    except ValueError as error:
+        parser.error(str(error))
+    todo = tuple(layer for layer in requested if layer not in done)
+    per_layer = {layer: done[layer] for layer in requested if layer in done}
+    if todo:
+        layers, corrupted, true, _, num_classes, name = member_activations(args, todo)
+        groupings = {"corrupted": corrupted[None], "true": true[None]}
+        probes = select_probes(list(PROBES), sensitivity=SENSITIVITY)
+        jax.block_until_ready(jax.numpy.zeros(1))
+        warm_up(layers, groupings, num_classes, probes)
+        for layer in todo:
+            one = {layer: layers[layer]}
+            engine_out, engine_s = timed(engine, one, groupings, num_classes, probes)
+            single_out, single_s = timed(per_probe, one, groupings, num_classes, probes)
+            equal = sum(int(np.sum(a == b)) for key in single_out for a, b in zip(single_out[key], engine_out[key]))
+            total = sum(a.size for pair in single_out.values() for a in pair)
+            per_layer[layer] = dict(width=int(one[layer][0].shape[1]), per_probe_s=round(single_s, 2),
+                                    engine_s=round(engine_s, 2), equal=equal, total=total)
+            if not args.skip_peer:
+                per_layer[layer]["peer_s"] = round(timed(peer, one, groupings, num_classes, list(probes))[1], 2)
+            results = _summary(args, name, len(corrupted), list(probes), per_layer)
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(results, indent=2) + "\n")
+    else:
+        previous = json.loads(args.json.read_text())
+        results = _summary(args, previous["workload"], previous["num_train"], previous["probes"], per_layer)
     print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _previous_layers(args) -> dict:
+    """The per-layer entries of --json for this workload (the same run, member and number of samples)."""
+    if args.json is None or not args.json.exists():
+        return {}
+    previous = json.loads(args.json.read_text())
+    if previous.get("source") != _source(args) or previous.get("num_train") != args.num_train:
+        raise ValueError(f"{args.json} holds another workload ({previous.get('source')}, "
+                         f"{previous.get('num_train')} samples): no --resume, or another --json")
+    return previous.get("per_layer", {})
+
+
+def _source(args) -> str:
+    return (f"{args.run_dir} member {args.member}" if args.run_dir is not None
+            else f"{args.dataset} p={args.degree:g}, {args.epochs} epochs")
+
+
+def _summary(args, name, num_train, probes, per_layer) -> dict:
+    """Totals over the timed layers (each layer's three ways were timed back to back in one process)."""
+    total = lambda key: sum(entry[key] for entry in per_layer.values())  # noqa: E731
+    results = dict(workload=name, source=_source(args), num_train=num_train,
+                   layers={layer: entry["width"] for layer, entry in per_layer.items()}, probes=probes,
+                   per_probe_s=round(total("per_probe_s"), 2), engine_s=round(total("engine_s"), 2),
+                   speedup=round(total("per_probe_s") / total("engine_s"), 2),
+                   rows_identical=total("equal") == total("total"),
+                   prediction_agreement=total("equal") / total("total"), device=jax.devices()[0].device_kind,
+                   machine=platform.machine(), per_layer=per_layer)
+    if all("peer_s" in entry for entry in per_layer.values()):
+        results.update(peer_s=round(total("peer_s"), 2), speedup_vs_peer=round(total("peer_s") / total("engine_s"), 2))
     return results
 
 

@@ -103,3 +103,18 @@ def test_probing_bench_tiny_writes_its_ratios(tmp_path):
     for key in ("per_probe_s", "engine_s", "peer_s", "speedup", "speedup_vs_peer"):
         assert _positive_finite(float(results[key])), key
     assert results["rows_identical"] is True and results["prediction_agreement"] == 1.0
+    assert list(results["per_layer"]) == ["fc1"]
+
+
+def test_probing_bench_resumes_layer_by_layer(tmp_path, capsys):
+    """--resume keeps the layers --json holds and times only the others; another workload is refused (exit 2)."""
+    bench = _load("probing_bench")
+    out = tmp_path / "probing.json"
+    common = ["--dataset", "digits", "--epochs", "1", "--skip-peer", "--json", str(out)]
+    first = bench.main([*common, "--num-train", "200", "--layers", "fc1"])
+    both = bench.main([*common, "--num-train", "200", "--layers", "fc1,fc2", "--resume"])
+    assert both["per_layer"]["fc1"] == first["per_layer"]["fc1"] and list(both["per_layer"]) == ["fc1", "fc2"]
+    assert both["engine_s"] == round(sum(entry["engine_s"] for entry in both["per_layer"].values()), 2)
+    with pytest.raises(SystemExit) as refused:
+        bench.main([*common, "--num-train", "300", "--layers", "fc1", "--resume"])
+    assert refused.value.code == 2 and "another workload" in capsys.readouterr().err
