@@ -183,6 +183,14 @@ def test_a_snapshot_resumes_elsewhere_to_the_uninterrupted_table(reference_run, 
     subprocess.run(["bash", str(script), str(first), str(snapshot)], check=True, capture_output=True)
     assert (snapshot / "dynamics.csv").read_text() == "side-probed kept epochs\n"
     (snapshot / "dynamics.csv").unlink()
+    kept = first / "epochs" / "40"  # a kept epoch named on the command line travels too (edit-then-continue)
+    kept.mkdir(parents=True)
+    (kept / "params").write_text("parameters at epoch 40\n")
+    with_epoch = tmp_path / "with-epoch"
+    subprocess.run(["bash", str(script), str(first), str(with_epoch), "40"], check=True, capture_output=True)
+    assert (with_epoch / "epochs" / "40" / "params").read_text() == "parameters at epoch 40\n"
+    missing = subprocess.run(["bash", str(script), str(first), str(with_epoch), "7"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no kept epoch 7" in missing.stderr and (with_epoch / "epochs" / "40").is_dir()
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(snapshot, elsewhere)
     rerun(TRAIN, elsewhere, capsys)

@@ -15,7 +15,8 @@
 # docs/paper-mnist-mlp/grid; copied there with scripts/experiments/grid_commit.sh) is skipped on a machine without its
 # run directory.
 # JAXMEM_GRID_REDO="p0.8-s0 ..." retrains those members although their results are committed (grid_commit.sh
-# replaces them when they complete); a run directory of the same name must not exist.
+# replaces them when they complete); a run directory of the same name must not exist. A member with a snapshot
+# in progress resumes from it whether or not its results are committed.
 # ≈ 13 s per training epoch on 2 idle CPU cores; ≈ 300 epochs at p >= 0.2, ≈ 60 at p = 0.
 set -euo pipefail
 out="${JAXMEM_GRID_OUT:-runs/grid-mnist-mlp}"
@@ -29,7 +30,7 @@ for member in "0.8 0" "0 0" "0.4 0" "0.2 0" "0.6 0" "1.0 0" "0.8 1" "0.8 2"; do
     [ "$degree" = 0 ] && clean=0.2,0.4,0.6,0.8,1.0
     step() { echo "== $(date -u +%FT%TZ) p = $degree, seed $seed: $1"; }
     snapshot="$snapshots/p$degree-s$seed"
-    if [ ! -e "$dir/config.json" ] && [ -f "$completed/p$degree-s$seed/summary.md" ] \
+    if [ ! -e "$dir/config.json" ] && [ -f "$completed/p$degree-s$seed/summary.md" ] && [ ! -d "$snapshot/checkpoints" ] \
        && [[ " ${JAXMEM_GRID_REDO:-} " != *" p$degree-s$seed "* ]]; then
         step "complete in $completed/p$degree-s$seed (JAXMEM_GRID_REDO=p$degree-s$seed redoes it)"; continue
     fi
