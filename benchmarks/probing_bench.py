@@ -4,8 +4,9 @@ Workload: one trained MNIST MLP member (``--run-dir`` of a trained run, else a s
 epochs), its hidden layers ``fc1 … fc4`` on ``--num-train`` training and all test images, every probe of the
 registry (MASC at n = 0.99 and at 0.25, 0.5, 0.75, 1; linear, NCM, kNN, LDA, QDA, logistic regression) with both
 subspace kinds (the member's corrupted labels and the true ones), fitted and scored on train and test. Timed three
-ways, layer by layer (each layer's three back to back; the totals sum them), each once from the activations in memory; first, untimed, the engine probes one layer of each width, which
-compiles every kernel that both jaxmem ways call (so neither is charged for compilation, at the cost of one layer):
+ways, layer by layer (each layer's three back to back; the totals sum them), each once from the activations in
+memory; first, untimed, the engine probes one layer of each width, which compiles every kernel that both jaxmem
+ways call (so neither is charged for compilation, at the cost of one layer):
 
 * ``per_probe``: every (layer, kind, probe) fitted on its own through the registry (``probe.fit`` / ``predict``);
 * ``engine``: :func:`jaxmem.probes.engine.probe_source` (shared eigendecompositions, class moments, kNN search);

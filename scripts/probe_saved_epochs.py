@@ -4,8 +4,9 @@ The paper-scale dynamics of docs/paper-mnist-mlp: each saved epoch (``RUN/epochs
 with the corrupted-label subspaces (MASC at n = 0.99 and the linear probe) on every layer but ``input`` (which does
 not change with training), by :func:`jaxmem.experiments.dynamics.probe_saved_epochs`; rows go to OUT_CSV, never to
 the training run's own results.csv, so this can run beside the training process. Rerun it to pick up new epochs;
-``--wait`` polls (from before the run has started) until the run's ``final`` parameters exist. ``--join`` appends OUT_CSV's rows that the run's
-results.csv lacks to it (only when nothing else writes the run), so that ``jaxmem dynamics`` skips those epochs.
+``--wait`` polls (from before the run has started) until the run's ``final`` parameters exist. ``--join``
+appends OUT_CSV's rows that the run's results.csv lacks to it (only when nothing else writes the run), so that
+``jaxmem dynamics`` skips those epochs.
 
     python scripts/probe_saved_epochs.py RUN_DIR OUT_CSV --data-dir "$JAXMEM_DATA_DIR" [--epochs 0,10,20] [--wait]
     python scripts/probe_saved_epochs.py RUN_DIR OUT_CSV --join
