@@ -296,36 +296,39 @@ def test_an_empty_degrees_or_seeds_list_names_the_flag(subcommand, flag, capsys)
     assert f"argument {flag}: is empty" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+def _row(epoch, probe, accuracy):
+    """A results row: every column "x" but those named."""
+    return {**{name: "x" for name in results.COLUMNS}, "epoch": epoch, "probe": probe, "accuracy": accuracy}
+
+
 def test_grid_commit_joins_side_probed_dynamics_rows_once(tmp_path):
     """scripts/experiments/grid_commit.sh: the member's table up to its last finished append, plus every row of
     dynamics.csv it lacks (a row in both appears once); a run without summary.md is refused in one line."""
     run, dest = tmp_path / "run", tmp_path / "dest"
-    run.mkdir()
-    header, a, b, c = "member,epoch,probe", "0,0,masc", "0,240,masc", "0,1,masc"
-    (run / "results.csv").write_text(f"{header}\n{a}\n{b}\n0,241,mas")  # an append cut mid-line
-    (run / "results.csv.committed").write_text(str(len(f"{header}\n{a}\n{b}\n")))
-    (run / "dynamics.csv").write_text(f"{header}\n{a}\n{c}\n")
+    results.append_rows(run / RESULTS_FILE, [_row(0, "masc", 0.5), _row(240, "masc", 0.25)])
+    with (run / RESULTS_FILE).open("a") as f:
+        f.write("0,mnist,cut")  # an append cut mid-line
+    results.append_rows(run / "dynamics.csv", [_row(0, "masc", 0.5), _row(1, "masc", 0.125)])
     script = ROOT / "scripts" / "experiments" / "grid_commit.sh"
     refused = subprocess.run(["bash", str(script), str(run), str(dest)], capture_output=True, text=True)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     (run / "summary.md").write_text("| summary |\n")
     subprocess.run(["bash", str(script), str(run), str(dest)], check=True, capture_output=True)
-    assert (dest / "results.csv").read_text().splitlines() == [header, a, b, c]
-    assert sorted(p.name for p in dest.iterdir()) == ["results.csv", "summary.md"]
+    table = results.read_rows(dest / RESULTS_FILE)
+    assert list(zip(table.epoch, table.probe, table.accuracy)) == [(0, "masc", 0.5), (240, "masc", 0.25),
+                                                                    (1, "masc", 0.125)]
+    assert sorted(p.name for p in dest.iterdir()) == [RESULTS_FILE, "summary.md"]
 
 
 def test_side_probed_rows_join_the_run_table_once(tmp_path):
     """append_missing (scripts/probe_saved_epochs.py --join before the grid's dynamics step): the rows of the side
     table that the run's table lacks are appended once, after an unfinished append is dropped; a table with other
     columns is refused."""
-    def row(epoch, probe, accuracy):
-        return {**{name: "x" for name in results.COLUMNS}, "epoch": epoch, "probe": probe, "accuracy": accuracy}
-
     run, side = tmp_path / RESULTS_FILE, tmp_path / "dynamics.csv"
-    results.append_rows(run, [row(0, "masc", 0.5), row(240, "masc", 0.25)])
+    results.append_rows(run, [_row(0, "masc", 0.5), _row(240, "masc", 0.25)])
     with run.open("a") as f:
         f.write("0,mnist,cut")  # an append cut short
-    results.append_rows(side, [row(0, "masc", 0.5), row(5, "masc", 0.125), row(5, "linear", 0.75)])
+    results.append_rows(side, [_row(0, "masc", 0.5), _row(5, "masc", 0.125), _row(5, "linear", 0.75)])
     script = ROOT / "scripts" / "probe_saved_epochs.py"
     for expected in (2, 0):
         done = subprocess.run([sys.executable, str(script), str(tmp_path), str(side), "--join"], check=True,

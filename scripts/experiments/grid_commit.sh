@@ -16,6 +16,7 @@ done
 # dynamics rows probed beside the training (scripts/probe_saved_epochs.py, kept epochs a later machine lacks) join
 # the member's one table, every row once
 if [ -f "$run/dynamics.csv" ]; then
-    tail -n +2 "$run/dynamics.csv" | grep -vxF -f <(tail -n +2 "$dest/results.csv") >> "$dest/results.csv" || true
+    python "$(dirname "$0")/../probe_saved_epochs.py" "$dest" "$run/dynamics.csv" --join >/dev/null
+    rm -f "$dest/results.csv.committed"  # the size record of that append; DEST is a finished copy
 fi
 echo "results of $run: $dest"
