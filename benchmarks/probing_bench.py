@@ -194,9 +194,10 @@ def main(argv=None):
 
     requested = tuple(args.layers.split(","))
     try:
-        done = _previous_layers(args) if args.resume else {}
+        previous = _previous_run(args) if args.resume else {}
     except ValueError as error:
         parser.error(str(error))
+    done = previous.get("per_layer", {})
     todo = tuple(layer for layer in requested if layer not in done)
     per_layer = {layer: done[layer] for layer in requested if layer in done}
     if todo:
@@ -220,21 +221,20 @@ def main(argv=None):
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(results, indent=2) + "\n")
     else:
-        previous = json.loads(args.json.read_text())
         results = _summary(args, previous["workload"], previous["num_train"], previous["probes"], per_layer)
     print(json.dumps(results, indent=2))
     return results
 
 
-def _previous_layers(args) -> dict:
-    """The per-layer entries of --json for this workload (the same run, member and number of samples)."""
+def _previous_run(args) -> dict:
+    """What --json holds for this workload (the same run, member and number of samples); {} when nothing."""
     if args.json is None or not args.json.exists():
         return {}
     previous = json.loads(args.json.read_text())
     if previous.get("source") != _source(args) or previous.get("num_train") != args.num_train:
         raise ValueError(f"{args.json} holds another workload ({previous.get('source')}, "
                          f"{previous.get('num_train')} samples): no --resume, or another --json")
-    return previous.get("per_layer", {})
+    return previous
 
 
 def _source(args) -> str:
