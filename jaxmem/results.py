@@ -290,10 +290,12 @@ def truncate_rows(path: str | Path, keep: int) -> None:
 
 def write_table(table, path: str | Path) -> None:
     """Write a whole DataFrame as CSV (gzip-compressed when ``path`` ends in ``.gz``) atomically: to a temporary
-    file beside ``path``, then renamed over it, so an interruption leaves the old table or the new one."""
+    file beside ``path``, then renamed over it, so an interruption leaves the old table or the new one. The gzip
+    header carries no time stamp, so the same table gives the same bytes on every rebuild."""
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
-    table.to_csv(temporary, index=False, compression="gzip" if path.suffix == ".gz" else None)
+    compression = {"method": "gzip", "mtime": 0} if path.suffix == ".gz" else None
+    table.to_csv(temporary, index=False, compression=compression)
     os.replace(temporary, path)
     _commit_path(path).unlink(missing_ok=True)  # a record of appends to the file it replaced
 

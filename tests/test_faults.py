@@ -341,3 +341,15 @@ def test_side_probed_rows_join_the_run_table_once(tmp_path):
     other.write_text("member,epoch\n0,1\n")
     with pytest.raises(ValueError, match="not a jaxmem results table"):
         results.append_missing(run, other)
+
+
+def test_a_rebuilt_compressed_table_has_the_same_bytes(tmp_path):
+    pandas = pytest.importorskip("pandas")
+    table = pandas.DataFrame({"epoch": [0, 1], "probe": ["masc", "linear"], "accuracy": [0.5, 0.25]})
+    path = tmp_path / "results.csv.gz"
+    results.write_table(table, path)
+    first = path.read_bytes()
+    time.sleep(1.1)  # the gzip header's time stamp has a resolution of one second
+    results.write_table(table, path)
+    assert path.read_bytes() == first
+    assert pandas.read_csv(path)["accuracy"].tolist() == [0.5, 0.25]
