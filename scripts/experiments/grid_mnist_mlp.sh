@@ -5,7 +5,7 @@
 # Each member, once trained: every probe on corrupted and true subspaces with MASC at n = 0.25 / 0.5 / 0.75 / 1
 # too (p = 0 also with subspaces from its labels corrupted at every q of the grid), the last-layer edit at the
 # stop, the dynamics (MASC + linear, corrupted-label subspaces, every hidden layer, every kept epoch), and at
-# p = 0.4 and 0.8 (seed 0) the label-error comparison; p = 0.8 seed 0 also edit-then-continue from epoch 40 and
+# every p > 0 (seed 0) the label-error comparison; p = 0.8 seed 0 also edit-then-continue from epoch 40 and
 # relabel-and-fine-tune.
 # Usage: scripts/experiments/grid_mnist_mlp.sh [--data-dir D]   (or JAXMEM_DATA_DIR); JAXMEM_GRID_OUT (default
 # runs/grid-mnist-mlp). Resumable: rerun the same command after an interruption; every step skips what it has.
@@ -52,7 +52,7 @@ for member in "0.8 0" "0 0" "0.4 0" "0.2 0" "0.6 0" "1.0 0" "0.8 1" "0.8 2"; do
     # epochs probed beside the training (scripts/probe_saved_epochs.py) are not probed again
     [ -f "$dir/dynamics.csv" ] && python scripts/probe_saved_epochs.py "$dir" "$dir/dynamics.csv" --join
     jaxmem dynamics "${common[@]}" --subspaces corrupted
-    if [ "$seed" = 0 ] && { [ "$degree" = 0.8 ] || [ "$degree" = 0.4 ]; }; then
+    if [ "$seed" = 0 ] && [ "$degree" != 0 ]; then
         step labels; jaxmem labels "$dir" "${@}"
     fi
     if [ "$seed" = 0 ] && [ "$degree" = 0.8 ]; then
