@@ -23,6 +23,7 @@ import pandas as pd
 
 from jaxmem.data import Dataset, load_dataset, member_train_labels, normalize, subset
 from jaxmem.features import collect_activations, member_variables
+from jaxmem.manifest import holding
 from jaxmem.models import chosen_probe_layers, get_model
 from jaxmem.probes.base import ProbeSizes, prepare_fit
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
@@ -126,6 +127,7 @@ def _first(n: int | None, total: int, split: str) -> slice:
     return slice(n)
 
 
+@holding("run_dir")
 def run_cost(run_dir: str | Path, dataset: Dataset, *, layers: Sequence[str] | None = None,
              probes: Sequence[str] = tuple(PROBES), repeats: int = 3, subspace_labels: str = "corrupted",
              variance: float | int = 0.99, num_train: int | None = None, num_test: int | None = None,

@@ -3,15 +3,17 @@
 Both read a run directory written by :func:`jaxmem.train.fit_members` and append rows to its ``results.csv``:
 
 * :func:`probe_saved_epochs` probes every layer at every epoch kept under ``epochs/<e>`` (epoch 0 is the
-  initialisation) with the requested probes; a probe that already has rows at an epoch is not run there again,
-  so an interrupted probing pass resumes where it stopped.
+  initialisation) with the requested probes, computing only the (epoch, probe, layer, subspace kind) rows the
+  table lacks: an interrupted pass resumes where it stopped, and a wider request adds just its new rows.
 * :func:`edit_rows` replaces the last Dense kernel with the linear-probe vectors of the layer that feeds it
-  (:mod:`jaxmem.editing`) and scores the edited model (probe ``"edited"``, layer ``"output"``);
-  :func:`edit_at_stop` appends them once per stop.
+  (:mod:`jaxmem.editing`) and scores the edited model (probe :func:`edit_probe_name`, layer ``"output"``);
+  :func:`edit_at_stop` appends them once per stop, bias setting and subspace labels.
 * :func:`edit_then_continue` edits at a kept epoch and trains on, beside the unedited members (its own table).
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
 from pathlib import Path
 from typing import Sequence
@@ -24,14 +26,14 @@ import pandas as pd
 from jaxmem.config import MemberSpec, ProbeSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.editing import edit_layer, edit_params
-from jaxmem.experiments.memorize import record_probing
 from jaxmem.experiments.probing import probe_members, probe_rows
 from jaxmem.faults import maybe_fail
 from jaxmem.features import collect_activations, member_predictions, member_variables
-from jaxmem.models import get_model
+from jaxmem.manifest import hold, holding, record_probing
+from jaxmem.models import get_model, probe_layers
 from jaxmem.probes import linear
 from jaxmem.probes.registry import select_probes
-from jaxmem.results import accuracy_row, append_rows, final_model_rows, read_rows
+from jaxmem.results import accuracy_row, append_rows, final_model_rows, read_rows, write_table
 from jaxmem.train import (EpochEnd, MemberState, Progress, device_data, fit_members, load_member_params,
                           make_optimizer, paper2_epoch_schedule, split_member_keys, train_members)
 from jaxmem.train.loop import EPOCHS_DIR, RESULTS_FILE
@@ -49,37 +51,52 @@ def probe_saved_epochs(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
                        epochs: Sequence[int] | None = None, layers: Sequence[str] | None = None,
                        results_path: str | Path | None = None):
     """The probes of ``probing`` (its probes, MASC variances and subspace kinds) on every layer (or ``layers``)
-    at every saved epoch (or those of ``epochs``), skipping the (epoch, probe) pairs that already have rows.
+    at every saved epoch (or those of ``epochs``), computing only the (epoch, probe, layer, subspace kind) rows
+    the table lacks.
 
-    Rows are read from and appended to ``results_path`` (default: the run's ``results.csv``, and the spec goes
-    into its ``config.json`` as for a run; another table lets this run beside the training process). Returns that
-    table (DataFrame) with the new rows.
+    Rows are read from and appended to ``results_path`` (default: the run's ``results.csv``, held for writing,
+    and the spec goes into the run's manifest as for a run; another table lets this run beside the training
+    process). Returns that table (DataFrame) with the new rows.
     """
     out_dir = Path(out_dir)
-    if results_path is None:
-        record_probing(out_dir, probing)
-    results_path = Path(results_path) if results_path is not None else out_dir / RESULTS_FILE
-    probes = list(select_probes(probing.probes, variance=probing.variance, sensitivity=probing.sensitivity,
-                                precision=probing.precision))
-    done = (read_rows(results_path).groupby("epoch")["probe"].agg(set).to_dict() if results_path.exists() else {})
-    model = get_model(members[0].model, dataset.num_classes, init=spec.init, dropout=spec.dropout)
-    for epoch in saved_epochs(out_dir):
-        missing = [name for name in probes if name not in done.get(epoch, set())]
-        if not missing or (epochs is not None and epoch not in epochs):
-            continue
-        start = time.perf_counter()
-        params, batch_stats = load_member_params(out_dir, epoch)
-        rows = probe_members(model, members[0].model, member_variables(params, batch_stats), dataset, members,
-                             epoch=epoch, variance=probing.variance, precision=probing.precision,
-                             memory_budget=probing.memory_budget, probes=missing, layers=layers,
-                             subspaces=probing.subspaces, seed=probing.seed)
-        append_rows(results_path, rows)
-        if progress:
-            print(f"probed epoch {epoch}: {len(rows)} rows in {time.perf_counter() - start:.0f} s", flush=True)
-        maybe_fail("dynamics")
-    return read_rows(results_path)
+    with contextlib.ExitStack() as held:
+        if results_path is None:
+            held.enter_context(hold(out_dir))
+            record_probing(out_dir, probing)
+        results_path = Path(results_path) if results_path is not None else out_dir / RESULTS_FILE
+        probes = list(select_probes(probing.probes, variance=probing.variance, sensitivity=probing.sensitivity,
+                                    precision=probing.precision))
+        layers = tuple(layers or probe_layers(members[0].model))
+        wanted = set(itertools.product(probes, layers, probing.subspaces))
+        done = {}
+        if results_path.exists():
+            table = read_rows(results_path)
+            for epoch, probe, layer, kind in zip(table["epoch"], table["probe"], table["layer"],
+                                                 table["subspace_labels"]):
+                done.setdefault(int(epoch), set()).add((probe, layer, kind))
+        model = get_model(members[0].model, dataset.num_classes, init=spec.init, dropout=spec.dropout)
+        for epoch in saved_epochs(out_dir):
+            missing = wanted - done.get(epoch, set())
+            if not missing or (epochs is not None and epoch not in epochs):
+                continue
+            start = time.perf_counter()
+            params, batch_stats = load_member_params(out_dir, epoch)
+            lacking = [{key[part] for key in missing} for part in range(3)]  # probes, layers, kinds with a gap
+            rows = probe_members(model, members[0].model, member_variables(params, batch_stats), dataset, members,
+                                 epoch=epoch, variance=probing.variance, precision=probing.precision,
+                                 memory_budget=probing.memory_budget, seed=probing.seed,
+                                 probes=[name for name in probes if name in lacking[0]],
+                                 layers=[name for name in layers if name in lacking[1]],
+                                 subspaces=[kind for kind in probing.subspaces if kind in lacking[2]])
+            rows = [row for row in rows if (row["probe"], row["layer"], row["subspace_labels"]) in missing]
+            append_rows(results_path, rows)
+            if progress:
+                print(f"probed epoch {epoch}: {len(rows)} rows in {time.perf_counter() - start:.0f} s", flush=True)
+            maybe_fail("dynamics")
+        return read_rows(results_path)
 
 
+@holding()
 def run_dynamics(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
                  checkpoint_epochs: Sequence[int] | None = None, resume: bool = True, progress: bool = True,
                  **probe_kwargs):
@@ -97,6 +114,12 @@ def edited_params(model, model_name: str, variables, x_train, labels, num_classe
     layer = edit_layer(model_name)
     acts = collect_activations(model, variables, x_train, (layer,))[layer]
     return edit_params(variables["params"], linear.fit(acts, labels, num_classes), keep_bias=keep_bias)
+
+
+def edit_probe_name(keep_bias: bool) -> str:
+    """The probe name of the edited model's rows: ``"edited"`` with the last layer's bias zeroed (the paper's
+    edit), ``"edited(keep_bias)"`` with it kept, so that a run can hold both."""
+    return "edited(keep_bias)" if keep_bias else "edited"
 
 
 def edit_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
@@ -119,20 +142,22 @@ def edit_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, 
                                             grouping, dataset.num_classes, keep_bias=keep_bias), batch_stats)
     final_epoch = final_model_rows(read_rows(Path(out_dir) / RESULTS_FILE)).groupby("member")["epoch"].max()
     return probe_rows(members, None, layer="output", epoch=final_epoch.sort_index().to_numpy() if epoch == "final"
-                      else epoch, subspace_labels=subspace_labels, probe_name="edited",
+                      else epoch, subspace_labels=subspace_labels, probe_name=edit_probe_name(keep_bias),
                       train_predictions=member_predictions(model, edited, x_train),
                       test_predictions=member_predictions(model, edited, x_test),
                       corrupted_labels=corrupted, true_train_labels=dataset.y_train, test_labels=dataset.y_test)
 
 
+@holding()
 def edit_at_stop(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
                  keep_bias: bool = False, subspace_labels: str = "corrupted"):
-    """The last-layer edit at each member's stop, appended to the run's table once: returns the model's own rows
-    there (a DataFrame) and the edited rows (a rerun returns the rows it appended before)."""
+    """The last-layer edit at each member's stop, appended to the run's table once per (bias, subspace labels):
+    returns the model's own rows there (a DataFrame) and the edited rows (a rerun returns the rows it appended
+    before)."""
     results = Path(out_dir) / RESULTS_FILE
     table = read_rows(results)
     model = final_model_rows(table)
-    done = table[(table["probe"] == "edited") & (table["subspace_labels"] == subspace_labels)
+    done = table[(table["probe"] == edit_probe_name(keep_bias)) & (table["subspace_labels"] == subspace_labels)
                  & table.set_index(["member", "epoch"]).index.isin(model.set_index(["member", "epoch"]).index)]
     if len(done):
         return model, done.to_dict("records")
@@ -151,6 +176,7 @@ def edit_continue_path(out_dir: str | Path, edit_epoch: int) -> Path:
     return Path(out_dir) / f"edit_continue_{edit_epoch}.csv"
 
 
+@holding()
 def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
                        edit_epoch: int, until_epoch: int = 100, keep_bias: bool = False, progress: bool = True):
     """Edit the last layer at ``edit_epoch`` (a kept epoch of the run; 0 = the initialisation), then keep training
@@ -209,7 +235,7 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     control = run[(run["probe"] == "model") & run["split"].isin(["train", "test"])
                   & run["epoch"].between(edit_epoch, until_epoch)].assign(probe="unedited")
     table = pd.concat([control, pd.DataFrame(rows)], ignore_index=True)
-    table.to_csv(edit_continue_path(out_dir, edit_epoch), index=False)
+    write_table(table, edit_continue_path(out_dir, edit_epoch))
     return table
 
 

@@ -46,6 +46,7 @@ from jaxmem.experiments.dynamics import concat_members
 from jaxmem.experiments.probing import fit_and_score
 from jaxmem.experiments.relabel import REFERENCE_SPLIT_SEED, choose_layers, finetune, split_test
 from jaxmem.features import collect_activations, member_logits, member_variables
+from jaxmem.manifest import holding
 from jaxmem.models import chosen_probe_layers, get_model
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
 from jaxmem.results import accuracy_row, append_rows, read_rows
@@ -367,6 +368,7 @@ def _check_options(run_dir: Path, options: dict, redo: bool) -> None:
     saved.write_text(json.dumps({**earlier, **options}, indent=2))
 
 
+@holding("run_dir")
 def label_issues(run_dir: str | Path, dataset: Dataset, *, probes: Sequence[str] = tuple(PROBES),
                  layers: Sequence[str] | None = None, folds: int = 5, seed: int = 0,
                  split_seed: int = REFERENCE_SPLIT_SEED, variance: float | int = 0.99, fine_tune: bool = False,

@@ -6,7 +6,6 @@ the probe settings are kept in ``config.json``.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -19,16 +18,18 @@ from jaxmem.experiments.distributed import probe_on_mesh
 from jaxmem.experiments.probing import clean_subspace_kinds, probe_members
 from jaxmem.faults import maybe_fail
 from jaxmem.features import member_variables
+from jaxmem.manifest import holding, is_writer, record_probing
 from jaxmem.models import get_model
 from jaxmem.models.resnet import with_bn_mode
 from jaxmem.probes.registry import select_probes
 from jaxmem.results import append_rows, final_model_rows, read_rows
 from jaxmem.train import fit_members, load_member_params
-from jaxmem.train.rundir import CONFIG_FILE, barrier, config_differences, is_writer
+from jaxmem.train.rundir import barrier
 
 RESULTS_FILE = "results.csv"
 
 
+@holding()  # one writer from the training to the last probe row
 def run_memorization(
     dataset: Dataset,
     members: Sequence[MemberSpec],
@@ -115,25 +116,3 @@ def missing_probes(table, final_epoch, names: Sequence[str], members_by_kind: di
             grouped.setdefault((tuple(ids), wanted), []).append(kind)
     return {(tuple(kinds), wanted): ids for (ids, wanted), kinds in grouped.items()}
 
-
-def record_probing(out_dir: Path, probing: ProbeSpec) -> None:
-    """Keep the probe settings in ``config.json``: the spec's ``identity`` (settings that change what an existing
-    row means: MASC's variance, precision, BatchNorm mode) must match an earlier probing of the run (else
-    ``ValueError`` naming the field and the ways out); each ``request`` (probes, variances, subspace kinds) is
-    appended."""
-    identity, request = probing.identity, probing.request
-    path = out_dir / CONFIG_FILE
-    if not is_writer():
-        return
-    config = json.loads(path.read_text())
-    saved = config.get("probing")
-    if saved is not None:
-        differing = config_differences(saved["identity"], identity)
-        if differing:
-            raise ValueError(f"{out_dir} was probed with other settings ({'; '.join(differing)}): use a new --out, "
-                             f"or add MASC at another variance with --sensitivity")
-    requests = (saved or {}).get("requests", [])
-    if request not in requests:
-        requests.append(request)
-    config["probing"] = {"identity": identity, "requests": requests}
-    path.write_text(json.dumps(config, indent=2))

@@ -32,9 +32,10 @@ from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.experiments.dynamics import concat_members, fresh_states
 from jaxmem.experiments.probing import fit_and_score, subspace_grouping
 from jaxmem.features import member_predictions, member_variables
+from jaxmem.manifest import holding, record_stage
 from jaxmem.models import get_model, probe_layers
 from jaxmem.probes.registry import select_probes
-from jaxmem.results import accuracy_row, write_table
+from jaxmem.results import accuracy_row, read_rows, write_table
 from jaxmem.train import load_member_params
 from jaxmem.train.loop import EpochEnd, Progress, device_data, split_member_keys, train_members
 from jaxmem.train.step import make_optimizer
@@ -70,6 +71,7 @@ def choose_layers(test_predictions: dict, y_select: np.ndarray, select: np.ndarr
     return np.argmax(accuracy, axis=0)
 
 
+@holding()
 def relabel_and_finetune(
     dataset: Dataset,
     members: Sequence[MemberSpec],
@@ -86,18 +88,47 @@ def relabel_and_finetune(
     memory_budget: float = 2**31,
     progress: bool = True,
 ):
-    """Run the experiment on the final parameters of the trained run in ``out_dir``; returns the table (DataFrame)."""
+    """Run the experiment on the final parameters of the trained run in ``out_dir``; returns the table (DataFrame)
+    of ``relabel.csv``.
+
+    Its settings are kept in the run's manifest: all but ``subspaces`` change what a row means and must match an
+    earlier call (else ``ValueError`` naming the field); a call with more subspace kinds computes only the new
+    ones, and one with nothing new returns the table as it is.
+    """
     import pandas as pd
 
     if max_epochs < 1 or patience < 1:
         raise ValueError(f"max_epochs and patience must be >= 1, got {max_epochs} and {patience}")
+    layers = tuple(layers or probe_layers(members[0].model))
+    record_stage(out_dir, "relabel", {"layers": layers, "max_epochs": max_epochs, "patience": patience,
+                                      "split_seed": split_seed, "variance": variance, "precision": precision},
+                 {"subspaces": list(subspaces)}, way_out="use a new --out, or delete relabel.csv to start over")
+    path = Path(out_dir) / RELABEL_FILE
+    table = read_rows(path) if path.exists() else None
+    done = set() if table is None else set(table.loc[table["probe"] == "relabel", "subspace_labels"])
+    missing = [kind for kind in subspaces if kind not in done]
+    if not missing:
+        return table
+    rows = pd.DataFrame(_relabel_rows(dataset, members, spec, out_dir, subspaces=missing, layers=layers,
+                                      max_epochs=max_epochs, patience=patience, split_seed=split_seed,
+                                      variance=variance, precision=precision, memory_budget=memory_budget,
+                                      progress=progress))
+    if table is not None:  # the model's own rows are the same for every kind: kept once
+        rows = pd.concat([table, rows[rows["probe"] != "model"]], ignore_index=True)
+    write_table(rows, path)
+    return read_rows(path)
+
+
+def _relabel_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
+                  subspaces: Sequence[str], layers: Sequence[str], max_epochs: int, patience: int, split_seed: int,
+                  variance: float | int, precision: str, memory_budget: float, progress: bool) -> list[dict]:
+    """The rows of :func:`relabel_and_finetune` for the subspace kinds ``subspaces``."""
     model_name = members[0].model
     model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     params, batch_stats = load_member_params(out_dir)
     variables = member_variables(params, batch_stats)
     select, report = split_test(len(dataset.y_test), split_seed)
     y_select, y_report = dataset.y_test[select], dataset.y_test[report]
-    layers = tuple(layers or probe_layers(model_name))
     grouping = subspace_grouping(dataset, members, subspaces)
     fitted = fit_and_score(model, variables, dataset, grouping, layers,
                            probes=select_probes(("masc",), variance=variance, precision=precision),
@@ -156,9 +187,7 @@ def relabel_and_finetune(
             for m in range(num_members):
                 i = c * num_members + m
                 add(m, int(tuned.best_epoch[i]), "finetune_best", chosen[c][m], kind, split, "true", predicted[i] == y)
-    table = pd.DataFrame(rows)
-    write_table(table, Path(out_dir) / RELABEL_FILE)
-    return table
+    return rows
 
 
 class FineTuneEpoch(NamedTuple):

@@ -15,6 +15,7 @@ from jaxmem.config import DEFAULT_MODEL, ProbeSpec, TrainSpec, paper_train_spec
 from jaxmem.data import Dataset
 from jaxmem.experiments.memorize import RESULTS_FILE, run_memorization
 from jaxmem.experiments.relabel import RELABEL_FILE, relabel_and_finetune
+from jaxmem.manifest import holding
 from jaxmem.members import member_grid
 from jaxmem.results import read_rows, write_table
 from jaxmem.train.rundir import barrier, is_writer
@@ -83,6 +84,7 @@ def combine_tables(out_dir: str | Path, cells: Sequence[Cell], members_per_cell:
     return target
 
 
+@holding()
 def run_sweep(
     cells: Sequence[Cell],
     degrees: Sequence[float],

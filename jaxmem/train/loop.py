@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from jaxmem import faults, results, sharding
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
+from jaxmem.manifest import holding
 from jaxmem.members import check_members, member_keys
 from jaxmem.models import get_model
 from jaxmem.train.rundir import (CHECKPOINT_DIR, CONFIG_FILE, EPOCHS_DIR, FINAL_DIR, MEMBERS_FILE, RESULTS_FILE,
@@ -458,6 +459,7 @@ def _check_fit_args(max_epochs: int, checkpoint_epochs: Iterable[int], checkpoin
     return frozenset(int(e) for e in epochs)
 
 
+@holding()
 def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
                 max_epochs: int | None = None, checkpoint_epochs: Iterable[int] = (), resume: bool = True,
                 progress: bool = True, checkpoint_every: int | None = None,

@@ -36,13 +36,12 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from jaxmem import faults, results
+from jaxmem.manifest import CONFIG_FILE, RESULTS_FILE, config_differences, hold, is_writer
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset
 from jaxmem.train.step import EvalMetrics, MemberState
 
-CONFIG_FILE = "config.json"
 MEMBERS_FILE = "members.csv"
-RESULTS_FILE = "results.csv"
 KEPT_CHECKPOINTS = 2
 CHECKPOINT_DIR = "checkpoints"
 EPOCHS_DIR = "epochs"
@@ -79,27 +78,6 @@ def read_run_config(out_dir: str | Path) -> tuple[TrainSpec, list[MemberSpec]]:
 
 def _comparable(config: dict) -> dict:
     return {**config, "train": {k: v for k, v in config["train"].items() if k not in _RESUMABLE_CHANGES}}
-
-
-def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """``"field: saved in the run, current now"`` for every leaf of two configuration dicts that differs; a key
-    missing from ``saved`` (a setting added after the run was made) is not a difference."""
-    differing = []
-    for key, value in current.items():
-        name = f"{prefix}{key}"
-        if key not in saved:
-            continue
-        if isinstance(value, dict) and isinstance(saved[key], dict):
-            differing += config_differences(saved[key], value, f"{name}.")
-        elif saved[key] != value:
-            shown = (lambda v: f"{len(v)} members" if key == "members" else repr(v))
-            differing.append(f"{name}: {shown(saved[key])} in the run, {shown(value)} now")
-    return differing
-
-
-def is_writer() -> bool:
-    """Whether this process writes run files: process 0 of a multi-process run, always when single-process."""
-    return jax.process_index() == 0
 
 
 def barrier(name: str) -> None:
