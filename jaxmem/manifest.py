@@ -45,10 +45,11 @@ def is_writer() -> bool:
 
 
 @contextlib.contextmanager
-def hold(out_dir: str | Path):
+def hold(out_dir: str | Path, *, wait: bool = False):
     """Hold ``out_dir`` for writing (created if missing) for the duration of the block; re-entrant within the
-    process, a no-op on processes other than the writer. Raises :class:`RunDirBusy` when another process holds
-    it."""
+    process, a no-op on processes other than the writer. When another process holds it: :class:`RunDirBusy`, or
+    with ``wait`` block until it is free (for short writes several processes share, e.g. a sweep's combined
+    table)."""
     if not is_writer():
         yield
         return
@@ -63,7 +64,7 @@ def hold(out_dir: str | Path):
     key.mkdir(parents=True, exist_ok=True)
     handle = (key / LOCK_FILE).open("a+")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip() or "another process"

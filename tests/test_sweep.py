@@ -78,3 +78,19 @@ def test_every_paper_script_plans_its_sweep(tmp_path):
         done = subprocess.run(["bash", str(script), "--dry-run"], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert "18 members" in done.stdout and "new" in done.stdout
+
+
+def test_shards_together_give_the_unsharded_sweep(tmp_path):
+    cells = [Cell("digits", "mlp"), Cell("digits", "cnn")]
+    load = lambda name: subset(load_dataset(name), 200, 100)
+    kwargs = dict(overrides={"max_epochs": {"*": 2}}, progress=False, probing=ProbeSpec(probes=("masc",)))
+    whole = run_sweep(cells, [0.8], [0], tmp_path / "whole", load, **kwargs)
+    assert sweep.shard_cells(cells, (1, 2)) == [cells[1]]
+    first = run_sweep(cells, [0.8], [0], tmp_path / "sharded", load, shard=(0, 2), **kwargs)
+    assert set(first["model"]) == {"mlp"} and cell_status(tmp_path / "sharded", cells[1]) == "new"
+    last = run_sweep(cells, [0.8], [0], tmp_path / "sharded", load, shard=(1, 2), **kwargs)
+    assert (tmp_path / "sharded" / "results.csv").read_bytes() == (tmp_path / "whole" / "results.csv").read_bytes()
+    assert len(last) == len(whole)
+    for bad in ((2, 2), (-1, 2), (3, 4)):
+        with pytest.raises(ValueError, match="shard"):
+            sweep.shard_cells(cells, bad)

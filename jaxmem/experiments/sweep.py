@@ -5,6 +5,11 @@ A **cell** is one (dataset, model) pair: its degrees × seeds are the members of
 and fine-tune). A finished cell leaves a ``DONE`` marker and is never recomputed; an interrupted one resumes from
 its checkpoint. After each cell, ``OUT/results.csv`` (and ``OUT/relabel.csv``) is rebuilt from the finished
 cells' tables, with member indices offset so that every (cell, member) has its own index.
+
+A **shard** ``(k, n)`` runs the cells whose position in the grid is ``k`` modulo ``n``: the ``n`` processes of a
+job array, on one machine or many that share ``OUT``, split the grid between them. Each cell directory is held by
+the process that runs it, and the combined tables are rebuilt (from every finished cell, whichever shard ran it)
+holding ``OUT`` briefly, so the last shard to finish leaves the whole grid's table.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from jaxmem.config import DEFAULT_MODEL, ProbeSpec, TrainSpec, paper_train_spec
 from jaxmem.data import Dataset
 from jaxmem.experiments.memorize import RESULTS_FILE, run_memorization
 from jaxmem.experiments.relabel import RELABEL_FILE, relabel_and_finetune
-from jaxmem.manifest import holding
+from jaxmem.manifest import hold
 from jaxmem.members import member_grid
 from jaxmem.results import read_rows, write_table
 from jaxmem.train.rundir import barrier, is_writer
@@ -57,6 +62,18 @@ def cell_spec(cell: Cell, overrides: dict[str, dict]) -> TrainSpec:
     return paper_train_spec(*cell).replace(**changes)
 
 
+def shard_cells(cells: Sequence[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    """The cells of shard ``(k, n)``: every ``n``-th from the ``k``-th (0 <= k < n); all of them for None."""
+    if shard is None:
+        return list(cells)
+    k, n = shard
+    if not 0 <= k < n:
+        raise ValueError(f"shard {k}/{n}: K must be 0 <= K < N")
+    if k >= len(cells):
+        raise ValueError(f"shard {k}/{n} has no cell: the grid has {len(cells)}")
+    return list(cells)[k::n]
+
+
 def cell_status(out_dir: str | Path, cell: Cell) -> str:
     """``done`` (finished, will be skipped), ``started`` (will resume) or ``new``."""
     directory = Path(out_dir) / cell.name
@@ -84,7 +101,6 @@ def combine_tables(out_dir: str | Path, cells: Sequence[Cell], members_per_cell:
     return target
 
 
-@holding()
 def run_sweep(
     cells: Sequence[Cell],
     degrees: Sequence[float],
@@ -99,8 +115,10 @@ def run_sweep(
     progress: bool = True,
     mesh=None,
     probing: ProbeSpec = ProbeSpec(),
+    shard: tuple[int, int] | None = None,
 ):
-    """Run every unfinished cell, then return the combined results table (DataFrame).
+    """Run every unfinished cell (of ``shard``, :func:`shard_cells`), then return the combined results table
+    (DataFrame) of every finished cell.
 
     ``load(dataset_name)`` gives each dataset (loaded once per dataset, in cell order); ``overrides`` as in
     :func:`cell_spec`; ``probing`` goes to :func:`run_memorization` (every cell is probed alike); with
@@ -113,10 +131,11 @@ def run_sweep(
     out_dir = Path(out_dir)
     members_per_cell = len(degrees) * len(seeds)
     loaded: dict[str, Dataset] = {}
-    for index, cell in enumerate(cells, start=1):
+    mine = shard_cells(cells, shard)
+    for index, cell in enumerate(mine, start=1):
         status = cell_status(out_dir, cell)
         if progress:
-            print(f"[{index}/{len(cells)}] {cell.dataset} × {cell.model}: {status}", flush=True)
+            print(f"[{index}/{len(mine)}] {cell.dataset} × {cell.model}: {status}", flush=True)
         if status == "done":
             continue
         if cell.dataset not in loaded:
@@ -129,10 +148,12 @@ def run_sweep(
             relabel_and_finetune(dataset, members, spec, cell_dir, progress=progress, **(relabel_options or {}))
         if is_writer():
             (cell_dir / DONE_FILE).write_text("finished\n")
-            for file_name in (RESULTS_FILE, RELABEL_FILE):
-                combine_tables(out_dir, cells, members_per_cell, file_name)
+            with hold(out_dir, wait=True):
+                for file_name in (RESULTS_FILE, RELABEL_FILE):
+                    combine_tables(out_dir, cells, members_per_cell, file_name)
         barrier("jaxmem-sweep-cell")
     if is_writer():
-        combine_tables(out_dir, cells, members_per_cell, RESULTS_FILE)
+        with hold(out_dir, wait=True):
+            combine_tables(out_dir, cells, members_per_cell, RESULTS_FILE)
     barrier("jaxmem-sweep-combined")
     return read_rows(out_dir / RESULTS_FILE)
