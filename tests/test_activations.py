@@ -54,7 +54,8 @@ def test_memory_mapped_layers_larger_than_the_budget_stream_to_the_in_memory_res
 
 
 def test_in_memory_probes_equal_the_library_functions(tmp_path):
-    from jaxmem.probes import baselines, masc
+    from jaxmem.probes import masc
+    from jaxmem.probes.registry import PROBES
 
     arrays = _digits_arrays()
     np.savez(tmp_path / "acts.npz", **arrays)
@@ -65,9 +66,9 @@ def test_in_memory_probes_equal_the_library_functions(tmp_path):
         probe = masc.fit(x_train, labels, 10)
         assert rows["squares", "masc", kind, "test", "true"] == np.sum(
             np.asarray(masc.predict(probe, x_test)) == arrays["y_test"])
-        ncm = baselines.ncm_fit(x_train, labels, 10)
+        ncm = PROBES["ncm"].fit(x_train, labels, 10)
         assert rows["squares", "ncm", kind, "train", "corrupted"] == np.sum(
-            np.asarray(baselines.ncm_predict(ncm, x_train)) == arrays["y_train"])
+            np.asarray(PROBES["ncm"].predict(ncm, x_train)) == arrays["y_train"])
     assert run.members[0].degree == pytest.approx(np.mean(arrays["y_train"] != arrays["y_train_true"]))
 
 

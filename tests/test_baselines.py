@@ -8,8 +8,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.neighbors import KNeighborsClassifier
 
-from jaxmem.probes import baselines as bl
+from jaxmem.probes import gram, moments, over_members, qda
 from jaxmem.probes.registry import PROBES
+
+NCM, LDA, QDA, LOGREG = (PROBES[name] for name in ("ncm", "lda", "qda", "logreg"))
 
 TIE = 1e-6
 
@@ -52,10 +54,10 @@ def test_ncm_matches_sklearn_cosine_to_uncentred_means():
     decision = cosine_similarity(xt, means)
     expected = present[np.argmax(decision, axis=1)]
 
-    probe = bl.ncm_fit(x, y, 6)
-    predictions = bl.ncm_predict(probe, xt)
+    probe = NCM.fit(x, y, 6)
+    predictions = NCM.predict(probe, xt)
     assert_same_up_to_ties(predictions, expected, decision, present)
-    np.testing.assert_allclose(np.asarray(bl.ncm_scores(probe, xt))[:, present], decision, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(NCM.scores(probe, xt))[:, present], decision, atol=1e-5)
     assert not np.any(np.asarray(predictions) == 3)
     assert np.all(np.asarray(predictions)[:3] == 0)
     assert np.asarray(probe.valid).tolist() == [True, True, True, False, True, True]
@@ -66,9 +68,9 @@ def test_ncm_zero_mean_class_is_never_predicted():
     a = rng.normal(size=(10, 4))
     features = np.concatenate([a, -a, rng.normal(size=(10, 4)) + 3])  # class 0: x and -x, mean exactly 0
     labels = np.repeat([0, 0, 1], 10)
-    probe = bl.ncm_fit(features, labels, 2)
+    probe = NCM.fit(features, labels, 2)
     assert np.asarray(probe.valid).tolist() == [False, True]
-    assert np.all(np.asarray(bl.ncm_predict(probe, rng.normal(size=(50, 4)))) == 1)
+    assert np.all(np.asarray(NCM.predict(probe, rng.normal(size=(50, 4)))) == 1)
 
 
 # ------------------------------------------------------------------------------------------------------ kNN
@@ -89,7 +91,7 @@ def test_knn_matches_sklearn_including_vote_ties(knn_data):
     assert vote_ties.sum() >= 10  # the tie rule is really exercised
     assert np.all(expected[vote_ties] == np.argmax(votes[vote_ties], axis=1))  # sklearn: smallest voted label
 
-    ours = np.asarray(bl.knn_predict(x, y, xt, 6))
+    ours = np.asarray(over_members.knn_predict(x, y, xt, 6))
     ambiguous = distances[:, 5] - distances[:, 4] <= TIE  # the 5th and 6th neighbours tie: the set is undefined
     mismatched = ours != expected
     assert not np.any(mismatched & ~ambiguous)
@@ -98,13 +100,13 @@ def test_knn_matches_sklearn_including_vote_ties(knn_data):
 
 def test_knn_chunking_does_not_change_predictions(knn_data):
     x, y, xt, _ = knn_data
-    one_chunk = bl.knn_predict(x, y, xt, 6, chunk=len(xt))
-    np.testing.assert_array_equal(bl.knn_predict(x, y, xt, 6, chunk=7), one_chunk)  # 240 = 34·7 + 2
+    one_chunk = over_members.knn_predict(x, y, xt, 6, chunk=len(xt))
+    np.testing.assert_array_equal(over_members.knn_predict(x, y, xt, 6, chunk=7), one_chunk)  # 240 = 34·7 + 2
 
 
 def test_knn_k1_on_training_points_returns_own_labels(knn_data):
     x, y, _, _ = knn_data
-    np.testing.assert_array_equal(bl.knn_predict(x, y, x, 6, k=1), y)  # distance 0 to itself
+    np.testing.assert_array_equal(over_members.knn_predict(x, y, x, 6, k=1), y)  # distance 0 to itself
 
 
 # ------------------------------------------------------------------------------------------------------ LDA
@@ -115,10 +117,10 @@ def test_lda_matches_sklearn(centers, num_classes):
     x, y, xt, _ = split_blobs(600, 300, 10, centers, 4.0, seed=3)
     sk = LinearDiscriminantAnalysis().fit(x, y)
     decision = sk.predict_log_proba(xt)  # [T, present classes] for binary data too; same argmax
-    probe = bl.lda_fit(x, y, num_classes)
-    ours = bl.lda_predict(probe, xt)
+    probe = LDA.fit(x, y, num_classes)
+    ours = LDA.predict(probe, xt)
     assert_same_up_to_ties(ours, sk.predict(xt), decision, sk.classes_)
-    scores = np.asarray(bl.lda_scores(probe, xt))
+    scores = np.asarray(LDA.scores(probe, xt))
     expected = xt @ sk.coef_.T + sk.intercept_
     if centers == 2:  # sklearn stores only coef_[1] - coef_[0]
         scores = scores[:, 1:] - scores[:, :1]
@@ -134,11 +136,11 @@ def test_lda_wider_than_samples_is_finite_and_agrees_with_sklearn():
     x, y = gaussian_classes(rng, [12, 10, 9, 9], 60)  # N = 40 < D = 60: within-class rank N - C = 36
     xt, _ = gaussian_classes(rng, [30, 30, 30, 30], 60)
     sk = LinearDiscriminantAnalysis().fit(x, y)
-    probe = bl.lda_fit(x, y, 4)
-    scores = np.asarray(bl.lda_scores(probe, xt))
+    probe = LDA.fit(x, y, 4)
+    scores = np.asarray(LDA.scores(probe, xt))
     assert np.isfinite(scores).all()
     assert int(probe.rank) == 36
-    assert_same_up_to_ties(bl.lda_predict(probe, xt), sk.predict(xt), sk.decision_function(xt), sk.classes_)
+    assert_same_up_to_ties(LDA.predict(probe, xt), sk.predict(xt), sk.decision_function(xt), sk.classes_)
     expected = sk.decision_function(xt)
     np.testing.assert_allclose(scores, expected, atol=1e-3 * np.abs(expected).max())
 
@@ -153,9 +155,9 @@ def test_qda_matches_sklearn():
     xt, _ = gaussian_classes(np.random.default_rng(5), [60, 60, 60, 60], 6)
     sk = QuadraticDiscriminantAnalysis().fit(x, y)
     decision = sk.decision_function(xt)
-    probe = bl.qda_fit(x, y, 5)
-    assert_same_up_to_ties(bl.qda_predict(probe, xt), sk.predict(xt), decision, sk.classes_)
-    scores = np.asarray(bl.qda_scores(probe, xt, chunk=17))
+    probe = QDA.fit(x, y, 5)
+    assert_same_up_to_ties(QDA.predict(probe, xt), sk.predict(xt), decision, sk.classes_)
+    scores = np.asarray(over_members.scores(qda.scores, probe, xt, chunk=17))
     assert np.all(scores[:, 3] == -np.inf)
     np.testing.assert_allclose(scores[:, sk.classes_], decision, rtol=1e-4, atol=1e-4 * np.abs(decision).max())
     assert not np.asarray(probe.rank_deficient).any()
@@ -174,13 +176,28 @@ def test_qda_flags_rank_deficient_classes_that_sklearn_refuses():
     with pytest.raises(np.linalg.LinAlgError):
         QuadraticDiscriminantAnalysis().fit(x, y)
 
-    probe = bl.qda_fit(x, y, 3)
+    probe = QDA.fit(x, y, 3)
     assert np.asarray(probe.rank).tolist() == present_rank
     assert np.asarray(probe.rank_deficient).tolist() == [False, True, True]
     xt = rng.normal(size=(50, 8)) * 3
-    assert np.isfinite(np.asarray(bl.qda_scores(probe, xt))[:, 0]).all()
-    assert not np.isnan(np.asarray(bl.qda_scores(probe, xt))).any()
-    assert np.isin(np.asarray(bl.qda_predict(probe, xt)), [0, 1, 2]).all()
+    assert np.isfinite(np.asarray(QDA.scores(probe, xt))[:, 0]).all()
+    assert not np.isnan(np.asarray(QDA.scores(probe, xt))).any()
+    assert np.isin(np.asarray(QDA.predict(probe, xt)), [0, 1, 2]).all()
+
+
+def test_traced_class_chunks_equal_the_host_schedule():
+    rng = np.random.default_rng(9)
+    for n, num_classes, chunk_size in [(1, 1, 1), (7, 3, 2), (40, 5, 4), (33, 6, 8), (64, 2, 64)]:
+        labels = rng.integers(0, num_classes, n)
+        labels[labels == num_classes - 1] = 0  # an empty class
+        host = gram.chunk_schedule(labels, num_classes, chunk_size)
+        traced = moments.class_chunks(jax.numpy.asarray(labels), num_classes, chunk_size)
+        real = (host.index >= 0).any(1)
+        steps = real.sum()
+        assert traced.index.shape == (-(-n // chunk_size) + num_classes, chunk_size)
+        np.testing.assert_array_equal(traced.index[:steps], host.index[real])
+        np.testing.assert_array_equal(traced.chunk_class[:steps], host.chunk_class[real])
+        assert (np.asarray(traced.index[steps:]) == -1).all()
 
 
 # ---------------------------------------------------------------------------------------------- LogReg
@@ -196,8 +213,8 @@ def test_logreg_matches_sklearn_accuracy_and_loss_decreases(logreg_data):
     x, y, xt, yt = logreg_data
     sk = LogisticRegression(C=1e6, max_iter=5000).fit(x, y)
     sk_accuracy = np.mean(sk.predict(xt) == yt)
-    probe = bl.logreg_fit(x, y, 4, jax.random.key(0))
-    accuracy = np.mean(np.asarray(bl.logreg_predict(probe, xt)) == yt)
+    probe = over_members.logreg_fit(x, y, 4, jax.random.key(0))
+    accuracy = np.mean(np.asarray(LOGREG.predict(probe, xt)) == yt)
     assert 0.7 < sk_accuracy < 0.999  # separable-ish, not trivial
     assert abs(accuracy - sk_accuracy) <= 0.02
     losses = np.asarray(probe.losses)
@@ -210,19 +227,19 @@ def test_logreg_members_differ_by_labels_and_single_member_equals_unbatched(logr
     x, y, xt, yt = (a[:3000] for a in logreg_data)
     key = jax.random.key(1)
     relabelled = (y + 1) % 4
-    both = bl.logreg_fit(x, np.stack([y, relabelled]), 4, key, epochs=5, learning_rate=1e-2)
+    both = over_members.logreg_fit(x, np.stack([y, relabelled]), 4, key, epochs=5, learning_rate=1e-2)
     assert not np.allclose(both.kernel[0], both.kernel[1])
-    predictions = np.asarray(bl.logreg_predict(both, xt))
+    predictions = np.asarray(LOGREG.predict(both, xt))
     assert np.mean(predictions[0] == yt) > 0.6  # chance is 0.25 (5 short epochs)
     assert np.mean(predictions[1] == (yt + 1) % 4) > 0.6  # member 1 learned its own, shifted labels
     assert np.mean(predictions[1] == yt) < 0.3
 
-    single = bl.logreg_fit(x, y, 4, key, epochs=5, learning_rate=1e-2)
-    stacked = bl.logreg_fit(x[None], y[None], 4, key, epochs=5, learning_rate=1e-2)
+    single = over_members.logreg_fit(x, y, 4, key, epochs=5, learning_rate=1e-2)
+    stacked = over_members.logreg_fit(x[None], y[None], 4, key, epochs=5, learning_rate=1e-2)
     for field, batched in zip(single, stacked):
         np.testing.assert_allclose(batched[0], field, rtol=1e-5, atol=1e-6)
 
-    per_member_keys = bl.logreg_fit(x, y, 4, jax.random.split(key, 2), epochs=5, learning_rate=1e-2)
+    per_member_keys = over_members.logreg_fit(x, y, 4, jax.random.split(key, 2), epochs=5, learning_rate=1e-2)
     assert per_member_keys.kernel.shape == (2, 10, 4)
     assert not np.allclose(per_member_keys.kernel[0], per_member_keys.kernel[1])
 
@@ -257,13 +274,13 @@ def test_member_axis_equals_per_member_calls(name, shared_features):
 def test_invalid_inputs_raise_clear_errors():
     x, y = np.zeros((6, 3)), np.array([0, 1, 0, 1, 0, 1])
     with pytest.raises(ValueError, match="k must be"):
-        bl.knn_predict(x, y, x, 2, k=7)
+        over_members.knn_predict(x, y, x, 2, k=7)
     with pytest.raises(ValueError, match="labels must lie in"):
-        bl.ncm_fit(x, y, 1)
-    probe = bl.ncm_fit(np.eye(6)[:, :3], y, 2)
+        NCM.fit(x, y, 1)
+    probe = NCM.fit(np.eye(6)[:, :3], y, 2)
     with pytest.raises(ValueError, match=r"features must be \[T, 3\]"):
-        bl.ncm_predict(probe, np.zeros((4, 5)))
+        NCM.predict(probe, np.zeros((4, 5)))
     with pytest.raises(ValueError, match="key has 3 members"):
-        bl.logreg_fit(np.zeros((2, 6, 3)), y, 2, jax.random.split(jax.random.key(0), 3))
+        over_members.logreg_fit(np.zeros((2, 6, 3)), y, 2, jax.random.split(jax.random.key(0), 3))
     with pytest.raises(ValueError, match="NaN"):
-        bl.lda_fit(np.full((6, 3), np.nan), y, 2)
+        LDA.fit(np.full((6, 3), np.nan), y, 2)

@@ -13,7 +13,7 @@ from jaxmem import masc
 from jaxmem.cli import main
 from jaxmem.data import load_dataset, subset
 from jaxmem.experiments.cost import COST_COLUMNS, ProbeSizes, cost_markdown, probe_cost_rows, probe_sizes, run_cost
-from jaxmem.probes import baselines, gram
+from jaxmem.probes import gram, logreg, over_members, qda
 from jaxmem.probes.registry import PROBES, masc_probe, subspace_fit_flops
 
 COST_PROBES = tuple(PROBES)
@@ -59,7 +59,10 @@ def test_rows_are_complete_and_positive_for_every_probe_and_phase(layer):
     assert len(table) == 2 + len(COST_PROBES) and table[2].startswith("| fc1 | masc |")
 
 
-SINGLE_CHUNK = {"qda": dict(chunk=T), "knn": dict(chunk=T, k=5)}  # all queries in one chunk: no loop repeats
+SINGLE_CHUNK = {  # all queries in one chunk: no loop repeats
+    "qda": functools.partial(over_members.scores, qda.scores, chunk=T),
+    "knn": functools.partial(over_members.knn_scores, chunk=T, k=5),
+}
 
 
 @pytest.mark.parametrize("name", ["masc", "linear", "ncm", "knn", "lda", "qda", "logreg"])
@@ -67,17 +70,16 @@ def test_scoring_flops_match_xla(layer, name):
     train, labels, test, sizes = layer
     probe = masc_probe(16) if name == "masc" else PROBES[name]  # MASC keeps 16 of 32 directions: width 16
     state = probe.fit(train, labels, C, key=jax.random.key(0))
-    score = functools.partial(getattr(baselines, f"{name}_scores"), **SINGLE_CHUNK[name]) if name in SINGLE_CHUNK \
-        else probe.scores
+    score = SINGLE_CHUNK.get(name, probe.scores)
     assert_in_band(xla_flops(score, state, test), probe.score_flops(sizes, state))
 
 
 def test_logistic_regression_fit_flops_match_xla(layer):
     train, labels, _, sizes = layer
 
-    def one_step(train, labels):  # the jitted kernel of logreg_fit; one epoch of one batch, so no loop repeats
-        return baselines._logreg(train, labels, jax.random.key(0), num_classes=C, epochs=1, batch_size=N,
-                                 learning_rate=1e-3, shared=False, shared_key=True)
+    def one_step(train, labels):  # every member's fit, as the registry's; one epoch of one batch: no loop repeats
+        fit = functools.partial(logreg.fit, num_classes=C, epochs=1, batch_size=N, learning_rate=1e-3)
+        return jax.vmap(fit, in_axes=(None, 0, 0))(jax.random.key(0), train, labels)
 
     probe = one_step(train, jnp.asarray(labels))
     assert_in_band(xla_flops(one_step, train, jnp.asarray(labels)), PROBES["logreg"].fit_flops(sizes, probe))

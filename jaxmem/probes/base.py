@@ -134,6 +134,13 @@ def check_finite(features: jax.Array) -> None:
         raise ValueError("features contain NaN or infinite values")
 
 
+def check_chunk(chunk) -> int:
+    """``chunk`` (rows scored or searched together) as a positive int; raise otherwise."""
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    return int(chunk)
+
+
 class FitInputs(NamedTuple):
     """Validated inputs of a per-class eigenproblem fit (see :func:`prepare_fit`)."""
 
@@ -161,5 +168,5 @@ def prepare_fit(features, labels, num_classes: int, exact: bool, dual="auto") ->
     return FitInputs(features, labels, shared, counts, (counts > 0) & ~use_dual, use_dual, has_member_axis)
 
 
-__all__ = ["FitInputs", "PRECISIONS", "Probe", "ProbeSizes", "check_finite", "check_precision", "prepare_fit",
-           "precision_context", "with_member_axis"]
+__all__ = ["FitInputs", "PRECISIONS", "Probe", "ProbeSizes", "check_chunk", "check_finite", "check_precision",
+           "prepare_fit", "precision_context", "with_member_axis"]

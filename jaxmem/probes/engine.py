@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.probes import baselines, masc
+from jaxmem.probes import masc, over_members
 from jaxmem.probes.base import Probe, precision_context
 from jaxmem.probes.gram import ChunkSchedule, GramState, accumulate, chunk_schedule, gram_init
 
@@ -122,10 +122,10 @@ class Statistics:
                 else masc.class_spectra(self.features, self.labels, self.num_classes, precision))
         return self._spectra[precision]
 
-    def moments(self) -> baselines.ClassMoments:
+    def moments(self) -> over_members.Training:
         """Counts and class means of the features in memory (NCM, LDA, QDA)."""
         if self._moments is None:
-            self._moments = baselines.class_moments(self.features, self.labels, self.num_classes)
+            self._moments = over_members.class_moments(self.features, self.labels, self.num_classes)
         return self._moments
 
 

@@ -2,8 +2,9 @@
 dynamics, cost and the report iterate over.
 
 ``masc`` (MASC at n = 0.99; :func:`masc_probe` for any n, named ``masc(n=…)`` in sensitivity runs), ``linear``
-(paper 2), ``ncm``, ``knn``, ``lda``, ``qda`` and ``logreg`` (see :mod:`jaxmem.probes.baselines`). All but kNN and
-logistic regression also fit from streamed Grams. :func:`select_probes` turns names into configured probes.
+(paper 2), ``ncm``, ``knn``, ``lda``, ``qda`` and ``logreg`` (one module each, written for one member; the member
+axis is added by :mod:`jaxmem.probes.over_members`). All but kNN and logistic regression also fit from streamed
+Grams. :func:`select_probes` turns names into configured probes.
 
 FLOPs are the matrix-product flops of all M members (a multiply-add counts 2). N training samples (N_c in class
 c), T scored samples, D features, C classes, K = min(C, D); eigh of an n×n symmetric matrix counts 9·n³
@@ -32,11 +33,12 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxmem.probes import baselines, linear, masc
+from jaxmem.probes import lda, linear, logreg, masc, ncm, over_members, qda
 from jaxmem.probes.base import Probe, ProbeSizes, check_precision
 
 EIGH_FLOPS = 9.0  # × n³ for an n×n symmetric eigendecomposition with eigenvectors
 KNN_NEIGHBOURS = 5
+SCATTER_CHUNK = 512  # rows per class-pure chunk of the LDA and QDA scatters
 
 # ----------------------------------------------------------------------------------------------- FLOPs
 
@@ -100,7 +102,7 @@ def qda_score_flops(sizes: ProbeSizes, _state=None) -> float:
     return 2.0 * sizes.members * sizes.n_test * sizes.classes * sizes.dim**2
 
 
-def logreg_fit_flops(sizes: ProbeSizes, state: baselines.LogRegProbe) -> float:
+def logreg_fit_flops(sizes: ProbeSizes, state: logreg.LogRegProbe) -> float:
     epochs = state.losses.shape[-1]
     return 4.0 * sizes.members * epochs * sizes.n_train * sizes.dim * sizes.classes
 
@@ -120,7 +122,7 @@ def _keyless(fit):
 
 
 def _logreg_fit(features, labels, num_classes, *, key):
-    return baselines.logreg_fit(features, labels, num_classes, key)
+    return over_members.logreg_fit(features, labels, num_classes, key)
 
 
 def masc_probe(variance: float | int = 0.99, precision: str = "fast", *, name: str = "masc") -> Probe:
@@ -153,27 +155,32 @@ def linear_probe(precision: str = "fast") -> Probe:
     )
 
 
-def _from_moments(in_memory, from_gram):
-    """``from_stats`` of a moment probe: from the shared class moments in memory, else from the streamed Gram."""
-    return lambda stats: in_memory(stats.moments()) if stats.gram is None else from_gram(stats.gram)
+def _moment_probe(name: str, family, fit_flops, score_flops, **options) -> Probe:
+    """NCM, LDA or QDA (``family`` its one-member module): from the engine's shared class moments in memory, or
+    from the streamed Gram; ``options``: the scatter's ``chunk_size`` (LDA, QDA)."""
+    from_gram = functools.partial(over_members.fit_from_gram, family.fit_from_gram)
+
+    def from_stats(stats):
+        if stats.gram is not None:
+            return from_gram(stats.gram)
+        return over_members.fit_from_moments(family.fit_from_moments, stats.moments(), **options)
+
+    return Probe(name, _keyless(functools.partial(over_members.fit, family.fit, **options)),
+                 functools.partial(over_members.scores, family.scores), fit_flops, score_flops, from_gram=from_gram,
+                 from_stats=from_stats)
 
 
 PROBES: dict[str, Probe] = {probe.name: probe for probe in (
     masc_probe(),
     linear_probe(),
-    Probe("ncm", _keyless(baselines.ncm_fit), baselines.ncm_scores, class_means_flops, dense_score_flops,
-          from_gram=baselines.ncm_fit_from_gram,
-          from_stats=_from_moments(baselines.ncm_from_moments, baselines.ncm_fit_from_gram)),
-    Probe("knn", _keyless(baselines.knn_fit), functools.partial(baselines.knn_scores, k=KNN_NEIGHBOURS), no_flops,
-          knn_score_flops, search=functools.partial(baselines.knn_neighbours, k=KNN_NEIGHBOURS),
-          vote=baselines.knn_vote),
-    Probe("lda", _keyless(baselines.lda_fit), baselines.lda_scores, lda_fit_flops, dense_score_flops,
-          from_gram=baselines.lda_fit_from_gram,
-          from_stats=_from_moments(baselines.lda_from_moments, baselines.lda_fit_from_gram)),
-    Probe("qda", _keyless(baselines.qda_fit), baselines.qda_scores, qda_fit_flops, qda_score_flops,
-          from_gram=baselines.qda_fit_from_gram,
-          from_stats=_from_moments(baselines.qda_from_moments, baselines.qda_fit_from_gram)),
-    Probe("logreg", _logreg_fit, baselines.logreg_scores, logreg_fit_flops, dense_score_flops),
+    _moment_probe("ncm", ncm, class_means_flops, dense_score_flops),
+    Probe("knn", _keyless(over_members.knn_fit), functools.partial(over_members.knn_scores, k=KNN_NEIGHBOURS),
+          no_flops, knn_score_flops, search=functools.partial(over_members.knn_neighbours, k=KNN_NEIGHBOURS),
+          vote=over_members.knn_vote),
+    _moment_probe("lda", lda, lda_fit_flops, dense_score_flops, chunk_size=SCATTER_CHUNK),
+    _moment_probe("qda", qda, qda_fit_flops, qda_score_flops, chunk_size=SCATTER_CHUNK),
+    Probe("logreg", _logreg_fit, functools.partial(over_members.scores, logreg.scores), logreg_fit_flops,
+          dense_score_flops),
 )}
 
 _VARIANT = re.compile(r"masc\(n=(.+)\)")

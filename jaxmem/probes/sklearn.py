@@ -1,7 +1,8 @@
 """scikit-learn estimators around jaxmem's probes, for features from any network.
 
-Each class wraps the public fit/score functions of :mod:`jaxmem.probes.masc`, :mod:`jaxmem.probes.linear` and
-:mod:`jaxmem.probes.baselines` (methods in docs/methods.md) as a scikit-learn classifier: ``fit(X, y)`` on
+Each class wraps the public fit/score functions of :mod:`jaxmem.probes.masc`, :mod:`jaxmem.probes.linear` and the
+baselines (:mod:`.ncm`, :mod:`.knn`, :mod:`.lda`, :mod:`.qda`, :mod:`.logreg`, through
+:mod:`jaxmem.probes.over_members`; methods in docs/methods.md) as a scikit-learn classifier: ``fit(X, y)`` on
 ``X [N, D]`` and any class labels ``y`` (integers, strings, …; ``classes_`` holds them sorted), then ``predict``,
 ``decision_function`` (one score per class; argmax = prediction), ``score`` (accuracy), ``get_params`` /
 ``set_params``. They work inside ``Pipeline``, ``cross_val_score`` and ``GridSearchCV``::
@@ -23,7 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from jaxmem.probes import baselines, linear, masc
+from jaxmem.probes import lda, linear, logreg, masc, ncm, over_members, qda
 
 # On the 2-feature blobs of scikit-learn's accuracy check every class subspace at variance 0.99 is the whole plane
 # (k = D = 2), so every sample ties and goes to the first class: a subspace classifier needs D > classes' rank.
@@ -128,10 +129,10 @@ class NCMClassifier(_ScoringClassifier):
     """Nearest class mean by cosine similarity to the uncentred class means; ``decision_function`` = cosines."""
 
     def _fit(self, X, y, num_classes):
-        self.probe_ = _host(baselines.ncm_fit(X, y, num_classes))
+        self.probe_ = _host(over_members.fit(ncm.fit, X, y, num_classes))
 
     def _class_scores(self, X):
-        return np.asarray(baselines.ncm_scores(self.probe_, X))
+        return np.asarray(over_members.scores(ncm.scores, self.probe_, X))
 
 
 class KNNProbeClassifier(_ProbeClassifier):
@@ -155,8 +156,8 @@ class KNNProbeClassifier(_ProbeClassifier):
     def predict(self, X) -> np.ndarray:
         """Predicted class values ``[T]`` (from ``classes_``)."""
         X = self._checked(X)
-        votes = baselines.knn_predict(self.train_features_, self.train_labels_, X, len(self.classes_),
-                                      self.n_neighbors)
+        votes = over_members.knn_predict(self.train_features_, self.train_labels_, X, len(self.classes_),
+                                         self.n_neighbors)
         return self.classes_[np.asarray(votes)]
 
 
@@ -165,22 +166,22 @@ class LDAProbeClassifier(_ScoringClassifier):
     up to a constant."""
 
     def _fit(self, X, y, num_classes):
-        self.probe_ = _host(baselines.lda_fit(X, y, num_classes))
+        self.probe_ = _host(over_members.fit(lda.fit, X, y, num_classes))
 
     def _class_scores(self, X):
-        return np.asarray(baselines.lda_scores(self.probe_, X))
+        return np.asarray(over_members.scores(lda.scores, self.probe_, X))
 
 
 class QDAProbeClassifier(_ScoringClassifier):
     """Quadratic discriminant analysis as scikit-learn's defaults, but finite on rank-deficient classes
-    (``rank_deficient_`` flags them; their scores are an artefact, see :mod:`jaxmem.probes.baselines`)."""
+    (``rank_deficient_`` flags them; their scores are an artefact, see :mod:`jaxmem.probes.qda`)."""
 
     def _fit(self, X, y, num_classes):
-        self.probe_ = _host(baselines.qda_fit(X, y, num_classes))
+        self.probe_ = _host(over_members.fit(qda.fit, X, y, num_classes))
         self.rank_deficient_ = np.asarray(self.probe_.rank_deficient)
 
     def _class_scores(self, X):
-        return np.asarray(baselines.qda_scores(self.probe_, X))
+        return np.asarray(over_members.scores(qda.scores, self.probe_, X))
 
 
 class LogisticProbeClassifier(_ScoringClassifier):
@@ -204,11 +205,11 @@ class LogisticProbeClassifier(_ScoringClassifier):
 
     def _fit(self, X, y, num_classes):
         key = jax.random.key(0 if self.random_state is None else int(self.random_state))
-        self.probe_ = _host(baselines.logreg_fit(X, y, num_classes, key, self.epochs, self.batch_size,
-                                                 self.learning_rate))
+        self.probe_ = _host(over_members.logreg_fit(X, y, num_classes, key, self.epochs, self.batch_size,
+                                                    self.learning_rate))
 
     def _class_scores(self, X):
-        return np.asarray(baselines.logreg_scores(self.probe_, X))
+        return np.asarray(over_members.scores(logreg.scores, self.probe_, X))
 
 
 ESTIMATORS = (MASCClassifier, LinearProbeClassifier, NCMClassifier, KNNProbeClassifier, LDAProbeClassifier,
