@@ -253,10 +253,9 @@ def command(summary: str, flags, **defaults):
          ("--dataset", *DATA, "--degrees", "--seeds", "--label-rule", "--activations", "--probes", "--variance",
           "--sensitivity", "--precision", "--memory-budget-gib", "--subspace-labels", "--out"), degrees="0")
 def cmd_probe(args) -> None:
-    """Fit MASC (and any other probe) on the flattened inputs with corrupted (or true: --subspace-labels) labels,
-    or on every layer of an activations file (corrupted, and true with y_train_true), and report test/train
-    accuracies and components per class. --out: a run directory to write afresh (results.csv, config.json,
-    members.csv, summary.md); default runs/<name> with --activations, else nothing is written."""
+    """Fit MASC and any other probe on the flattened inputs (--subspace-labels) or on every layer of an
+    --activations file (corrupted, and true with y_train_true); print accuracies and components per class. --out:
+    a run directory written afresh (default runs/<name> with --activations, else nothing is written)."""
     from jaxmem.config import MemberSpec
     from jaxmem.experiments import probing
     from jaxmem.report import input_probe_text, layer_probe_text, write_summary
@@ -398,10 +397,9 @@ def cmd_edit(args) -> None:
 @command("relabel the training set with the best layer's MASC predictions and fine-tune the memorised model",
          (*TRAINING, "--subspaces", "--layers", *FINE_TUNING, "--variance"), degrees="0.8")
 def cmd_relabel(args) -> None:
-    """Train members (or reuse a finished run in OUT); split the test set 80/20 (seeded); pick per member the
-    layer whose MASC is best on the 20 % part; relabel the training set with its predictions; fine-tune with a
-    fresh optimiser, early stopping on the 20 % part; report the 80 % part and the share of labels fixed and
-    broken. Writes OUT/relabel.csv."""
+    """Train (or reuse OUT); relabel the training set with the MASC predictions of each member's best layer on 20 %
+    of the test set, fine-tune with early stopping on it, and report the other 80 % and the labels fixed and
+    broken in OUT/relabel.csv."""
     from jaxmem.experiments.relabel import RELABEL_FILE, relabel_and_finetune
     from jaxmem.report import relabel_markdown
 
@@ -418,11 +416,9 @@ def cmd_relabel(args) -> None:
          ("run_dir", "--data-dir", "--source", "--probes", "--layers", "--folds", "--variance", "--fine-tune",
           *FINE_TUNING, "--redo", "--quiet"), probes="all")
 def cmd_labels(args) -> None:
-    """For every member of a trained run (at its final parameters), flag and rank the training labels that are
-    wrong by the model itself, each probe (layer chosen on 20 % of the test set) and confident learning (cleanlab
-    on cross-validated logistic regression, and on the model's softmax); score them against the known corruption
-    mask; optionally fine-tune on each cleaned training set. Appends RUN_DIR/labels.csv (a rerun computes only
-    what is missing), writes RUN_DIR/labels.md and labels_pr.png. Needs jaxmem[labels]."""
+    """Flag and rank each member's wrong training labels by the model, each probe (layer chosen on 20 % of the
+    test set) and cleanlab; score them against the known corruption (--fine-tune: and fine-tune on each cleaned
+    set). Appends what is missing to RUN_DIR/labels.csv; writes labels.md, labels_pr.png. Needs jaxmem[labels]."""
     from jaxmem.experiments.cost import load_run_dataset
     from jaxmem.experiments.labels import LABELS_FILE, import_cleanlab, label_issues
     from jaxmem.report import write_labels_section
@@ -443,11 +439,9 @@ def cmd_labels(args) -> None:
 
 @command("summary table and plots from a results table", ("results", "--out", "--title", "--exclude-layers"))
 def cmd_report(args) -> None:
-    """Read a results.csv (any experiment) and write report.md with the paper-style summary table and PNG plots
-    into --out (default: beside the first table), with the relabel-and-fine-tune table when relabel.csv is beside
-    it, the wrong-label section when labels.csv is, the edit-then-continue curves when edit_continue_<E>.csv is.
-    Several tables (e.g. one run directory per member) are joined into one, their members numbered apart, and
-    written into --out (results.csv.gz and its siblings) so that the page can be rebuilt from that folder alone."""
+    """report.md with the summary table and PNG plots in --out (default: beside the first table), with the
+    sections of relabel.csv, labels.csv and edit_continue_<E>.csv found beside it. Several tables are joined
+    (members numbered apart) and written into --out, so that the page can be rebuilt from that folder alone."""
     from jaxmem.report import report_runs
 
     print(f"report: {report_runs(args.results, args.out, title=args.title, exclude_layers=args.exclude_layers)}")
@@ -474,10 +468,8 @@ def cmd_cost(args) -> None:
          ("--data-dir", "--models", "--datasets", "--steps", "--cnn-steps", "--seed"), models="mlp,cnn",
          datasets="mnist,cifar10")
 def cmd_verify(args) -> int:
-    """Forward pass, one optimiser step, a short fixed-order trajectory and MASC predictions, jaxmem vs the
-    reference frameworks (--models: mlp vs TensorFlow, cnn vs PyTorch), on MNIST- and CIFAR-shaped inputs
-    (--datasets: mnist 28×28×1, cifar10 32×32×3; real files when found in --data-dir, synthetic images
-    otherwise). Needs jaxmem[reference]."""
+    """Forward pass, one step, a short trajectory and MASC predictions vs the reference frameworks (--models mlp,
+    cnn) on --datasets mnist, cifar10 (their files if in --data-dir, else synthetic). Needs jaxmem[reference]."""
     from jaxmem.reference import verify
 
     results = verify.run_all(args.data_dir, steps=args.steps, cnn_steps=args.cnn_steps, seed=args.seed,
