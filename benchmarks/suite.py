@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 
 from jaxmem import planner
-from jaxmem.cli import add_data_arguments, load_data, nonempty, parse_floats, parse_ints, split_names
+from jaxmem.cli import DATA, add_arguments, data_loader, nonempty, parse_floats, parse_ints, split_names
 from jaxmem.config import paper_train_spec
 from jaxmem.results import read_rows
 
@@ -24,8 +24,7 @@ GIB = 2**30
 
 def plan(args) -> dict:
     """The planner's per-device bytes of training and probing the grid (MLP, every probe layer) on this device."""
-    args.dataset = args.datasets[0]
-    dataset = load_data(args)
+    dataset = data_loader(args)(args.datasets[0])
     spec = paper_train_spec(dataset.name, "mlp")
     if args.max_epochs:
         spec = spec.replace(max_epochs=args.max_epochs)
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     plan_parser = commands.add_parser("plan", help="the planner's estimate for the suite's grid")
     plan_parser.add_argument("--datasets", type=split_names, required=True)
-    add_data_arguments(plan_parser, default_dataset=None)
+    add_arguments(plan_parser, DATA)
     plan_parser.add_argument("--degrees", type=nonempty(parse_floats), required=True)
     plan_parser.add_argument("--seeds", type=nonempty(parse_ints), required=True)
     plan_parser.add_argument("--max-epochs", type=int, default=None)

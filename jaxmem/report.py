@@ -706,3 +706,55 @@ def edit_continue_text(table, edit_epoch: int) -> str:
     test = table[(table["split"] == "test")].pivot_table(index="epoch", columns="probe", values="accuracy")
     return (f"test accuracy (%), edited at epoch {edit_epoch} vs unedited:\n"
             + (100 * test).round(1).iloc[[0, len(test) // 2, -1]].to_string())
+
+
+# ------------------------------------------------------------------------------- pages and text of the commands
+
+
+def train_text(result, members) -> str:
+    """What ``jaxmem train`` prints: each member's stop epoch and final train and test accuracies (a
+    :class:`jaxmem.train.TrainResult`)."""
+    final = result.metrics
+    return format_table(["member", "degree", "seed", "stop epoch", "train acc", "test acc"],
+                        [[m, member.degree, member.seed, int(result.stop_epoch[m]),
+                          float(final.train_correct[-1, m]) / result.num_train,
+                          float(final.test_correct[-1, m]) / result.num_test] for m, member in enumerate(members)])
+
+
+def sweep_plan_text(out_dir: str | Path, plan, degrees, seeds) -> str:
+    """What ``jaxmem sweep`` prints before it runs: per cell of ``plan`` ``[(name, status, TrainSpec)]`` its
+    status and training settings."""
+    header = (f"sweep {out_dir}: {len(plan)} cells × {len(degrees) * len(seeds)} members (degrees {degrees}, "
+              f"seeds {seeds})")
+    return header + "\n" + format_table(
+        ["cell", "status", "optimiser", "lr", "batch", "max epochs", "stop at train acc"],
+        [[name, status, spec.optimizer, spec.learning_rate, spec.batch_size, spec.max_epochs,
+          spec.target_train_accuracy] for name, status, spec in plan])
+
+
+def write_labels_section(df, run_dir: str | Path) -> str:
+    """:func:`labels_section` of a labels table, written to ``run_dir/labels.md``; returns it."""
+    section = labels_section(df, run_dir)
+    (Path(run_dir) / "labels.md").write_text(section)
+    return section
+
+
+def report_runs(paths, out_dir: str | Path | None = None, *, title: str | None = None,
+                exclude_layers=()) -> Path:
+    """:func:`write_report` of the results tables at ``paths`` with the tables beside them
+    (:func:`jaxmem.results.join_run_tables`) into ``out_dir`` (default: beside the first table), leaving out
+    ``exclude_layers``. Several tables are joined, and the joined tables written into ``out_dir`` so that the page
+    can be rebuilt from that folder alone. Returns the page's path."""
+    from jaxmem.results import JOINED_RESULTS, join_run_tables, write_table
+
+    tables = join_run_tables(paths)
+    out_dir = Path(out_dir) if out_dir is not None else Path(paths[0]).parent
+    if len(paths) > 1:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, table in tables.items():
+            if table is not None:
+                write_table(table, out_dir / name)
+    results = tables.pop(JOINED_RESULTS)
+    return write_report(results[~results["layer"].isin(exclude_layers)], out_dir,
+                        title=title or f"jaxmem report: {paths[0]}", relabel=tables.pop("relabel.csv"),
+                        labels=tables.pop("labels.csv"), edit_continue=tables)

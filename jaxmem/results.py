@@ -333,3 +333,23 @@ def final_model_rows(df):
     model = df[df["probe"] == "model"]
     last = model.groupby("member")["epoch"].transform("max")
     return model[model["epoch"] == last]
+
+
+SIBLING_TABLES = ("relabel.csv", "labels.csv")  # beside a results table, sharing its member ids
+JOINED_RESULTS = "results.csv.gz"  # the name of joined results tables written beside their siblings
+
+
+def join_run_tables(paths: Sequence[str | Path]) -> dict:
+    """The results tables at ``paths`` and the tables beside them that share their member ids (relabel.csv,
+    labels.csv, edit_continue_<E>.csv), joined by :func:`join_runs`: ``{file name: DataFrame or None}`` in the
+    order results (under :data:`JOINED_RESULTS`), relabel, labels, then the edit_continue tables by name.
+    ``ValueError`` when the results have no rows."""
+    paths = [Path(path) for path in paths]
+    edits = sorted({table.name for path in paths for table in path.parent.glob("edit_continue_*.csv")})
+    names = (*SIBLING_TABLES, *edits)
+    runs = [[read_rows(path)] + [read_rows(path.parent / name) if (path.parent / name).exists() else None
+                                 for name in names] for path in paths]
+    joined = dict(zip((JOINED_RESULTS, *names), join_runs(runs)))
+    if joined[JOINED_RESULTS].empty:
+        raise ValueError(f"{', '.join(map(str, paths))}: no rows")
+    return joined

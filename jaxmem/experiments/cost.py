@@ -32,6 +32,7 @@ from jaxmem.train import load_member_params, read_run_config
 from jaxmem.train.loop import CONFIG_FILE, run_config
 
 COST_FILE = "cost.csv"
+COST_PAGE = "cost.md"
 COST_COLUMNS = ("layer", "probe", "phase", "members", "n_train", "n_test", "dim", "classes", "wall_s", "flops",
                 "gflops_per_s")
 
@@ -175,5 +176,16 @@ def cost_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def write_cost_page(df: pd.DataFrame, run_dir: str | Path, repeats: int) -> str:
+    """The Markdown page of a :func:`run_cost` table (device, sizes and timing rule, then :func:`cost_markdown`),
+    written to ``run_dir/cost.md``; returns it."""
+    shape = df.iloc[0]
+    title = (f"Probe cost on {jax.devices()[0].device_kind}: {shape['members']} members, {shape['n_train']} train / "
+             f"{shape['n_test']} test samples, best of {repeats} after a warm-up")
+    page = f"{title}\n\n{cost_markdown(df)}\n"
+    (Path(run_dir) / COST_PAGE).write_text(page)
+    return page
+
+
 __all__ = ["ProbeSizes", "best_wall_time", "check_run_data", "cost_markdown", "load_run_dataset", "probe_cost_rows",
-           "probe_sizes", "run_cost"]
+           "probe_sizes", "run_cost", "write_cost_page"]

@@ -16,12 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
-from jaxmem.config import DEFAULT_MODEL, ProbeSpec, TrainSpec, paper_train_spec
+from jaxmem.config import ProbeSpec, TrainSpec, paper_train_spec
 from jaxmem.data import Dataset
 from jaxmem.experiments.memorize import RESULTS_FILE, run_memorization
 from jaxmem.experiments.relabel import RELABEL_FILE, relabel_and_finetune
 from jaxmem.manifest import hold
 from jaxmem.members import member_grid
+from jaxmem.presets import paper_model, preset_spec
 from jaxmem.results import read_rows, write_table
 from jaxmem.train.rundir import barrier, is_writer
 
@@ -43,7 +44,7 @@ def sweep_cells(datasets: Sequence[str], models: Sequence[str]) -> list[Cell]:
     cells = []
     for dataset in datasets:
         for model in models:
-            cell = Cell(dataset, DEFAULT_MODEL.get(dataset, "mlp") if model == "paper" else model)
+            cell = Cell(dataset, paper_model(dataset, model))
             paper_train_spec(*cell)  # raises for unknown pairs
             if cell not in cells:
                 cells.append(cell)
@@ -53,13 +54,8 @@ def sweep_cells(datasets: Sequence[str], models: Sequence[str]) -> list[Cell]:
 
 
 def cell_spec(cell: Cell, overrides: dict[str, dict]) -> TrainSpec:
-    """The cell's preset with overrides ``{field: {model or "*": value}}`` (a model's own value wins)."""
-    changes = {}
-    for field, by_model in overrides.items():
-        value = by_model.get(cell.model, by_model.get("*"))
-        if value is not None:
-            changes[field] = value
-    return paper_train_spec(*cell).replace(**changes)
+    """The cell's preset with overrides ``{field: {model or "*": value}}`` (:func:`jaxmem.presets.preset_spec`)."""
+    return preset_spec(cell.dataset, cell.model, overrides)
 
 
 def shard_cells(cells: Sequence[Cell], shard: tuple[int, int] | None) -> list[Cell]:
