@@ -56,6 +56,14 @@ def parse_clean_subspaces(text: str) -> str | list[float]:
     return text if text == "auto" else [] if text == "none" else parse_floats(text)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` with 0 <= K < N."""
+    k, _, n = text.partition("/")
+    if not (k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
+    return int(k), int(n)
+
+
 def parse_variance(text: str) -> float | int:
     from jaxmem.probes.masc import check_variance
 
@@ -148,6 +156,8 @@ ARGUMENTS = {  # flag -> argparse keywords, one meaning in every command; a comm
     "--patience": dict(type=int, default=3, help="fine-tuning's early-stopping patience (epochs)"),
     "--split-seed": dict(type=int, default=2345, help="seed of the 80/20 test split"),
     "--dry-run": dict(action="store_true", help="print the cells and their settings, run nothing"),
+    "--shard": dict(type=parse_shard, help="K/N: run every N-th cell from the K-th (0 <= K < N), e.g. one job of "
+                                           "a job array (docs/scaling.md)"),
     "--keep-bias": dict(action="store_true", help="keep the last layer's bias (default: zero)"),
     "--edit-epoch": dict(type=int, help="edit the parameters kept after this epoch (0: the initialisation), then "
                                         "train on to --continue-to"),
@@ -323,26 +333,26 @@ def cmd_run(args) -> None:
 
 @command("a resumable grid: datasets × models × degrees × seeds into one results table",
          ("--datasets", "--models", *DATA, "--degrees", "--seeds", "--label-rule", *SPEC, *PROBING, "--relabel",
-          *FINE_TUNING, "--out", "--dry-run", "--quiet", *DISTRIBUTED),
+          *FINE_TUNING, "--out", "--dry-run", "--shard", "--quiet", *DISTRIBUTED),
          datasets="digits", models="paper", degrees="0,0.4,0.8", out=Path("runs/sweep"))
 def cmd_sweep(args) -> None:
     """Run the main job (train to memorisation, probe every layer) for every (dataset, model) cell, degrees ×
     seeds as members of one program, in OUT/<dataset>-<model>/; finished cells are skipped, an interrupted one
     resumes. OUT/results.csv (and OUT/relabel.csv) combines the finished cells; then run 'jaxmem report
     OUT/results.csv'."""
-    from jaxmem.experiments.sweep import cell_spec, cell_status, run_sweep, sweep_cells
+    from jaxmem.experiments.sweep import cell_spec, cell_status, run_sweep, shard_cells, sweep_cells
     from jaxmem.report import sweep_plan_text, write_summary
     from jaxmem.train.rundir import is_writer
 
     cells, overrides = sweep_cells(args.datasets, args.models), spec_overrides(args)
     print(sweep_plan_text(args.out, [(cell.name, cell_status(args.out, cell), cell_spec(cell, overrides))
-                                     for cell in cells], args.degrees, args.seeds))
+                                     for cell in shard_cells(cells, args.shard)], args.degrees, args.seeds))
     if args.dry_run:
         return
     table = run_sweep(cells, args.degrees, args.seeds, args.out, data_loader(args), label_rule=args.label_rule,
                       overrides=overrides, relabel=args.relabel, relabel_options={
                           "max_epochs": args.finetune_epochs, "patience": args.patience, "split_seed": args.split_seed},
-                      progress=not args.quiet, mesh=member_mesh(args), probing=probe_spec(args))
+                      progress=not args.quiet, mesh=member_mesh(args), probing=probe_spec(args), shard=args.shard)
     if is_writer():
         print(f"results: {args.out / 'results.csv'}; summary: {write_summary(table, args.out)}; "
               f"report: jaxmem report {args.out / 'results.csv'}")

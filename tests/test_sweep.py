@@ -94,3 +94,16 @@ def test_shards_together_give_the_unsharded_sweep(tmp_path):
     for bad in ((2, 2), (-1, 2), (3, 4)):
         with pytest.raises(ValueError, match="shard"):
             sweep.shard_cells(cells, bad)
+
+
+def test_cli_shard_plans_its_cells_and_refuses_a_bad_one(tmp_path, capsys):
+    argv = ["sweep", "--datasets", "digits", "--models", "mlp,cnn", "--out", str(tmp_path), "--dry-run"]
+    assert main([*argv, "--shard", "1/2"]) == 0
+    printed = capsys.readouterr().out
+    assert "digits-cnn" in printed and "digits-mlp" not in printed
+    for bad in ("2/2", "1", "a/b"):
+        with pytest.raises(SystemExit) as stop:
+            main([*argv, "--shard", bad])
+        assert stop.value.code == 2
+    assert main([*argv, "--shard", "3/4"]) == 2  # past the grid's cells: one line
+    assert "no cell" in capsys.readouterr().err
