@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmem.config import registry_order, required_correct
 from jaxmem.paper import CHECKPOINTS, DYNAMICS, paper_entries
-from jaxmem.probes.registry import registry_order
 from jaxmem.results import final_model_rows
-from jaxmem.train.loop import required_correct
 
 GROUP = ["dataset", "model", "degree"]
 
