@@ -608,11 +608,6 @@ def dynamics_comparison_markdown(table) -> str:
     return "\n".join(lines)
 
 
-def compare_markdown(df, **kwargs) -> str:
-    """:func:`compare` as a Markdown table (%, difference in points)."""
-    return comparison_markdown(compare(df, **kwargs))
-
-
 def comparison_markdown(table) -> str:
     """A :func:`compare` table as Markdown."""
     lines = ["| table | dataset × model | p | probe | subspaces | paper | jaxmem (layer) | difference | "
