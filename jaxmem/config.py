@@ -1,12 +1,19 @@
-"""Frozen run specifications and the paper presets.
+"""Frozen run specifications, the names they may hold, and the paper presets.
 
 Specs are plain frozen dataclasses: hashable, so they can be closed over by jitted factories, and
-serialisable with :func:`dataclasses.asdict` into ``config.json`` beside a run's results.
+serialisable with :func:`dataclasses.asdict` into ``config.json`` beside a run's results. This module sits below
+every other one and imports none of jaxmem: the models and probes take their names and checks from here
+(``tests/test_config.py`` holds them to it).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
 
 LABEL_RULES = ("reference", "per_member", "pairflip")
 GIVEN_LABELS = "given"  # the label rule of probed activations files: labels used as supplied, nothing drawn
@@ -14,6 +21,73 @@ ORDERS = ("fixed", "shuffle")
 OPTIMIZERS = ("sgd", "adam")
 INITS = ("torch", "flax")
 STOP_RULES = ("running", "eval")
+# the names of jaxmem.probes.registry.PROBES, in its order (the report's order too)
+PROBE_NAMES = ("masc", "linear", "ncm", "knn", "lda", "qda", "logreg")
+PRECISIONS = ("fast", "exact")  # float32 or float64 probing
+BN_MODES = ("eval", "reference")  # ResNet BatchNorm when probing: running averages, or per image (the authors')
+
+
+# ----------------------------------------------------------------------------------------------- probe names
+
+
+def check_precision(precision: str) -> None:
+    """Raise unless ``precision`` is "fast" (float32) or "exact" (float64)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def check_variance(variance) -> float | int:
+    """MASC's n: a fraction 0 < n < 1, or an integer number of components n ≥ 1."""
+    if isinstance(variance, bool) or not isinstance(variance, (int, float, np.integer, np.floating)):
+        raise ValueError(f"variance must be a fraction in (0, 1) or an integer >= 1, got {variance!r}")
+    if 0 < variance < 1:
+        return float(variance)
+    if variance >= 1 and float(variance).is_integer():
+        return int(variance)
+    raise ValueError(f"variance must be a fraction in (0, 1) or an integer >= 1, got {variance!r}")
+
+
+_VARIANT = re.compile(r"masc\(n=(.+)\)")
+
+
+def masc_variant_name(variance: float | int) -> str:
+    """The probe name of MASC at a sensitivity variance: ``masc(n=0.5)``, ``masc(n=1)``."""
+    return f"masc(n={check_variance(variance):g})"
+
+
+def variant_variance(name: str) -> float | int | None:
+    """The variance of a ``masc(n=…)`` name; None for any other name."""
+    match = _VARIANT.fullmatch(name)
+    return None if match is None else check_variance(_number(match.group(1)))
+
+
+def _number(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+def check_probe_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Registered names or ``masc(n=…)`` variants, validated."""
+    unknown = []
+    for name in names:
+        try:
+            if name not in PROBE_NAMES and variant_variance(name) is None:
+                unknown.append(name)
+        except ValueError:
+            unknown.append(name)
+    if unknown:
+        raise ValueError(f"unknown probes {unknown}; choose from {', '.join(PROBE_NAMES)} or masc(n=<variance>)")
+    return tuple(names)
+
+
+def registry_order(name: str) -> tuple:
+    """Sort key for probe names: registry order, the ``masc(n=…)`` variants right after ``masc``."""
+    if name.startswith("masc("):
+        return (0, 1, name)
+    return (PROBE_NAMES.index(name) if name in PROBE_NAMES else len(PROBE_NAMES), 0, name)
+
+
+# ----------------------------------------------------------------------------------------------- specs
 
 
 @dataclass(frozen=True)
@@ -57,6 +131,11 @@ class TrainSpec:
         return dataclasses.replace(self, **changes)
 
 
+def required_correct(target_train_accuracy: float, num_train: int) -> int:
+    """Smallest number of correct train samples whose accuracy is ≥ the target (rounded so 0.999·60000 = 59940)."""
+    return math.ceil(round(target_train_accuracy * num_train, 6))
+
+
 @dataclass(frozen=True)
 class ProbeSpec:
     """How a run's layers are probed (:mod:`jaxmem.probes.engine`); saved in ``config.json`` beside the
@@ -76,12 +155,6 @@ class ProbeSpec:
     IDENTITY = ("variance", "precision", "bn_mode")
 
     def __post_init__(self):
-        # the probes' own checks (imported here: the specs sit below every other module)
-        from jaxmem.models.resnet import BN_MODES
-        from jaxmem.probes.base import check_precision
-        from jaxmem.probes.masc import check_variance
-        from jaxmem.probes.registry import check_probe_names
-
         for name in ("probes", "sensitivity", "subspaces", "clean_degrees"):
             value = getattr(self, name)
             if isinstance(value, str) or not isinstance(value, (tuple, list)):

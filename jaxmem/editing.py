@@ -34,12 +34,6 @@ def edit_layer(model_name: str) -> str:
     return EDIT_LAYERS[model_name]
 
 
-def last_dense_name(model_name: str) -> str:
-    """Name of the last Dense in the params of ``model_name``: ``"out"`` for every model."""
-    _check_name(model_name)
-    return HEAD
-
-
 def edit_params(params, probe: LinearProbe, *, keep_bias: bool = False) -> dict:
     """Params with the head replaced by the linear probe: kernel ← vectorsᵀ, bias ← 0 (or kept).
 
@@ -69,4 +63,4 @@ def edit_params(params, probe: LinearProbe, *, keep_bias: bool = False) -> dict:
     return {**params, HEAD: edited}
 
 
-__all__ = ["EDIT_LAYERS", "HEAD", "edit_layer", "edit_params", "last_dense_name"]
+__all__ = ["EDIT_LAYERS", "HEAD", "edit_layer", "edit_params"]

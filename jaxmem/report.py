@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmem.config import registry_order, required_correct
 from jaxmem.paper import CHECKPOINTS, DYNAMICS, paper_entries
-from jaxmem.probes.registry import registry_order
 from jaxmem.results import final_model_rows
-from jaxmem.train.loop import required_correct
 
 GROUP = ["dataset", "model", "degree"]
 
@@ -607,11 +606,6 @@ def dynamics_comparison_markdown(table) -> str:
     lines += [f"| {r.probe} | {r.layer} | {r.epoch} | {r.paper:.2f} | {r.jaxmem:.2f} | {r.difference:+.2f} |"
               for r in table.itertuples()]
     return "\n".join(lines)
-
-
-def compare_markdown(df, **kwargs) -> str:
-    """:func:`compare` as a Markdown table (%, difference in points)."""
-    return comparison_markdown(compare(df, **kwargs))
 
 
 def comparison_markdown(table) -> str:

@@ -1,4 +1,4 @@
-"""The member axis over a device mesh: placement, per-device programs, sharded init and MASC fits, multi-host setup.
+"""The member axis over a device mesh: placement, per-device programs, sharded init, multi-host setup.
 
 Members are independent, so the only parallelism needed is to split the leading member axis ``[M, ...]`` over a
 1-D :class:`jax.sharding.Mesh` with axis ``"members"``: every device holds ``M / n`` members (their state, labels
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import pickle
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Callable, Sequence
 
@@ -30,7 +29,6 @@ from flax import linen as nn
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxmem.probes import masc
 from jaxmem.train.step import DeviceData, MemberState, init_member
 
 MEMBER_AXIS = "members"
@@ -148,71 +146,6 @@ def place_run(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, la
             shard_members(train_keys, mesh), replicate(data, mesh))
 
 
-def _pad_width(probe: masc.MascProbe, width: int) -> masc.MascProbe:
-    """Zero scoring columns up to ``width``, where :func:`jaxmem.probes.masc.fit` would put them for that width:
-    after the top-k columns, before the complement columns (which are the trailing eigenvectors)."""
-    pad = width - probe.basis.shape[-1]
-    if pad == 0:
-        return probe
-    after = jnp.pad(probe.basis, ((0, 0), (0, 0), (0, 0), (0, pad)))
-    before = jnp.pad(probe.basis, ((0, 0), (0, 0), (0, 0), (pad, 0)))
-    return probe._replace(basis=jnp.where(probe.complement[..., None, None], before, after))
-
-
-def sharded_masc_fit(features, labels, num_classes: int, mesh: Mesh, variance: float | int = 0.99,
-                     precision: str = "fast", *, chunk_size: int = 512, dual: str | bool = "auto") -> masc.MascProbe:
-    """:func:`jaxmem.probes.masc.fit` of ``features [M, N, D]`` with every device fitting its own members.
-
-    Args:
-      features: ``[M, N, D]`` host array or global array (split over ``"members"`` if it is not already).
-      labels: ``[N]`` or ``[M, N]`` host integer grouping labels (every process passes all of them).
-      mesh: a :func:`member_mesh`; ``M`` must be a multiple of its device count.
-      variance, precision, chunk_size, dual: as for :func:`jaxmem.probes.masc.fit`.
-
-    Returns:
-      A :class:`~jaxmem.probes.masc.MascProbe` whose leaves ``[M, ...]`` are split over ``"members"``. The fit
-      is host-driven (per-class schedules, a data-dependent scoring width), so it is not one jitted program: each
-      local device's slice goes through ``masc.fit`` on that device (one thread per local device), and the
-      scoring width is the largest over all slices (an all-process maximum). Each member's fit is the unsharded
-      computation (bit-identical on one CPU host in ``tests/test_sharding.py``), except that dual-problem
-      classes (``0 < N_c < D``) solve a kernel padded to the longest such class of the slice rather than of all
-      members; XLA may round both differently on other layouts (2 processes: bases within 3e-6, same
-      predictions).
-    """
-    if np.ndim(features) != 3:
-        raise ValueError(f"features must be [M, N, D], got shape {np.shape(features)}")
-    num_members, num_samples = np.shape(features)[:2]
-    labels = np.asarray(labels)
-    if labels.ndim == 1:
-        labels = np.broadcast_to(labels, (num_members, labels.shape[0]))
-    if labels.ndim != 2 or labels.shape != (num_members, num_samples):
-        raise ValueError(f"labels must be [N] or [M, N] = [{num_members}, {num_samples}] for features "
-                         f"{np.shape(features)}, got shape {labels.shape}")
-    check_divisible(num_members, mesh)
-    sharding = member_sharding(mesh)
-    if not (isinstance(features, jax.Array) and features.sharding.is_equivalent_to(sharding, 3)):
-        features = shard_members(features, mesh)
-
-    def fit_slice(shard):
-        members = shard.index[0]
-        with jax.default_device(shard.device):
-            return masc.fit(shard.data, labels[members], num_classes, variance, precision, chunk_size=chunk_size,
-                            dual=dual)
-
-    shards = features.addressable_shards
-    with ThreadPoolExecutor(len(shards)) as pool:  # device work overlaps; each device compiles its own programs
-        probes = list(pool.map(fit_slice, shards))
-    local_width = max(p.basis.shape[-1] for p in probes)
-    width = int(np.max(multihost_utils.process_allgather(np.asarray(local_width))))
-    with masc.precision_context(precision == "exact"):
-        probes = [jax.device_put(_pad_width(p, width), shard.device) for p, shard in zip(probes, shards)]
-        fields = []
-        for parts in zip(*probes):
-            shape = (num_members, *parts[0].shape[1:])
-            fields.append(jax.make_array_from_single_device_arrays(shape, sharding, list(parts)))
-    return masc.MascProbe(*fields)
-
-
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None, **kwargs) -> None:
     """Join a multi-host run: :func:`jax.distributed.initialize`, once per process, before any other JAX call.
@@ -277,6 +210,5 @@ __all__ = [
     "replicated_sharding",
     "shard_members",
     "sharded_init_members",
-    "sharded_masc_fit",
     "to_host",
 ]

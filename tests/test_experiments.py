@@ -281,7 +281,7 @@ def test_report_can_leave_out_the_input_layer(tmp_path):
 
 def test_paper_comparison_puts_the_published_figure_beside_ours():
     from jaxmem.paper import MASC_CORRUPTED, MODEL
-    from jaxmem.report import compare, compare_markdown
+    from jaxmem.report import compare, comparison_markdown
 
     table = compare(synthetic_table()).set_index(["table", "probe", "degree"])
     model = table.loc[("model", "model", 0.8)]
@@ -296,7 +296,7 @@ def test_paper_comparison_puts_the_published_figure_beside_ours():
     assert masc["checkpoints"] == "paper 1"
     assert table.loc[("sensitivity", "masc(n=1)", 0.0), "checkpoints"] == "public trainer"
     assert "| masc_corrupted | mnist × mlp | 0.8 | masc | corrupted | 83.43 | 77.50 (fc2) | -5.93 | paper 1 |" in \
-        compare_markdown(synthetic_table())
+        comparison_markdown(compare(synthetic_table()))
 
 
 def test_dynamics_comparison_puts_paper_2_beside_ours_at_the_epochs_both_hold(tmp_path):

@@ -186,11 +186,11 @@ def test_edit_layers_feed_the_last_dense():
         x = jnp.zeros(shapes.get(name, (1, 32, 32, 3)))
         variables = jax.eval_shape(lambda v: model.init(jax.random.key(0), v), x)
         _, activations = jax.eval_shape(lambda v, x: model.apply(v, x), variables, x)
-        kernel = variables["params"][editing.last_dense_name(name)]["kernel"]
+        kernel = variables["params"][editing.HEAD]["kernel"]
         assert kernel.shape == (activations[layer].shape[-1], 7)
-        assert ("bias" in variables["params"]["out"]) == (name != "cnn")
+        assert ("bias" in variables["params"][editing.HEAD]) == (name != "cnn")
     with pytest.raises(ValueError, match="unknown model"):
-        editing.last_dense_name("vgg")
+        editing.edit_layer("vgg")
 
 
 @functools.lru_cache(maxsize=None)

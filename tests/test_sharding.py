@@ -3,7 +3,8 @@
 Virtual CPU devices need ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` before JAX starts, so the
 multi-device runs happen in one subprocess (this file run as a script, :func:`_worker`) that saves its arrays;
 the tests compare them here. The oracle is the unsharded code: ``make_epoch_fn`` with a full vmap
-(``member_chunk=M``) on one device, ``init_members`` and ``masc.fit`` on all members at once.
+(``member_chunk=M``) on one device, ``init_members``, and ``masc.fit`` on all members at once beside the per-device
+probing of :func:`jaxmem.experiments.distributed.probe_on_mesh`.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def _worker(out_path: str) -> None:
     from jaxmem import sharding
     from jaxmem.config import MemberSpec, TrainSpec
     from jaxmem.data import load_dataset, member_train_labels, subset
+    from jaxmem.experiments.distributed import probe_on_mesh
     from jaxmem.models import get_model
     from jaxmem.probes import masc
     from jaxmem.train.loop import device_data, fit_members, init_members, make_epoch_fn, split_member_keys
@@ -96,12 +98,18 @@ def _worker(out_path: str) -> None:
     reference = masc.fit(features, probe_labels, 3, 0.9)
     save_tree("masc/reference", reference)
     saved["masc/reference_predictions"] = np.asarray(masc.predict(reference, test))
+
+    def masc_rows(member_ids):  # what a device probes: its own members' fit and predictions
+        probe = masc.fit(features[member_ids], probe_labels[member_ids], 3, 0.9)
+        predictions = np.asarray(masc.predict(probe, test[member_ids]))
+        return [dict(member=m, device=probe.basis.devices().pop().id, predictions=predictions[i],
+                     num_components=np.asarray(probe.num_components[i]), eigenvalues=np.asarray(probe.eigenvalues[i]))
+                for i, m in enumerate(member_ids)]
+
     for count in DEVICE_COUNTS:
-        probe = sharding.sharded_masc_fit(features, probe_labels, 3, sharding.member_mesh(jax.devices()[:count]), 0.9)
-        saved[f"masc/spec{count}"] = np.array(str(tuple(probe.basis.sharding.spec)))
-        probe = sharding.gather_members(probe)
-        save_tree(f"masc/sharded{count}", probe)
-        saved[f"masc/predictions{count}"] = np.asarray(masc.predict(probe, test))
+        rows = probe_on_mesh(masc_rows, NUM_MEMBERS, sharding.member_mesh(jax.devices()[:count]))
+        for field in ("member", "device", "predictions", "num_components", "eigenvalues"):
+            saved[f"masc/{field}{count}"] = np.stack([row[field] for row in rows])
 
     if "mesh" in inspect.signature(fit_members).parameters:  # the run-directory loop on a mesh of 2 devices
         small, pair = subset(dataset, 64, 32), members[:2]
@@ -174,18 +182,16 @@ def test_sharded_epoch_compiles_to_local_work(results, count):
 
 
 @pytest.mark.parametrize("count", DEVICE_COUNTS)
-def test_sharded_masc_fit_equals_unsharded(results, count):
-    reference, sharded = _tree(results, "masc/reference"), _tree(results, f"masc/sharded{count}")
-    assert str(results[f"masc/spec{count}"]) == "('members',)"
-    basis, complement, num_components, eigenvalues = sharded
-    assert basis.shape == reference[0].shape
-    np.testing.assert_array_equal(complement, reference[1])
-    np.testing.assert_array_equal(num_components, reference[2])
+def test_masc_probed_on_a_mesh_equals_unsharded(results, count):
+    _, _, num_components, eigenvalues = _tree(results, "masc/reference")
+    # every member once, in mesh order, on the device that holds it (device i: members i·M/n … (i+1)·M/n − 1)
+    np.testing.assert_array_equal(results[f"masc/member{count}"], np.arange(NUM_MEMBERS))
+    np.testing.assert_array_equal(results[f"masc/device{count}"], np.arange(NUM_MEMBERS) // (NUM_MEMBERS // count))
+    np.testing.assert_array_equal(results[f"masc/num_components{count}"], num_components)
     assert (num_components[:, :2] > 0).all() and (num_components[:, :2] < 20).all()
-    # primal classes 0, 1 and dual class 2 (whose kernel is padded to another length); the scoring columns sit
-    # where the unsharded fit puts them (top-k first, complement last) although each slice has its own width
-    np.testing.assert_allclose(basis, reference[0], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(eigenvalues, reference[3], rtol=1e-5, atol=1e-4)
+    # primal classes 0, 1 and dual class 2, whose kernel is padded to the longest such class among the members
+    # fitted together
+    np.testing.assert_allclose(results[f"masc/eigenvalues{count}"], eigenvalues, rtol=1e-5, atol=1e-4)
     predictions = results[f"masc/predictions{count}"]
     np.testing.assert_array_equal(predictions, results["masc/reference_predictions"])
     assert len(np.unique(predictions)) == 3

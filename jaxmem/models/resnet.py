@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxmem.config import BN_MODES
 from jaxmem.models.conv import Conv, conv_impl
 from jaxmem.models.init import layer_inits
 
@@ -27,7 +28,6 @@ STAGE_STRIDES = (1, 2, 2, 2)
 BLOCKS_PER_STAGE = 2
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
-BN_MODES = ("eval", "reference")
 
 
 def _conv3x3(features: int, stride: int, name: str, impl: str, init: str, in_channels: int) -> nn.Conv:

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-PRECISIONS = ("fast", "exact")
+from jaxmem.config import PRECISIONS, check_precision
 
 
 class ProbeSizes(NamedTuple):
@@ -81,12 +81,6 @@ class Probe(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------------ precision
-
-
-def check_precision(precision: str) -> None:
-    """Raise unless ``precision`` is "fast" (float32) or "exact" (float64)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 def precision_context(exact: bool):

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmem.config import check_variance
 from jaxmem.probes.base import check_precision, precision_context, prepare_fit
 from jaxmem.probes.gram import (HIGHEST, ClassSpectra, GramState, accurate_spectrum, dual_spectra, primal_spectra,
                                 spectrum)
@@ -43,17 +44,6 @@ class MascProbe(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------------- validation
-
-
-def check_variance(variance) -> float | int:
-    """A fraction 0 < n < 1, or an integer number of components n ≥ 1."""
-    if isinstance(variance, bool) or not isinstance(variance, (int, float, np.integer, np.floating)):
-        raise ValueError(f"variance must be a fraction in (0, 1) or an integer >= 1, got {variance!r}")
-    if 0 < variance < 1:
-        return float(variance)
-    if variance >= 1 and float(variance).is_integer():
-        return int(variance)
-    raise ValueError(f"variance must be a fraction in (0, 1) or an integer >= 1, got {variance!r}")
 
 
 def _in_probe_precision(function):

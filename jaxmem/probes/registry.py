@@ -28,11 +28,11 @@ c), T scored samples, D features, C classes, K = min(C, D); eigh of an n×n symm
 from __future__ import annotations
 
 import functools
-import re
 from typing import Sequence
 
 import numpy as np
 
+from jaxmem.config import PROBE_NAMES, check_probe_names, masc_variant_name, registry_order, variant_variance
 from jaxmem.probes import lda, linear, logreg, masc, ncm, over_members, qda
 from jaxmem.probes.base import Probe, ProbeSizes, check_precision
 
@@ -182,38 +182,9 @@ PROBES: dict[str, Probe] = {probe.name: probe for probe in (
     Probe("logreg", _logreg_fit, functools.partial(over_members.scores, logreg.scores), logreg_fit_flops,
           dense_score_flops),
 )}
-
-_VARIANT = re.compile(r"masc\(n=(.+)\)")
-
-
-def masc_variant_name(variance: float | int) -> str:
-    """The probe name of MASC at a sensitivity variance: ``masc(n=0.5)``, ``masc(n=1)``."""
-    return f"masc(n={masc.check_variance(variance):g})"
-
-
-def variant_variance(name: str) -> float | int | None:
-    """The variance of a ``masc(n=…)`` name; None for any other name."""
-    match = _VARIANT.fullmatch(name)
-    return None if match is None else masc.check_variance(_number(match.group(1)))
-
-
-def _number(text: str) -> float | int:
-    value = float(text)
-    return int(value) if value >= 1 and value.is_integer() else value
-
-
-def check_probe_names(names: Sequence[str]) -> tuple[str, ...]:
-    """Registered names or ``masc(n=…)`` variants, validated."""
-    unknown = []
-    for name in names:
-        try:
-            if name not in PROBES and variant_variance(name) is None:
-                unknown.append(name)
-        except ValueError:
-            unknown.append(name)
-    if unknown:
-        raise ValueError(f"unknown probes {unknown}; choose from {', '.join(PROBES)} or masc(n=<variance>)")
-    return tuple(names)
+# jaxmem.config validates probe names from its own list, so that the specs need not import the probes
+if tuple(PROBES) != PROBE_NAMES:
+    raise ImportError(f"jaxmem.config.PROBE_NAMES {PROBE_NAMES} must list the registry's probes {tuple(PROBES)}")
 
 
 def select_probes(names: Sequence[str], *, variance: float | int = 0.99, sensitivity: Sequence[float | int] = (),
@@ -235,13 +206,6 @@ def select_probes(names: Sequence[str], *, variance: float | int = 0.99, sensiti
         else:
             probes[name] = masc_probe(variant_variance(name), precision, name=name)
     return probes
-
-
-def registry_order(name: str) -> tuple:
-    """Sort key for probe names: registry order, the ``masc(n=…)`` variants right after ``masc``."""
-    if name.startswith("masc("):
-        return (0, 1, name)
-    return (list(PROBES).index(name) if name in PROBES else len(PROBES), 0, name)
 
 
 __all__ = ["PROBES", "Probe", "ProbeSizes", "check_probe_names", "masc_probe", "masc_variant_name", "linear_probe",

@@ -317,19 +317,6 @@ def _forward(setup: _Setup, reference, params, x: np.ndarray, converter: Callabl
                    f"{len(x)} samples; logits + {len(errors) - 1} probe layers; worst {name}")
 
 
-def check_forward(model_name: str, data: VerifyData, *, seed: int = 0, num_samples: int = 64,
-                  converter: Callable | None = None) -> CheckResult:
-    """(a) alone: logits and probe activations of the first ``num_samples`` eval images at jaxmem's initial weights.
-
-    Args:
-      converter: jaxmem params -> reference weights; :func:`to_framework` by default (tests pass a broken one).
-    """
-    setup = _setup(model_name, data, seed)
-    reference = make_reference(model_name, data.x_train.shape[1:], setup.num_classes, setup.spec)
-    return _forward(setup, reference, setup.state.params, data.x_eval[:num_samples],
-                    converter or to_framework(model_name))
-
-
 def _optimiser_name(spec: TrainSpec) -> str:
     if spec.optimizer == "sgd":
         return f"sgd(lr={spec.learning_rate:g}, momentum={spec.momentum:g})"

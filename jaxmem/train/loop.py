@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from jaxmem import faults, results, sharding
-from jaxmem.config import MemberSpec, TrainSpec
+from jaxmem.config import MemberSpec, TrainSpec, required_correct
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.manifest import holding
 from jaxmem.members import check_members, member_keys
@@ -59,11 +59,6 @@ class TrainResult(NamedTuple):
 def steps_per_epoch(spec: TrainSpec, num_train: int) -> int:
     """Batches per epoch; the last one is partial (padded and masked) when ``batch_size`` does not divide N."""
     return -(-num_train // spec.batch_size)
-
-
-def required_correct(target_train_accuracy: float, num_train: int) -> int:
-    """Smallest number of correct train samples whose accuracy is ≥ the target (rounded so 0.999·60000 = 59940)."""
-    return math.ceil(round(target_train_accuracy * num_train, 6))
 
 
 def epoch_keys(key: jax.Array, epoch: jax.Array) -> tuple[jax.Array, jax.Array]:
