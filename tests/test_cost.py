@@ -113,6 +113,7 @@ def digits_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_cost_writes_a_row_per_layer_probe_and_phase(digits_run, capsys):
     argv = ["cost", str(digits_run), "--layers", "input,fc1", "--repeats", "1", "--train-subset", "150",
             "--test-subset", "50"]
@@ -128,6 +129,7 @@ def test_cli_cost_writes_a_row_per_layer_probe_and_phase(digits_run, capsys):
     assert "| fc1 | qda |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_run_cost_refuses_data_the_run_was_not_trained_on(digits_run):
     other = subset(load_dataset("digits"), 300, 100)
     with pytest.raises(ValueError, match="not the one"):

@@ -19,6 +19,8 @@ import pytest
 
 from jaxmem.results import COLUMNS, read_rows
 
+pytestmark = pytest.mark.slow  # every test reads the one run of the whole suite (minutes on 2 CPU cores)
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "benchmarks" / "results"
 

@@ -5,7 +5,8 @@ The two processes (a localhost coordinator on a free port) first train one epoch
 ``jaxmem run`` resumes them from the checkpoint to epoch 2 and probes every layer (MASC and the linear probe),
 each device probing the members it trained. The oracle is ``jaxmem run`` in this process (one device, no
 ``--distributed``): the same rows (no member missing, none twice), identical counts and probe sizes, losses and
-final parameters within float tolerance, the same configuration and member table.
+final parameters within float tolerance, the same configuration and member table. In this process alone,
+``probe_on_mesh`` hands each device its own members once, in mesh order.
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def _table(run_dir) -> pd.DataFrame:
     return table.sort_values(KEYS).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_single_process_table(runs):
     single, split = (_table(run) for run in runs)
     assert set(single["probe"]) == {"model", "masc", "linear"} and sorted(set(single["member"])) == [0, 1, 2, 3]
@@ -85,6 +87,7 @@ def test_two_processes_write_the_single_process_table(runs):
     assert (split["epoch"].max(), single["epoch"].max()) == (2, 2)
 
 
+@pytest.mark.slow
 def test_two_processes_save_the_single_process_parameters_and_configuration(runs):
     single, split = runs
     expected, _ = load_member_params(single)
@@ -98,3 +101,21 @@ def test_two_processes_save_the_single_process_parameters_and_configuration(runs
     # the resumed run takes the second command's cap and keeps the first's, with the epoch it held until
     assert configs[0].pop("resumed_with") == [{"until_epoch": 1, "max_epochs": 1}]
     assert configs[0] == configs[1]
+
+
+def test_probe_on_mesh_probes_each_member_once_in_mesh_order():
+    from jaxmem import sharding
+    from jaxmem.experiments.distributed import probe_on_mesh
+
+    mesh = sharding.member_mesh()
+    calls = []
+
+    def probe(member_ids):
+        calls.append(member_ids)
+        return [{"member": m, "device": jax.numpy.zeros(()).devices().pop()} for m in member_ids]
+
+    num_members = 2 * mesh.devices.size
+    rows = probe_on_mesh(probe, num_members, mesh)
+    assert [row["member"] for row in rows] == list(range(num_members))
+    assert [row["device"] for row in rows] == [d for d in mesh.devices.flat for _ in range(2)]
+    assert len(calls) == mesh.devices.size

@@ -28,6 +28,7 @@ def run(tmp_path_factory):
     return dataset, members, spec, out, table
 
 
+@pytest.mark.slow
 def test_every_saved_epoch_is_probed_once(run):
     dataset, members, spec, out, table = run
     assert saved_epochs(out) == [0, 1, 3]
@@ -39,6 +40,7 @@ def test_every_saved_epoch_is_probed_once(run):
     pd.testing.assert_frame_equal(again, table)  # resumed: nothing trained or probed twice
 
 
+@pytest.mark.slow
 def test_edited_model_predicts_what_the_last_layer_linear_probe_predicts(run):
     dataset, members, spec, out, _ = run
     rows = pd.DataFrame(edit_rows(dataset, members, spec, out))
@@ -85,6 +87,7 @@ def test_cli_dynamics_probes_the_chosen_layers_and_subspaces(tmp_path):
     assert main([*argv, "--layers", "fc9"]) == 2  # an unknown layer: one line, nothing probed
 
 
+@pytest.mark.slow
 def test_edit_then_continue_starts_at_the_edit_beside_the_original_run(run):
     dataset, members, spec, out, _ = run
     table = edit_then_continue(dataset, members, spec, out, edit_epoch=1, until_epoch=3, progress=False)
@@ -109,6 +112,7 @@ def test_edit_then_continue_starts_at_the_edit_beside_the_original_run(run):
         edit_then_continue(dataset, members, spec, out, edit_epoch=3, until_epoch=3)
 
 
+@pytest.mark.slow
 def test_paper_setting_1_edits_the_initialisation(run):
     from jaxmem.experiments.dynamics import PAPER_EDIT_SETTINGS
 

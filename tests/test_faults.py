@@ -118,6 +118,7 @@ def copy_run(source: Path, tmp_path: Path) -> Path:
     "checkpoint@1",  # the last checkpoint is being written
     "append@3",  # half of epoch 2's rows are on disk (append 1 is the initialisation's)
 ])
+@pytest.mark.slow
 def test_training_killed_at_a_fault_point_then_rerun_equals_the_uninterrupted_table(point, reference_run, tmp_path,
                                                                                    capsys):
     out = tmp_path / "train"
@@ -132,6 +133,7 @@ def test_training_killed_at_a_fault_point_then_rerun_equals_the_uninterrupted_ta
     f"append@{EPOCHS + 2}",  # half of the first probing pass's rows are on disk (after the 1 + EPOCHS of training)
     "probe@1",  # the first probing pass is in the table, the second is not
 ])
+@pytest.mark.slow
 def test_probing_killed_at_a_fault_point_then_rerun_equals_the_uninterrupted_table(point, reference_run, tmp_path,
                                                                                   capsys):
     out = tmp_path / "run"
@@ -144,6 +146,7 @@ def test_probing_killed_at_a_fault_point_then_rerun_equals_the_uninterrupted_tab
     assert lines(out / RESULTS_FILE) == lines(reference_run / RESULTS_FILE)
 
 
+@pytest.mark.slow
 def test_dynamics_killed_between_probed_epochs_then_rerun_equals_the_uninterrupted_table(reference_dynamics,
                                                                                          tmp_path, capsys):
     out = tmp_path / "dynamics"
@@ -154,6 +157,7 @@ def test_dynamics_killed_between_probed_epochs_then_rerun_equals_the_uninterrupt
     assert lines(out / RESULTS_FILE) == lines(reference_dynamics / RESULTS_FILE)
 
 
+@pytest.mark.slow
 def test_a_real_sigkill_after_some_epochs_then_rerun_equals_the_uninterrupted_table(reference_run, tmp_path,
                                                                                    capsys):
     out = tmp_path / "run"
@@ -169,6 +173,7 @@ def test_a_real_sigkill_after_some_epochs_then_rerun_equals_the_uninterrupted_ta
     assert lines(out / RESULTS_FILE) == model_lines(reference_run / RESULTS_FILE)
 
 
+@pytest.mark.slow
 def test_a_snapshot_resumes_elsewhere_to_the_uninterrupted_table(reference_run, tmp_path, capsys):
     """A run stopped at epoch 2, snapshotted (scripts/experiments/snapshot_run.sh), and resumed in another folder
     from the snapshot alone (as on a machine that lost the run directory)."""
@@ -203,6 +208,7 @@ def test_a_snapshot_resumes_elsewhere_to_the_uninterrupted_table(reference_run, 
 # ------------------------------------------------------------------------------------ faults made by hand
 
 
+@pytest.mark.slow
 def test_a_table_cut_mid_line_is_recomputed(two_checkpoints, reference_run, tmp_path, capsys):
     out = copy_run(two_checkpoints, tmp_path)
     table = out / RESULTS_FILE
@@ -224,6 +230,7 @@ def corrupt(checkpoint: Path) -> None:
 
 
 @pytest.mark.parametrize("fault", ["corrupt array", "state folder deleted", "checkpoint folder deleted"])
+@pytest.mark.slow
 def test_a_broken_newest_checkpoint_resumes_from_the_one_before(fault, two_checkpoints, reference_run, tmp_path,
                                                                 capsys):
     out = copy_run(two_checkpoints, tmp_path)
@@ -241,6 +248,7 @@ def test_a_broken_newest_checkpoint_resumes_from_the_one_before(fault, two_check
     assert lines(out / RESULTS_FILE) == model_lines(reference_run / RESULTS_FILE)
 
 
+@pytest.mark.slow
 def test_no_checkpoint_restoring_stops_with_one_line_and_the_ways_out(two_checkpoints, tmp_path, capsys):
     out = copy_run(two_checkpoints, tmp_path)
     for checkpoint in (out / CHECKPOINT_DIR).iterdir():
@@ -256,6 +264,7 @@ def test_no_checkpoint_restoring_stops_with_one_line_and_the_ways_out(two_checkp
 # ------------------------------------------------------------------------------------------------ report
 
 
+@pytest.mark.slow
 def test_report_on_a_training_table_gives_the_training_curves(two_checkpoints, tmp_path):
     assert main(["report", str(two_checkpoints / RESULTS_FILE), "--out", str(tmp_path)]) == 0
     page = (tmp_path / "report.md").read_text()

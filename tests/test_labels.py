@@ -138,6 +138,7 @@ def digits_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_labels_writes_the_table_the_section_and_reruns_only_what_is_missing(digits_run, capsys):
     from jaxmem import masc
     from jaxmem.cli import main
@@ -200,6 +201,7 @@ def _one_line_error(capsys, argv) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_cli_labels_bad_inputs_give_one_line_and_exit_2(digits_run, tmp_path, capsys, monkeypatch):
     bare = tmp_path / "bare"
     bare.mkdir()

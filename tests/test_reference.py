@@ -165,6 +165,7 @@ def pair_results(request, data_dir):
 
 
 @pytest.mark.parametrize("check", verify.CHECKS)
+@pytest.mark.slow
 def test_check_passes(pair_results, check):
     result = pair_results[check]
     assert list(pair_results) == list(verify.CHECKS)
@@ -172,6 +173,7 @@ def test_check_passes(pair_results, check):
     assert 0 <= result.error <= result.tolerance
 
 
+@pytest.mark.slow
 def test_checks_compare_what_they_claim(pair_results):
     forward, one_step, trajectory, masc_result = pair_results.values()
     model_name = forward.model
@@ -186,11 +188,13 @@ def test_checks_compare_what_they_claim(pair_results):
     assert f"predict {NUM_EVAL}" in masc_result.detail
 
 
+@pytest.mark.slow
 def test_mnist_shaped_checks_use_real_mnist_when_given(mnist_dir, pair_results):
     if pair_results["forward"].dataset == "mnist":
         assert pair_results["forward"].data.startswith("files:"), pair_results["forward"].data
 
 
+@pytest.mark.slow
 def test_report_lists_every_check(pair_results):
     report = verify.format_report(list(pair_results.values()))
     lines = report.splitlines()
@@ -229,6 +233,7 @@ def _fc1_without_flatten_permutation(params):
     ("cnn", _fc1_without_flatten_permutation),
 ], ids=["mlp-transposed-fc4", "cnn-conv3-hw-swapped", "cnn-fc1-no-nchw-permutation"])
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+@pytest.mark.slow
 def test_forward_check_fails_with_a_broken_converter(model_name, converter, dataset, monkeypatch):
     pytest.importorskip(FRAMEWORK_MODULE[model_name])
     data = verify.synthetic_data(dataset, 8, 32)

@@ -62,6 +62,7 @@ def trained(tmp_path_factory):
     return dataset, members, spec, out
 
 
+@pytest.mark.slow
 def test_relabel_rows_shares_and_early_stopping(trained):
     dataset, members, spec, out = trained
     table = relabel_and_finetune(dataset, members, spec, out, layers=("input", "fc1", "fc2"), max_epochs=6,

@@ -143,12 +143,14 @@ def _tree(results, prefix):
     return [results[k] for k in keys]
 
 
+@pytest.mark.slow
 def test_members_are_split_evenly_over_devices(results):
     for count in DEVICE_COUNTS:
         assert list(results[f"shard_rows{count}"]) == [NUM_MEMBERS // count] * count
         assert sorted(results[f"shard_devices{count}"]) == list(range(count))
 
 
+@pytest.mark.slow
 def test_sharded_init_equals_unsharded_init(results):
     initial, sharded = _tree(results, "initial"), _tree(results, "sharded_initial")
     assert len(initial) == len(sharded) == 10  # 5 Dense layers × (kernel, bias)
@@ -158,6 +160,7 @@ def test_sharded_init_equals_unsharded_init(results):
 
 
 @pytest.mark.parametrize("count", DEVICE_COUNTS)
+@pytest.mark.slow
 def test_sharded_epochs_equal_unsharded_epochs(results, count):
     reference, sharded = _tree(results, "reference_params"), _tree(results, f"params{count}")
     initial = _tree(results, "initial")
@@ -177,11 +180,13 @@ def test_sharded_epochs_equal_unsharded_epochs(results, count):
 
 
 @pytest.mark.parametrize("count", DEVICE_COUNTS)
+@pytest.mark.slow
 def test_sharded_epoch_compiles_to_local_work(results, count):
     assert [c for c in results[f"collectives{count}"] if c] == []
 
 
 @pytest.mark.parametrize("count", DEVICE_COUNTS)
+@pytest.mark.slow
 def test_masc_probed_on_a_mesh_equals_unsharded(results, count):
     _, _, num_components, eigenvalues = _tree(results, "masc/reference")
     # every member once, in mesh order, on the device that holds it (device i: members i·M/n … (i+1)·M/n − 1)
@@ -197,12 +202,14 @@ def test_masc_probed_on_a_mesh_equals_unsharded(results, count):
     assert len(np.unique(predictions)) == 3
 
 
+@pytest.mark.slow
 def test_indivisible_member_count_is_a_clear_error(results):
     message = str(results["indivisible_error"])
     assert "M = 6" in message and "multiple of 4" in message and "8 members" in message
     assert "mesh of 3 devices" in message  # the largest device count that divides 6
 
 
+@pytest.mark.slow
 def test_fit_members_on_a_mesh_writes_the_unsharded_rows(results):
     if "fit/sharded" not in results:
         pytest.skip("fit_members has no mesh argument (the jaxmem.sharding hook is not in the training loop)")

@@ -246,6 +246,7 @@ def test_second_epoch_does_not_recompile_nor_transfer(model, digits, spec):
     assert metrics.train_correct.shape == (2,)
 
 
+@pytest.mark.slow
 def test_vmapped_member_equals_a_single_member_run(full_run, digits, spec, tmp_path):
     single = fit_members(digits, MEMBERS[1:2], spec, tmp_path, max_epochs=3, progress=False)
     params, _ = load_member_params(full_run.out_dir, 3)
@@ -260,6 +261,7 @@ def test_vmapped_member_equals_a_single_member_run(full_run, digits, spec, tmp_p
 # ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_stop_rule_freezes_a_member_while_others_train(full_run, digits, model):
     stop = int(full_run.stop_epoch[0])
     assert 1 <= stop < EPOCHS - 1, "setup: the clean member should stop early"
@@ -318,6 +320,7 @@ def test_stop_rule_reads_the_chosen_accuracy(digits, spec, tmp_path, stop_on):
     assert json.loads((tmp_path / "config.json").read_text())["train"]["stop_on"] == stop_on
 
 
+@pytest.mark.slow
 def test_rows_and_metrics_match_a_direct_evaluation(full_run, digits, model):
     labels = member_train_labels(digits, MEMBERS)
     x_train, x_test = normalize("digits", digits.x_train), normalize("digits", digits.x_test)
@@ -338,6 +341,7 @@ def test_rows_and_metrics_match_a_direct_evaluation(full_run, digits, model):
     assert (rows.accuracy == rows.n_correct / rows.n_seen).all()
 
 
+@pytest.mark.slow
 def test_checkpoints_restore_final_and_scheduled_parameters(full_run, digits, model, spec):
     params, batch_stats = load_member_params(full_run.out_dir)
     assert batch_stats == {}
@@ -355,6 +359,7 @@ def test_checkpoints_restore_final_and_scheduled_parameters(full_run, digits, mo
     assert json.loads((full_run.out_dir / "config.json").read_text())["data"]["num_train"] == NUM_TRAIN
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(full_run, digits, spec, tmp_path):
     first = fit_members(digits, MEMBERS, spec, tmp_path, max_epochs=2, checkpoint_epochs=SCHEDULE, progress=False,
                         eval_batch_size=128)
@@ -369,6 +374,7 @@ def test_resume_equals_uninterrupted(full_run, digits, spec, tmp_path):
     assert np.array_equal(resumed.stop_epoch, full_run.stop_epoch)
 
 
+@pytest.mark.slow
 def test_resume_with_another_config_is_an_error(full_run, digits, spec):
     before = (full_run.out_dir / "results.csv").read_text()
     with pytest.raises(ValueError, match="different run"):
