@@ -17,6 +17,7 @@ pytest.importorskip("torch", reason="the worked example needs PyTorch (jaxmem[re
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bring-your-own.md"
 
 
+@pytest.mark.slow
 def test_pytorch_dump_probes_exactly_like_the_converted_network(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     dump, check = [b for b in blocks if "register_forward_hook" in b or "torch_to_cnn" in b]

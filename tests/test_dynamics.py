@@ -59,6 +59,7 @@ def test_edited_model_predicts_what_the_last_layer_linear_probe_predicts(run):
     assert not np.array_equal(unedited, expected)  # the edit changed the model
 
 
+@pytest.mark.slow
 def test_cli_edit_appends_rows_and_prints_them(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["edit", "--degrees", "0.5", "--max-epochs", "1", "--train-subset", "300", "--test-subset", "100",
@@ -73,6 +74,7 @@ def test_cli_edit_appends_rows_and_prints_them(tmp_path, capsys):
     assert capsys.readouterr().out == first
 
 
+@pytest.mark.slow
 def test_cli_dynamics_probes_the_chosen_layers_and_subspaces(tmp_path):
     out = tmp_path / "run"
     argv = ["dynamics", "--degrees", "0.5", "--max-epochs", "2", "--train-subset", "300", "--test-subset", "100",
@@ -126,6 +128,7 @@ def test_paper_setting_1_edits_the_initialisation(run):
     assert set(table.loc[table["probe"] == "edited", "epoch"]) == {0, 1}
 
 
+@pytest.mark.slow
 def test_cli_edit_then_continue_writes_its_table_and_plot(tmp_path):
     out = tmp_path / "run"
     argv = ["edit", "--degrees", "0.8", "--max-epochs", "2", "--train-subset", "300", "--test-subset", "100",

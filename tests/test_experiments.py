@@ -83,6 +83,7 @@ def test_probe_members_streams_layers_over_the_budget(digits, two_mlps):
     np.testing.assert_array_equal(merged["size_x"], merged["size_y"])
 
 
+@pytest.mark.slow
 def test_cli_probe_writes_a_run_directory(tmp_path, capsys):
     out = tmp_path / "probe"
     assert main(["probe", "--degrees", "0,0.5", "--seeds", "0,1", "--label-rule", "per_member",
@@ -134,6 +135,7 @@ def test_out_naming_an_existing_file_is_refused(tmp_path, capsys):
     assert "is an existing file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_run_stopped_by_max_epochs_is_not_called_memorised(tmp_path, capsys):
     assert main(["run", "--degrees", "0.8", "--max-epochs", "1", "--train-subset", "200", "--test-subset", "100",
                  "--out", str(tmp_path / "run"), "--quiet"]) == 0
@@ -187,6 +189,7 @@ def test_report_summary_and_plot(tmp_path):
     assert best_layer_markdown(table, "true").count("\n") == 1  # no rows: header only
 
 
+@pytest.mark.slow
 def test_run_trains_probes_and_resumes_without_reprobing(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["run", "--degrees", "0,0.8", "--max-epochs", "2", "--out", str(out), "--quiet", "--sensitivity", "1"]
@@ -321,6 +324,7 @@ def test_dynamics_comparison_puts_paper_2_beside_ours_at_the_epochs_both_hold(tm
     assert compare_dynamics(other).empty
 
 
+@pytest.mark.slow
 def test_a_rerun_with_other_probes_adds_only_the_missing_rows(tmp_path, capsys):
     out = tmp_path / "run"
     base = ["run", "--degrees", "0,0.8", "--max-epochs", "1", "--train-subset", "200", "--test-subset", "100",
@@ -362,6 +366,7 @@ def test_training_commands_refuse_a_run_the_planner_says_will_not_fit(tmp_path, 
     assert main(argv + ["--skip-memory-check"]) == 0
 
 
+@pytest.mark.slow
 def test_train_on_mnist_writes_the_running_stop_rule(mnist_dir, tmp_path):
     """`jaxmem train --dataset mnist` takes the MLP preset, whose stop rule is the authors' running accuracy."""
     out = tmp_path / "mnist"
@@ -372,6 +377,7 @@ def test_train_on_mnist_writes_the_running_stop_rule(mnist_dir, tmp_path):
     assert (train["stop_on"], train["optimizer"], train["batch_size"]) == ("running", "sgd", 32)
 
 
+@pytest.mark.slow
 def test_report_joins_one_run_directory_per_member_and_can_be_rebuilt_from_its_folder(tmp_path, capsys):
     table = synthetic_table()
     paths = []

@@ -54,6 +54,7 @@ def agreements(mnist_input_layer):
     return table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("p", DEGREES)
 def test_fast_agrees_with_exact_on_mnist_input_layer(agreements, p):
     rows = {n: agreements[p, n] for n in VARIANCES}
@@ -61,6 +62,7 @@ def test_fast_agrees_with_exact_on_mnist_input_layer(agreements, p):
     assert all(a >= THRESHOLD for a in rows.values()), f"fast vs exact agreement at p={p}: {rows}"
 
 
+@pytest.mark.slow
 def test_fast_agrees_with_exact_on_hidden_layers(mnist_dir, tmp_path):
     """fc1-fc4 of an MLP trained for one epoch (the paper preset) on the first 24000 MNIST images at p = 0.8,
     probed at n = 0.99 on its corrupted labels and scored on 2000 test images.

@@ -60,6 +60,7 @@ def run_dir(trained, tmp_path):
     ({"layers": ("fc1",)}, {"layers": ("fc1", "fc3")}),
     ({"probes": ("masc",)}, {"probes": ("masc", "ncm")}),
 ])
+@pytest.mark.slow
 def test_dynamics_rerun_adds_exactly_the_rows_of_a_wider_request(tiny, trained, run_dir, tmp_path, first, wider):
     import shutil
 
@@ -79,6 +80,7 @@ def test_dynamics_rerun_adds_exactly_the_rows_of_a_wider_request(tiny, trained, 
     same_rows(resumed, fresh)
 
 
+@pytest.mark.slow
 def test_cli_dynamics_rerun_with_true_subspaces_adds_them(tmp_path):
     argv = ["dynamics", *TINY, "--degrees", "0.8", "--probes", "masc", "--checkpoint-epochs", "0,4"]
     assert main([*argv, "--subspaces", "corrupted", "--out", str(tmp_path / "d")]) == 0
@@ -89,6 +91,7 @@ def test_cli_dynamics_rerun_with_true_subspaces_adds_them(tmp_path):
     same_rows(resumed, fresh)
 
 
+@pytest.mark.slow
 def test_edit_rows_carry_their_bias_and_each_setting_is_computed_once(tiny, run_dir):
     dataset, members, spec = tiny
     _, zero = edit_at_stop(dataset, members, spec, run_dir)
@@ -100,6 +103,7 @@ def test_edit_rows_carry_their_bias_and_each_setting_is_computed_once(tiny, run_
     assert pd.DataFrame(again)[KEY].equals(pd.DataFrame(kept)[KEY])
 
 
+@pytest.mark.slow
 def test_relabel_keeps_its_settings_adds_subspace_kinds_and_refuses_changed_ones(tiny, trained, run_dir, tmp_path):
     import shutil
 
@@ -118,6 +122,7 @@ def test_relabel_keeps_its_settings_adds_subspace_kinds_and_refuses_changed_ones
     same_rows(read_rows(run_dir / "relabel.csv"), fresh)  # a refused call leaves the table as it was
 
 
+@pytest.mark.slow
 def test_edit_then_continue_table_survives_an_interrupted_write(tiny, run_dir, monkeypatch):
     dataset, members, spec = tiny
     first = edit_then_continue(dataset, members, spec, run_dir, edit_epoch=0, until_epoch=1, progress=False)
@@ -134,6 +139,7 @@ def test_edit_then_continue_table_survives_an_interrupted_write(tiny, run_dir, m
     assert (run_dir / "edit_continue_0.csv").read_bytes() == written and len(first)
 
 
+@pytest.mark.slow
 def test_a_fragment_left_in_a_finished_run_is_cut_by_the_next_writer(tmp_path):
     out = tmp_path / "run"
     argv = ["train", *TINY, "--degrees", "0.8", "--out", str(out)]
@@ -174,6 +180,7 @@ def test_a_second_writer_stops_in_one_line_naming_the_holder(tmp_path, capsys):
         assert (out / LOCK_FILE).read_text().startswith(f"pid {os.getpid()} ")
 
 
+@pytest.mark.slow
 def test_two_train_processes_on_one_directory_write_each_row_once(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "jaxmem.cli", "train", *TINY, "--degrees", "0.8,0.4", "--max-epochs", "6",

@@ -108,6 +108,7 @@ def test_relabel_rows_shares_and_early_stopping(trained):
     assert set(tuned[tuned["split"] == "train"]["scored_against"]) == {"relabelled"}
 
 
+@pytest.mark.slow
 def test_cli_relabel_and_its_report_section(tmp_path, capsys):
     from jaxmem.cli import main
     from jaxmem.report import relabel_summary

@@ -19,6 +19,7 @@ def test_cells_and_overrides():
     assert cell_spec(Cell("mnist", "mlp"), {"learning_rate": {"mlp": 0.02}}).learning_rate == 0.02
 
 
+@pytest.mark.slow
 def test_sweep_resumes_after_a_failed_cell_without_recomputing_finished_ones(tmp_path, monkeypatch):
     cells = [Cell("digits", "mlp"), Cell("digits", "cnn")]
     load = lambda name: subset(load_dataset(name), 200, 100)
@@ -51,6 +52,7 @@ def test_sweep_resumes_after_a_failed_cell_without_recomputing_finished_ones(tmp
     assert calls == ["mlp", "cnn", "cnn"] and (tmp_path / "results.csv").read_text() == before
 
 
+@pytest.mark.slow
 def test_cli_sweep_dry_run_and_run(tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["sweep", "--datasets", "digits", "--degrees", "0,0.8", "--max-epochs", "2", "--out", str(out),
@@ -80,6 +82,7 @@ def test_every_paper_script_plans_its_sweep(tmp_path):
         assert "18 members" in done.stdout and "new" in done.stdout
 
 
+@pytest.mark.slow
 def test_shards_together_give_the_unsharded_sweep(tmp_path):
     cells = [Cell("digits", "mlp"), Cell("digits", "cnn")]
     load = lambda name: subset(load_dataset(name), 200, 100)
