@@ -117,6 +117,7 @@ def test_bad_files_get_one_clear_line(tmp_path, capsys, case, message):
     assert message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_mnist_input_layer_npz_reproduces_probe_dataset(mnist_dir, tmp_path):
     mnist = load_dataset("mnist", mnist_dir, "files")
     x_train = normalize("mnist", mnist.x_train).reshape(len(mnist.x_train), -1)

@@ -94,6 +94,7 @@ def test_rejects_an_unknown_model(train_bench, capsys):
     assert "'mlp,resnet'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_probing_bench_tiny_writes_its_ratios(tmp_path):
     bench = _load("probing_bench")
     out = tmp_path / "probing.json"
@@ -106,6 +107,7 @@ def test_probing_bench_tiny_writes_its_ratios(tmp_path):
     assert list(results["per_layer"]) == ["fc1"]
 
 
+@pytest.mark.slow
 def test_probing_bench_resumes_layer_by_layer(tmp_path, capsys):
     """--resume keeps the layers --json holds and times only the others; another workload is refused (exit 2)."""
     bench = _load("probing_bench")

@@ -50,6 +50,7 @@ def test_input_probe_rows_match_a_direct_fit(digits):
         assert mine.loc[("test", "true"), "size"] == pytest.approx(float(masc.mean_components(probe)))
 
 
+@pytest.mark.slow
 def test_streamed_and_in_memory_probing_agree(digits, two_mlps):
     model, variables = two_mlps
     x = normalize("digits", digits.x_train)
@@ -68,6 +69,7 @@ def test_streamed_and_in_memory_probing_agree(digits, two_mlps):
         assert agreement >= 0.995  # model activations are float32; near-ties may flip
 
 
+@pytest.mark.slow
 def test_probe_members_streams_layers_over_the_budget(digits, two_mlps):
     model, variables = two_mlps
     members = [MemberSpec("digits", "mlp", p, 0) for p in (0.0, 0.5)]

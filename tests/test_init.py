@@ -164,6 +164,7 @@ def _leaf_count(model, input_shape) -> int:
     return len(jax.tree.leaves(variables))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, classes, shape", MODELS, ids=[m[0] for m in MODELS])
 def test_torch_init_matches_pytorch_layer_by_layer(name, classes, shape):
     model = get_model(name, classes, init="torch")

@@ -219,6 +219,7 @@ def test_bad_input_is_reported_clearly():
     assert check_variance(1.0) == 1 and isinstance(check_variance(1.0), int)
 
 
+@pytest.mark.slow
 def test_mnist_input_layer_figures(mnist_dir):
     """(check) SPEC §4: input-layer MASC on MNIST, n = 0.99, reference corruption."""
     from jaxmem.data import corrupt_labels, load_dataset, normalize

@@ -65,6 +65,7 @@ def test_cli_sweep_dry_run_and_run(tmp_path, capsys):
     assert main([*argv, "--dry-run"]) == 0 and "done" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_every_paper_script_plans_its_sweep(tmp_path):
     """scripts/*.sh: one per paper setting, each a valid sweep (checked with --dry-run: no data needed)."""
     import os

@@ -390,6 +390,7 @@ def test_every_preset_stops_on_the_running_accuracy():
     assert {pair: preset().stop_on for pair, preset in PRESETS.items()} == {pair: "running" for pair in PRESETS}
 
 
+@pytest.mark.slow
 def test_a_run_resumes_under_another_stop_rule(digits, spec, tmp_path):
     """The stop rule and the cap only decide where a trajectory ends: a run started under one continues under the
     other, epoch for epoch as a run made under the new rule throughout, and config.json keeps both."""
