@@ -174,8 +174,9 @@ ARGUMENTS = {  # flag -> argparse keywords, one meaning in every command; a comm
     "--seed": dict(type=int, default=0, help="jaxmem's initialisation seed"),
 }
 DATA = ("--labels", "--data-dir", "--source", "--train-subset", "--test-subset")
-SPEC = ("--order", "--max-epochs", "--learning-rate", "--batch-size", "--dropout", "--init", "--stop-on")  # TrainSpec
-TRAINING = ("--dataset", *DATA, "--model", "--degrees", "--seeds", "--label-rule", *SPEC, "--checkpoint-epochs",
+# the TrainSpec fields a command may override
+TRAIN_FLAGS = ("--order", "--max-epochs", "--learning-rate", "--batch-size", "--dropout", "--init", "--stop-on")
+TRAINING = ("--dataset", *DATA, "--model", "--degrees", "--seeds", "--label-rule", *TRAIN_FLAGS, "--checkpoint-epochs",
             "--out", "--no-resume", "--skip-memory-check", "--quiet")
 DISTRIBUTED = ("--distributed", "--coordinator-address", "--num-processes", "--process-id")
 PROBING = ("--probes", "--variance", "--sensitivity", "--precision", "--memory-budget-gib", "--clean-subspaces",
@@ -213,8 +214,8 @@ def training(args):
 
 
 def spec_overrides(args) -> dict:
-    """``{TrainSpec field: value or {model or "*": value}}`` of the flags in :data:`SPEC`."""
-    return {dest: getattr(args, dest) for dest in (flag[2:].replace("-", "_") for flag in SPEC)}
+    """``{TrainSpec field: value or {model or "*": value}}`` of the flags in :data:`TRAIN_FLAGS`."""
+    return {dest: getattr(args, dest) for dest in (flag[2:].replace("-", "_") for flag in TRAIN_FLAGS)}
 
 
 def fit(run, args, mesh=None):
@@ -332,7 +333,7 @@ def cmd_run(args) -> None:
 
 
 @command("a resumable grid: datasets × models × degrees × seeds into one results table",
-         ("--datasets", "--models", *DATA, "--degrees", "--seeds", "--label-rule", *SPEC, *PROBING, "--relabel",
+         ("--datasets", "--models", *DATA, "--degrees", "--seeds", "--label-rule", *TRAIN_FLAGS, *PROBING, "--relabel",
           *FINE_TUNING, "--out", "--dry-run", "--shard", "--quiet", *DISTRIBUTED),
          datasets="digits", models="paper", degrees="0,0.4,0.8", out=Path("runs/sweep"))
 def cmd_sweep(args) -> None:
