@@ -155,7 +155,9 @@ ARGUMENTS = {  # flag -> argparse keywords, one meaning in every command; a comm
     "--finetune-epochs": dict(type=int, default=30, help="at most this many fine-tuning epochs"),
     "--patience": dict(type=int, default=3, help="fine-tuning's early-stopping patience (epochs)"),
     "--split-seed": dict(type=int, default=2345, help="seed of the 80/20 test split"),
-    "--dry-run": dict(action="store_true", help="print the cells and their settings, run nothing"),
+    "--dry-run": dict(action="store_true", help="print the runs and the state of each stage, run nothing"),
+    "--config": dict(type=Path, help="a grid file (TOML or JSON: configs/) naming the runs, their stages and "
+                                     "settings; the other grid flags then stay unset"),
     "--shard": dict(type=parse_shard, help="K/N: run every N-th cell from the K-th (0 <= K < N), e.g. one job of "
                                            "a job array (docs/scaling.md)"),
     "--keep-bias": dict(action="store_true", help="keep the last layer's bias (default: zero)"),
@@ -333,14 +335,17 @@ def cmd_run(args) -> None:
 
 
 @command("a resumable grid: datasets × models × degrees × seeds into one results table",
-         ("--datasets", "--models", *DATA, "--degrees", "--seeds", "--label-rule", *TRAIN_FLAGS, *PROBING, "--relabel",
-          *FINE_TUNING, "--out", "--dry-run", "--shard", "--quiet", *DISTRIBUTED),
+         ("--config", "--datasets", "--models", *DATA, "--degrees", "--seeds", "--label-rule", *TRAIN_FLAGS, *PROBING,
+          "--relabel", *FINE_TUNING, "--out", "--dry-run", "--shard", "--quiet", *DISTRIBUTED),
          datasets="digits", models="paper", degrees="0,0.4,0.8", out=Path("runs/sweep"))
 def cmd_sweep(args) -> None:
     """Run the main job (train to memorisation, probe every layer) for every (dataset, model) cell, degrees ×
     seeds as members of one program, in OUT/<dataset>-<model>/; finished cells are skipped, an interrupted one
     resumes. OUT/results.csv (and OUT/relabel.csv) combines the finished cells; then run 'jaxmem report
-    OUT/results.csv'."""
+    OUT/results.csv'. With --config the grid, its stages and settings come from a grid file (default OUT: the
+    file's)."""
+    if args.config is not None:
+        return sweep_config(args)
     from jaxmem.experiments.sweep import cell_spec, cell_status, run_sweep, shard_cells, sweep_cells
     from jaxmem.report import sweep_plan_text, write_summary
     from jaxmem.train.rundir import is_writer
@@ -357,6 +362,33 @@ def cmd_sweep(args) -> None:
     if is_writer():
         print(f"results: {args.out / 'results.csv'}; summary: {write_summary(table, args.out)}; "
               f"report: jaxmem report {args.out / 'results.csv'}")
+
+
+def sweep_config(args) -> None:
+    """``jaxmem sweep --config FILE``: the grid of a file (:mod:`jaxmem.runner`); flags that the file sets are
+    refused."""
+    from jaxmem.runner import grid_runs, grid_text, read_grid, run_grid, run_states, shard_runs
+
+    defaults = vars(build_parser().parse_args(["sweep"]))
+    kept = {"config", "out", "dry_run", "shard", "quiet", "data_dir", "source", "run", "command"}
+    given = [name for name, value in vars(args).items() if name not in kept and value != defaults.get(name)]
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')} is set by the grid file {args.config}; leave it out")
+    grid = read_grid(args.config)
+    out = args.out if args.out != defaults["out"] else Path(grid.out)
+    runs = shard_runs(grid_runs(grid), args.shard)
+    if args.dry_run:
+        print(grid_text(grid, runs, [run_states(grid, run, out) for run in runs], out))
+        return
+    load = functools.partial(_grid_loader, data_dir=args.data_dir, source=args.source)
+    states = run_grid(grid, load, out=out, shard=args.shard, progress=not args.quiet)
+    print(grid_text(grid, runs, states, out))
+
+
+def _grid_loader(name: str, data_dir=None, source="auto", **data):
+    from jaxmem.presets import load_data
+
+    return load_data(name, data_dir, data.pop("source", source), **data)
 
 
 @command("train keeping parameters on the paper-2 epoch schedule, then probe every layer at every kept epoch",

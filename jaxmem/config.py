@@ -220,6 +220,129 @@ class MemberSpec:
             raise ValueError(f"label_rule must be one of {(*LABEL_RULES, GIVEN_LABELS)}, got {self.label_rule!r}")
 
 
+# ----------------------------------------------------------------------------------------------- stage specs
+# The settings of the stages after training (jaxmem.runner); each validates its values on construction.
+
+REFERENCE_SPLIT_SEED = 2345  # the authors' random_state of the 80/20 test split (relabel, labels)
+SUBSPACE_LABELS = ("corrupted", "true")  # the labels that group a layer's features into class subspaces
+
+
+def _names(owner: str, field: str, value) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (tuple, list)):
+        raise ValueError(f"{owner}.{field} must be a list of names, got {value!r}")
+    return tuple(value)
+
+
+def _checked(spec, *, probes: bool = False, kinds: bool = False) -> None:
+    """Normalise and validate the fields a stage spec shares: probes, layers, subspaces, subspace_labels, variance."""
+    owner = type(spec).__name__
+    for field in ("probes", "layers", "subspaces"):
+        if hasattr(spec, field):
+            object.__setattr__(spec, field, _names(owner, field, getattr(spec, field)))
+    if probes:
+        object.__setattr__(spec, "probes", check_probe_names(spec.probes))
+    if kinds:
+        unknown = [kind for kind in spec.subspaces if kind not in SUBSPACE_LABELS]
+        if unknown or not spec.subspaces:
+            raise ValueError(f"{owner}.subspaces must be some of {SUBSPACE_LABELS}, got {list(spec.subspaces)}")
+    if getattr(spec, "subspace_labels", "corrupted") not in SUBSPACE_LABELS:
+        raise ValueError(f"{owner}.subspace_labels must be one of {SUBSPACE_LABELS}, got {spec.subspace_labels!r}")
+    if hasattr(spec, "variance"):
+        object.__setattr__(spec, "variance", check_variance(spec.variance))
+    for field in ("max_epochs", "patience", "folds", "repeats", "finetune_epochs"):
+        if hasattr(spec, field) and not (isinstance(getattr(spec, field), int) and getattr(spec, field) >= 1):
+            raise ValueError(f"{owner}.{field} must be an integer >= 1, got {getattr(spec, field)!r}")
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """The last-layer edit at each member's stop."""
+
+    keep_bias: bool = False
+    subspace_labels: str = "corrupted"
+
+    def __post_init__(self):
+        _checked(self)
+
+
+@dataclass(frozen=True)
+class DynamicsSpec:
+    """Probes at every kept epoch of a run (layers: empty = the layers training changes)."""
+
+    probes: tuple[str, ...] = ("masc", "linear")
+    variance: float | int = 0.99
+    subspaces: tuple[str, ...] = ("corrupted",)
+    layers: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        _checked(self, probes=True, kinds=True)
+
+    def probing(self) -> ProbeSpec:
+        return ProbeSpec(probes=self.probes, variance=self.variance, subspaces=self.subspaces)
+
+
+@dataclass(frozen=True)
+class EditContinueSpec:
+    """Edit the last layer at a kept epoch (0: the initialisation), then train on to ``until_epoch``."""
+
+    edit_epoch: int = 40
+    until_epoch: int = 100
+    keep_bias: bool = False
+
+    def __post_init__(self):
+        if not 0 <= self.edit_epoch < self.until_epoch:
+            raise ValueError(f"EditContinueSpec needs 0 <= edit_epoch < until_epoch, got {self.edit_epoch} and "
+                             f"{self.until_epoch}")
+
+
+@dataclass(frozen=True)
+class RelabelSpec:
+    """Relabel the training set with the best layer's MASC predictions and fine-tune (layers: empty = all)."""
+
+    subspaces: tuple[str, ...] = ("corrupted", "true")
+    layers: tuple[str, ...] = ()
+    max_epochs: int = 30
+    patience: int = 3
+    split_seed: int = REFERENCE_SPLIT_SEED
+    variance: float | int = 0.99
+
+    def __post_init__(self):
+        _checked(self, kinds=True)
+
+
+@dataclass(frozen=True)
+class LabelsSpec:
+    """Which training labels are wrong, by the model, each probe and cleanlab (layers: empty = all)."""
+
+    probes: tuple[str, ...] = PROBE_NAMES
+    layers: tuple[str, ...] = ()
+    folds: int = 5
+    split_seed: int = REFERENCE_SPLIT_SEED
+    variance: float | int = 0.99
+    fine_tune: bool = False
+    finetune_epochs: int = 30
+    patience: int = 3
+
+    def __post_init__(self):
+        _checked(self, probes=True)
+        if self.folds < 2:
+            raise ValueError(f"LabelsSpec.folds must be >= 2, got {self.folds}")
+
+
+@dataclass(frozen=True)
+class CostSpec:
+    """Wall time and FLOPs of fitting and scoring each probe on each layer (layers: empty = all)."""
+
+    probes: tuple[str, ...] = PROBE_NAMES
+    layers: tuple[str, ...] = ()
+    repeats: int = 3
+    subspace_labels: str = "corrupted"
+    variance: float | int = 0.99
+
+    def __post_init__(self):
+        _checked(self, probes=True)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Presets: one function per (dataset, model), the papers' settings (docs/methods.md#training), PyTorch initialisers.
 # Every preset stops on the running accuracy, as the authors' trainers do (their MLP trainer included); a full pass

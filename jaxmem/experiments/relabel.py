@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmem.config import MemberSpec, TrainSpec
+from jaxmem.config import REFERENCE_SPLIT_SEED, MemberSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.experiments.dynamics import concat_members, fresh_states
 from jaxmem.experiments.probing import fit_and_score, subspace_grouping
@@ -41,9 +41,6 @@ from jaxmem.train.loop import EpochEnd, Progress, device_data, split_member_keys
 from jaxmem.train.step import make_optimizer
 
 RELABEL_FILE = "relabel.csv"
-
-
-REFERENCE_SPLIT_SEED = 2345  # the authors' random_state
 
 
 def split_test(num_test: int, seed: int = REFERENCE_SPLIT_SEED,
