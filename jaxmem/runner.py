@@ -206,6 +206,10 @@ def grid_from_dict(table: Mapping, where: str = "the grid") -> Grid:
             preset_spec(dataset, model, train)
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: [train] for {dataset} × {model}: {error}") from None
+    try:
+        grid_runs(grid)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
     return grid
 
 
@@ -382,6 +386,10 @@ def _stage_state(stage: str, grid: Grid, run: Run, where: Path, table, stops: di
     raise ValueError(f"unknown stage {stage!r}")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _span(epochs: Sequence[int]) -> str:
     return f"{epochs[0]}–{epochs[-1]}" if len(epochs) > 1 else str(epochs[0])
 
@@ -418,7 +426,7 @@ def grid_text(grid: Grid, runs: Sequence[Run], states: Sequence[dict[str, str]],
     lines = [f"{len(runs)} runs in {out} (layout {grid.layout})"]
     for run, state in zip(runs, states):
         members = ", ".join(f"p = {m.degree:g} seed {m.seed}" for m in run.members)
-        lines.append(f"{run.name}: {run.dataset} × {run.model}, {len(run.members)} member{"s" * (len(run.members) > 1)} ({members})")
+        lines.append(f"{run.name}: {run.dataset} × {run.model}, {_count(len(run.members), 'member')} ({members})")
         lines += [f"    {stage:<14} {state[stage]}" for stage in run.stages]
     return "\n".join(lines)
 

@@ -1,0 +1,98 @@
+"""Grid files and the runner: a mistake in a file is one line naming its place, what is done is read from the
+tables alone, and a grid interrupted, moved and resumed gives the tables of one run whole."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxmem.cli import main
+from jaxmem.runner import DONE, STAGES, grid_from_dict, grid_runs, read_grid, run_states
+
+ROOT = Path(__file__).parents[1]
+BASE = {"datasets": ["digits"], "groups": [{"degrees": [0.8], "seeds": [0]}]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"datasets": []}, "datasets must be a non-empty list"),
+    ({"dataset": ["digits"]}, "unknown setting 'dataset'"),
+    ({"groups": []}, "groups must be a non-empty list"),
+    ({"groups": [{"degrees": [1.5]}]}, r"groups\[1\].degrees must lie in \[0, 1\]"),
+    ({"groups": [{"degrees": [0.8], "stages": ["train", "probes"]}]}, "unknown stage 'probes'"),
+    ({"groups": [{"degrees": [0.8], "seed": [0]}]}, r"groups\[1\]: unknown setting 'seed'"),
+    ({"groups": [{"degrees": [0.8], "seeds": [0.5]}]}, "seeds must be a non-empty list of int"),
+    ({"groups": [{"degrees": [0.8]}, {"degrees": [0.8]}], "layout": "member"}, "run digits-mlp/p0.8-s0 twice"),
+    ({"layout": "cells"}, "layout must be one of"),
+    ({"label_rule": "random"}, "label_rule must be one of"),
+    ({"models": ["mlp", "vgg"]}, "unknown model 'vgg'"),
+    ({"train": {"learning_rat": 0.1}}, r"\[train\]: unknown setting 'learning_rat'"),
+    ({"train": {"learning_rate": -1}}, r"\[train\] for digits × mlp: learning_rate must be > 0"),
+    ({"train": {"checkpoint_epochs": "paper"}}, r"checkpoint_epochs must be a non-empty list of int"),
+    ({"probe": {"variance": 1.5}}, r"\[probe\]: variance must be"),
+    ({"probe": {"probes": ["masc", "svm"]}}, r"\[probe\]: unknown probes"),
+    ({"dynamics": {"subspaces": ["noisy"]}}, r"\[dynamics\]: DynamicsSpec.subspaces"),
+    ({"edit": {"subspace_labels": "given"}}, r"\[edit\]: EditSpec.subspace_labels"),
+    ({"edit_continue": {"edit_epoch": 10, "until_epoch": 5}}, r"\[edit_continue\]: EditContinueSpec needs"),
+    ({"relabel": {"patience": 0}}, r"\[relabel\]: RelabelSpec.patience must be"),
+    ({"labels": {"folds": 1}}, r"\[labels\]: LabelsSpec.folds must be >= 2"),
+    ({"cost": {"repeat": 3}}, r"\[cost\]: unknown setting 'repeat'"),
+    ({"data": {"train_subst": 10}}, r"\[data\]: unknown setting 'train_subst'"),
+    ({"report": {"title": "x"}}, r"\[report\] needs its 'out'"),
+])
+def test_a_grid_file_mistake_is_one_line_naming_its_place(change, message):
+    with pytest.raises(ValueError, match=message) as raised:
+        grid_from_dict({**BASE, **change}, "g.toml")
+    assert str(raised.value).startswith("g.toml") and "\n" not in str(raised.value)
+
+
+def test_the_cli_refuses_a_bad_grid_file_or_a_flag_the_file_sets_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("datasets = [digits]\n")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(BASE))
+    for argv, message in [(["--config", str(bad)], "bad.toml: not valid TOML"),
+                          (["--config", str(tmp_path / "none.toml")], "no grid file"),
+                          (["--config", str(good), "--degrees", "0.4"], "--degrees is set by the grid file")]:
+        assert main(["sweep", *argv, "--dry-run"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert message in error and "\n" not in error
+
+
+def test_layouts_name_one_run_per_cell_or_per_member():
+    grid = grid_from_dict({**BASE, "models": ["mlp", "cnn"], "groups": [{"degrees": [0, 0.8], "seeds": [0, 1]}]})
+    assert [(run.name, len(run.members)) for run in grid_runs(grid)] == [("digits-mlp", 4), ("digits-cnn", 4)]
+    grid = grid_from_dict({**BASE, "layout": "member", "groups": [
+        {"degrees": [0.8], "seeds": [0], "stages": ["probe", "labels"]}, {"degrees": [0, 1], "seeds": [2]}]})
+    runs = grid_runs(grid)
+    assert [run.name for run in runs] == ["digits-mlp/p0.8-s0", "digits-mlp/p0-s2", "digits-mlp/p1-s2"]
+    assert runs[0].stages == ("train", "probe", "labels") and runs[1].stages == ("train", "probe")
+    assert grid_from_dict(grid.as_dict()) == grid  # what OUT/grid.json holds reads back as the same grid
+
+
+def test_every_paper_config_plans_its_runs(tmp_path):
+    """configs/: one file per paper setting (18 members each, nothing trained yet in an empty OUT)."""
+    configs = sorted(path for path in (ROOT / "configs").glob("*.toml") if not path.stem.endswith("grid"))
+    assert len(configs) == 8
+    for path in configs:
+        grid = read_grid(path)
+        (run,) = grid_runs(grid)
+        assert len(run.members) == 18 and "relabel" in run.stages
+        assert run_states(grid, run, tmp_path)["train"] == "not trained"
+
+
+def test_the_mlp_mnist_grid_reports_its_committed_members_done(monkeypatch, capsys):
+    """The full-scale grid on the committed member tables (docs/paper-mnist-mlp/grid): every stage of p = 0.8,
+    0 and 0.4 (seed 0) done or not needed, from their tables alone."""
+    monkeypatch.chdir(ROOT)
+    grid = read_grid("configs/mlp_mnist_grid.toml")
+    states = {run.name: run_states(grid, run, "runs/no-such-grid") for run in grid_runs(grid)}
+    for name in ("p0.8-s0", "p0-s0", "p0.4-s0"):
+        assert all(state in DONE for state in states[f"mnist-mlp/{name}"].values()), states[f"mnist-mlp/{name}"]
+    assert states["mnist-mlp/p0.8-s0"].keys() == set(STAGES) - {"cost"}
+    assert states["mnist-mlp/p0.8-s1"]["train"] == "not trained"
+    assert main(["sweep", "--config", "configs/mlp_mnist_grid.toml", "--out", "runs/no-such-grid", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "8 runs" in printed and "edit_continue  done" in printed
