@@ -511,15 +511,28 @@ def run_stages(grid: Grid, run: Run, dataset: Dataset, run_dir: str | Path, *, p
 
 def commit_run(run_dir: str | Path, dest: str | Path) -> Path:
     """Copy a finished run's tables, pages and plots (:data:`COMPLETED_FILES`, no parameters) into ``dest``,
-    replacing what was there; written beside it and renamed, so a kill never leaves half a copy."""
+    replacing what was there: its results table up to its last finished append, with every row of its side table
+    of kept epochs probed during training (``dynamics.csv``) that it lacks. Written beside ``dest`` and renamed,
+    so a kill never leaves half a copy. ``ValueError`` for a run without its results table."""
+    from jaxmem.results import COMMIT_SUFFIX, append_missing, intact_size
+
     run_dir, dest = Path(run_dir), Path(dest)
+    table = run_dir / "results.csv"
+    if not table.exists():
+        raise ValueError(f"{run_dir} has no results.csv: not a trained run")
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     for pattern in COMPLETED_FILES:
         for path in run_dir.glob(pattern):
-            shutil.copy2(path, staging / path.name)
+            if path != table:
+                shutil.copy2(path, staging / path.name)
+    with table.open("rb") as f:
+        (staging / table.name).write_bytes(f.read(intact_size(table)[0]))
+    if (run_dir / "dynamics.csv").exists():
+        append_missing(staging / table.name, run_dir / "dynamics.csv")
+        (staging / (table.name + COMMIT_SUFFIX)).unlink(missing_ok=True)
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
     return dest

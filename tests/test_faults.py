@@ -310,19 +310,21 @@ def _row(epoch, probe, accuracy):
     return {**{name: "x" for name in results.COLUMNS}, "epoch": epoch, "probe": probe, "accuracy": accuracy}
 
 
-def test_grid_commit_joins_side_probed_dynamics_rows_once(tmp_path):
-    """scripts/experiments/grid_commit.sh: the member's table up to its last finished append, plus every row of
-    dynamics.csv it lacks (a row in both appears once); a run without summary.md is refused in one line."""
+def test_a_completed_copy_joins_side_probed_dynamics_rows_once(tmp_path):
+    """commit_run (the runner's copy of a finished run): the run's table up to its last finished append, plus every
+    row of dynamics.csv it lacks (a row in both appears once), with its pages but no parameters."""
+    from jaxmem.runner import commit_run
+
     run, dest = tmp_path / "run", tmp_path / "dest"
+    with pytest.raises(ValueError, match="no results.csv"):
+        commit_run(run, dest)
     results.append_rows(run / RESULTS_FILE, [_row(0, "masc", 0.5), _row(240, "masc", 0.25)])
     with (run / RESULTS_FILE).open("a") as f:
         f.write("0,mnist,cut")  # an append cut mid-line
     results.append_rows(run / "dynamics.csv", [_row(0, "masc", 0.5), _row(1, "masc", 0.125)])
-    script = ROOT / "scripts" / "experiments" / "grid_commit.sh"
-    refused = subprocess.run(["bash", str(script), str(run), str(dest)], capture_output=True, text=True)
-    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     (run / "summary.md").write_text("| summary |\n")
-    subprocess.run(["bash", str(script), str(run), str(dest)], check=True, capture_output=True)
+    (run / CHECKPOINT_DIR).mkdir()
+    commit_run(run, dest)
     table = results.read_rows(dest / RESULTS_FILE)
     assert list(zip(table.epoch, table.probe, table.accuracy)) == [(0, "masc", 0.5), (240, "masc", 0.25),
                                                                     (1, "masc", 0.125)]
@@ -330,7 +332,7 @@ def test_grid_commit_joins_side_probed_dynamics_rows_once(tmp_path):
 
 
 def test_side_probed_rows_join_the_run_table_once(tmp_path):
-    """append_missing (scripts/probe_saved_epochs.py --join before the grid's dynamics step): the rows of the side
+    """append_missing (the dynamics stage joins the kept epochs probed during training): the rows of the side
     table that the run's table lacks are appended once, after an unfinished append is dropped; a table with other
     columns is refused."""
     run, side = tmp_path / RESULTS_FILE, tmp_path / "dynamics.csv"
@@ -338,11 +340,7 @@ def test_side_probed_rows_join_the_run_table_once(tmp_path):
     with run.open("a") as f:
         f.write("0,mnist,cut")  # an append cut short
     results.append_rows(side, [_row(0, "masc", 0.5), _row(5, "masc", 0.125), _row(5, "linear", 0.75)])
-    script = ROOT / "scripts" / "probe_saved_epochs.py"
-    for expected in (2, 0):
-        done = subprocess.run([sys.executable, str(script), str(tmp_path), str(side), "--join"], check=True,
-                              capture_output=True, text=True)
-        assert done.stdout.startswith(f"{expected} rows")
+    assert [results.append_missing(run, side) for _ in range(2)] == [2, 0]
     table = results.read_rows(run)
     assert list(zip(table.epoch, table.probe, table.accuracy)) == [(0, "masc", 0.5), (240, "masc", 0.25),
                                                                     (5, "masc", 0.125), (5, "linear", 0.75)]

@@ -1,4 +1,0 @@
-#!/usr/bin/env bash
-# Paper 1: CNN-CIFAR-10 (needs cifar-10-batches-py/).
-source "$(dirname "$0")/_paper.sh"
-paper_table cifar10 cnn "CNN on CIFAR-10 (paper 1)" "$@"
