@@ -30,9 +30,12 @@ def test_config_imports_no_other_jaxmem_module_even_when_validating():
     assert not [name for package in (*TRAINING_STACK, "jax") for name in _loaded(modules, package)]
 
 
-def test_report_loads_no_training_stack():
-    modules = _modules_after("import jaxmem.report")
-    assert not [name for package in TRAINING_STACK for name in _loaded(modules, package)]
+@pytest.mark.parametrize("module", ["jaxmem.report", "jaxmem.report.tables", "jaxmem.report.plots",
+                                    "jaxmem.report.comparison", "jaxmem.report.pages", "jaxmem.report.text"])
+def test_report_loads_no_training_stack(module):
+    modules = _modules_after(f"import {module}")
+    assert module in modules
+    assert not [name for package in (*TRAINING_STACK, "jax") for name in _loaded(modules, package)]
     assert not [name for package in ("jaxmem.models", "jaxmem.probes", "jaxmem.train")
                 for name in _loaded(modules, package)]
 
