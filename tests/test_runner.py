@@ -96,3 +96,78 @@ def test_the_mlp_mnist_grid_reports_its_committed_members_done(monkeypatch, caps
     assert main(["sweep", "--config", "configs/mlp_mnist_grid.toml", "--out", "runs/no-such-grid", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "8 runs" in printed and "edit_continue  done" in printed
+
+
+def _digits_grid(root: Path) -> dict:
+    """The full-scale grid's shape on 200 digits: every stage, snapshots and completed copies, a report."""
+    return {"datasets": ["digits"], "models": ["mlp"], "layout": "member", "out": str(root / "runs"),
+            "snapshots": str(root / "snapshots"), "completed": str(root / "completed"), "snapshot_minutes": 0,
+            "groups": [{"degrees": [0.8], "seeds": [0], "stages": list(STAGES)},
+                       {"degrees": [0], "seeds": [0], "stages": ["train", "probe", "dynamics"]}],
+            "data": {"train_subset": 200, "test_subset": 100},
+            "train": {"max_epochs": 5, "checkpoint_epochs": [0, 1, 2, 4]},
+            "probe": {"probes": ["ncm"], "clean_degrees": [0.8]},
+            "labels": {"probes": ["masc", "ncm"]},
+            "edit_continue": {"edit_epoch": 2, "until_epoch": 4},
+            "relabel": {"max_epochs": 2, "patience": 1},
+            "cost": {"probes": ["ncm"], "repeats": 1},
+            "report": {"out": str(root / "report")}}
+
+
+def _sweep(config: Path, fault: str | None = None, *extra: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "JAXMEM_FAULT"}
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's jaxmem, whichever one the venv installed
+    if fault:
+        env["JAXMEM_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "jaxmem.cli", "sweep", "--config", str(config), "--quiet", *extra],
+                          env=env, capture_output=True, text=True, timeout=1200)
+
+
+def _sorted(path: Path):
+    from jaxmem.results import read_rows
+
+    table = read_rows(path)
+    return table.sort_values(list(table.columns)).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_a_digits_grid_interrupted_moved_and_resumed_equals_an_uninterrupted_one(tmp_path):
+    """The grid killed in training, then killed while probing, then its run directories deleted (another machine)
+    and resumed from its snapshots: every completed table equals an uninterrupted grid's, cost's keys too."""
+    import pandas as pd
+
+    configs = {}
+    for name in ("whole", "moved"):
+        configs[name] = tmp_path / f"{name}.json"
+        configs[name].write_text(json.dumps(_digits_grid(tmp_path / name)))
+    done = _sweep(configs["whole"])
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    moved = tmp_path / "moved"
+    for fault in ("epoch@3", "probe"):
+        killed = _sweep(configs["moved"], fault)
+        assert killed.returncode == 137, killed.stderr[-2000:]
+    run = "digits-mlp/p0.8-s0"
+    assert (moved / "snapshots" / run / "checkpoints").is_dir() and (moved / "snapshots" / run / "dynamics.csv").exists()
+    shutil.rmtree(moved / "runs")  # the machine is gone; the snapshots (committed) are not
+    plan = _sweep(configs["moved"], None, "--dry-run")
+    assert f"resumes at epoch 5 from the snapshot {moved / 'snapshots' / run}" in plan.stdout
+    resumed = _sweep(configs["moved"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from the snapshot" in resumed.stdout
+
+    whole = tmp_path / "whole"
+    for name in ("digits-mlp/p0.8-s0", "digits-mlp/p0-s0"):
+        files = sorted(p.name for p in (whole / "completed" / name).iterdir())
+        assert files == sorted(p.name for p in (moved / "completed" / name).iterdir())
+        for table in ("results.csv", "labels.csv", "relabel.csv", "edit_continue_2.csv"):
+            if table in files:
+                pd.testing.assert_frame_equal(_sorted(whole / "completed" / name / table),
+                                              _sorted(moved / "completed" / name / table))
+    keys = lambda root: _sorted(root / "completed" / run / "cost.csv")[["layer", "probe"]]
+    pd.testing.assert_frame_equal(keys(whole), keys(moved))
+    assert {"labels.csv", "relabel.csv", "edit_continue_2.csv", "cost.csv"} <= {
+        p.name for p in (moved / "completed" / run).iterdir()}
+    assert not (moved / "snapshots" / run).exists() and (moved / "report" / "report.md").exists()
+    finished = _sweep(configs["moved"], None, "--dry-run").stdout
+    assert finished.count("done") == len(STAGES) + 3 and "missing" not in finished and "lost" not in finished
