@@ -461,11 +461,11 @@ def run_stages(grid: Grid, run: Run, dataset: Dataset, run_dir: str | Path, *, p
                                                 tuple(e for e in kept if "edit_continue" in stages
                                                       and e == grid.spec("edit_continue").edit_epoch))
     with hold(run_dir):
-        fit_members(dataset, members, spec, run_dir, checkpoint_epochs=kept, progress=progress,
-                    on_kept_epoch=probe_kept_epoch if "dynamics" in stages else None, carry=carry)
-        if "probe" in stages:
-            table = memorize.run_memorization(dataset, members, spec, run_dir, checkpoint_epochs=kept,
-                                              probing=grid.spec("probe"), progress=progress)
+        trained = fit_members(dataset, members, spec, run_dir, checkpoint_epochs=kept, progress=progress,
+                              on_kept_epoch=probe_kept_epoch if "dynamics" in stages else None, carry=carry)
+        if "probe" in stages:  # the trained state is handed on in memory
+            table = memorize.run_memorization(dataset, members, spec, run_dir, probing=grid.spec("probe"),
+                                              progress=progress, trained=trained)
             write_summary(table, run_dir)
             plot_layers(table, run_dir / "layers.png")
         if "edit" in stages:

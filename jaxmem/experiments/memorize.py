@@ -23,7 +23,7 @@ from jaxmem.models import get_model
 from jaxmem.models.resnet import with_bn_mode
 from jaxmem.probes.registry import select_probes
 from jaxmem.results import append_rows, final_model_rows, read_rows
-from jaxmem.train import fit_members, load_member_params
+from jaxmem.train import TrainResult, fit_members, load_member_params
 from jaxmem.train.rundir import barrier
 
 RESULTS_FILE = "results.csv"
@@ -42,6 +42,7 @@ def run_memorization(
     checkpoint_epochs: Sequence[int] = (),
     probing: ProbeSpec = ProbeSpec(),
     mesh=None,
+    trained: TrainResult | None = None,
 ):
     """Train, probe all layers of every member at its final epoch, and return the results table (DataFrame).
 
@@ -54,10 +55,13 @@ def run_memorization(
 
     With a ``mesh`` (:func:`jaxmem.sharding.member_mesh`, possibly over several processes) training and probing
     are split over its devices (:func:`jaxmem.experiments.distributed.probe_on_mesh`); process 0 writes.
+    ``trained``: the result of :func:`jaxmem.train.fit_members` for these members in ``out_dir`` when the caller
+    has just trained them; its parameters are probed as they are in memory instead of being trained and read back.
     """
     out_dir = Path(out_dir)
-    fit_members(dataset, members, spec, out_dir, max_epochs=max_epochs, resume=resume, progress=progress,
-                checkpoint_epochs=checkpoint_epochs, mesh=mesh)
+    if trained is None:
+        trained = fit_members(dataset, members, spec, out_dir, max_epochs=max_epochs, resume=resume,
+                              progress=progress, checkpoint_epochs=checkpoint_epochs, mesh=mesh)
     record_probing(out_dir, probing)
     table = read_rows(out_dir / RESULTS_FILE)
     final_epoch = final_model_rows(table).groupby("member")["epoch"].max().sort_index().to_numpy()
@@ -68,10 +72,11 @@ def run_memorization(
                           | {kind: clean for kind in clean_subspace_kinds(probing.clean_degrees)})
     if not plan:
         return table
-    params, batch_stats = load_member_params(out_dir)
     model = with_bn_mode(get_model(members[0].model, dataset.num_classes, init=spec.init,
                                    dropout=spec.dropout), probing.bn_mode)
-    variables = member_variables(params, batch_stats)
+    # on a mesh the state is split over processes: each reads the whole parameters back from the run directory
+    variables = member_variables(*(load_member_params(out_dir) if mesh is not None else
+                                   (trained.state.params, trained.state.batch_stats)))
 
     def probe(ids: Sequence[int], items=tuple(plan.items())) -> list[dict]:  # members ``ids`` (all, or a device's)
         rows = []
