@@ -441,3 +441,47 @@ def test_progress_shows_the_accuracy_the_stop_rule_watches_and_the_other_one():
                        "test": "0.4000", "active": 1}
     full = _progress_postfix(metrics, trained, active, 100, 50, "eval")
     assert (full["full pass min"], full["full pass mean"], full["running mean"]) == ("0.2000", "0.3000", "0.8000")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Long runs: a call at each kept epoch
+# ----------------------------------------------------------------------------------------------------------
+
+LONG_MEMBERS = MEMBERS[:2]
+LONG_RUN = dict(max_epochs=3, checkpoint_epochs=(0, 1, 2, 9), checkpoint_every=1, progress=False)
+
+
+class Interrupted(Exception):
+    """Stands for the process being stopped."""
+
+
+def _record_kept_epochs(out_dir, calls: list, stop_at: int | None = None):
+    """An ``on_kept_epoch`` noting each call and whether ``epochs/<e>`` existed then; raises at ``stop_at``."""
+    def on_kept_epoch(epoch: int) -> None:
+        calls.append((epoch, (out_dir / "epochs" / str(epoch)).is_dir()))
+        if epoch == stop_at:
+            raise Interrupted
+    return on_kept_epoch
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory, digits, spec):
+    """An uninterrupted run with kept epochs, and the kept epochs its ``on_kept_epoch`` saw."""
+    out, calls = tmp_path_factory.mktemp("long"), []
+    fit_members(digits, LONG_MEMBERS, spec, out, on_kept_epoch=_record_kept_epochs(out, calls), **LONG_RUN)
+    return out, calls
+
+
+def test_on_kept_epoch_sees_each_kept_epoch_once_saved_and_a_resume_only_those_after_its_checkpoint(
+        long_run, digits, spec, tmp_path):
+    straight, straight_calls = long_run
+    assert straight_calls == [(0, True), (1, True), (2, True)]  # epoch 9 is never reached
+    run, calls = tmp_path / "run", []
+    with pytest.raises(Interrupted):  # stopped inside the call at epoch 2, before epoch 2's checkpoint
+        fit_members(digits, LONG_MEMBERS, spec, run, on_kept_epoch=_record_kept_epochs(run, calls, stop_at=2),
+                    **LONG_RUN)
+    assert calls == [(0, True), (1, True), (2, True)]
+    calls.clear()
+    fit_members(digits, LONG_MEMBERS, spec, run, on_kept_epoch=_record_kept_epochs(run, calls), **LONG_RUN)
+    assert calls == [(2, True)]  # resumed from epoch 1: the cut call again, none before the checkpoint
+    assert (run / "results.csv").read_text() == (straight / "results.csv").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 from jaxmem import faults, sharding
 from jaxmem.config import MemberSpec, TrainSpec
 from jaxmem.data import Dataset, member_train_labels
-from jaxmem.manifest import holding
+from jaxmem.manifest import holding, is_writer
 from jaxmem.members import check_members
 from jaxmem.models import get_model
 from jaxmem.train.epoch import EVAL_BATCH_SIZE, device_data, init_members, make_eval_fn, split_member_keys
@@ -76,7 +76,7 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
                 progress: bool = True, checkpoint_every: int | None = None,
                 checkpoint_seconds: float | None = 60.0,
                 eval_batch_size: int = EVAL_BATCH_SIZE, member_chunk: int | None = None,
-                mesh: Mesh | None = None) -> TrainResult:
+                mesh: Mesh | None = None, on_kept_epoch: Callable[[int], None] | None = None) -> TrainResult:
     """Train all members of one (dataset, model) together until each memorises its labels, in a run
     directory: :func:`train_members` with a :class:`~jaxmem.train.rundir.RunDir` around it.
 
@@ -104,6 +104,12 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
         own ``M / n`` members; ``M`` must be a multiple of the device count; ``member_chunk`` must be None). The
         mesh may span several processes (:func:`jaxmem.sharding.initialize_distributed`): every process calls
         this with the same arguments, process 0 alone writes the files, and every process gets the results.
+      on_kept_epoch: ``on_kept_epoch(epoch)``, called in the writing process right after the parameters of a
+        kept epoch are saved under ``out_dir/epochs/<epoch>`` (epoch 0 included), e.g. to probe it at once
+        (:func:`jaxmem.experiments.dynamics.probe_saved_epochs` with ``epochs=[epoch]`` and a ``results_path``
+        of its own). It runs in the training process, between epochs (training waits for it), and before the
+        epoch's checkpoint: a resumed run calls it for the kept epochs after its checkpoint only, and repeats
+        a call an interruption cut short.
     """
     if mesh is not None and member_chunk is not None:
         raise ValueError(f"member_chunk={member_chunk} is for the single-device epoch; with a mesh each device "
@@ -137,6 +143,14 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
         state = init_members(model, tx, init_keys, data.x_train[:1])
     else:
         state, labels, train_keys, data = sharding.place_run(model, tx, mesh, labels, init_keys, train_keys, data)
+
+    def kept(epoch: int) -> None:
+        """Hand a kept epoch, once written, to ``on_kept_epoch``."""
+        if on_kept_epoch is not None:
+            run_dir.wait_until_saved()
+            if is_writer():
+                on_kept_epoch(epoch)
+
     restored = run_dir.restore_latest(state)
     restored_epoch = None
     if restored is not None:
@@ -150,6 +164,7 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
                                                                  num_train, num_test))
         if 0 in checkpoint_epochs:
             run_dir.save_epoch_params(0, state)
+            kept(0)
 
     if epoch < max_epochs and np.asarray(sharding.to_host(state.active)).any():
         run_dir.truncate_rows(rows_written)
@@ -163,6 +178,7 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
                                                        num_test))
         if end.epoch in checkpoint_epochs:
             run_dir.save_epoch_params(end.epoch, end.state)
+            kept(end.epoch)
         faults.maybe_fail("epoch")
         if (checkpoint_every and end.epoch % checkpoint_every == 0) or (
                 checkpoint_seconds is not None and _agreed_seconds_since(last_save) >= checkpoint_seconds):

@@ -246,11 +246,17 @@ class RunDir:
     def save_final_params(self, state: MemberState) -> None:
         self._params.save(self._absolute / FINAL_DIR, _member_params(state), force=True)
 
-    def close(self) -> None:
-        """Wait for the asynchronous writes, then for every process."""
+    def wait_until_saved(self) -> None:
+        """Wait for the asynchronous writes started so far (checkpoints, kept parameters) to be on disk."""
         for handle in (self._manager, self._params):
             if handle is not None:
                 handle.wait_until_finished()
+
+    def close(self) -> None:
+        """Wait for the asynchronous writes, then for every process."""
+        self.wait_until_saved()
+        for handle in (self._manager, self._params):
+            if handle is not None:
                 handle.close()
         barrier("jaxmem-rundir-closed")
 
