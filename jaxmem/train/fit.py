@@ -1,5 +1,6 @@
 """Fitting a run in its run directory: :func:`fit_members` composes :func:`jaxmem.train.loop.train_members` with
-a :class:`jaxmem.train.rundir.RunDir` (config check, tidy rows, Orbax checkpoints, resume) and a progress display.
+a :class:`jaxmem.train.rundir.RunDir` (config check, tidy rows, Orbax checkpoints, resume) and a progress display;
+for long runs, a call at each kept epoch and a resumable copy kept elsewhere (:class:`Carry`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from jaxmem.members import check_members
 from jaxmem.models import get_model
 from jaxmem.train.epoch import EVAL_BATCH_SIZE, device_data, init_members, make_eval_fn, split_member_keys
 from jaxmem.train.loop import EpochEnd, Progress, _progress_postfix, model_rows, train_members
-from jaxmem.train.rundir import RunDir, checkpoint_meta, history_from_meta, run_config, stack_metrics
+from jaxmem.train.rundir import (EPOCHS_DIR, RunDir, checkpoint_meta, history_from_meta, run_config, snapshot_run,
+                                 stack_metrics)
 from jaxmem.train.step import EvalMetrics, MemberState, make_optimizer
 
 
@@ -34,6 +36,16 @@ class TrainResult(NamedTuple):
     members: list[MemberSpec]
     num_train: int
     num_test: int
+
+
+class Carry(NamedTuple):
+    """Keep a resumable copy of a training run in ``dest`` (:func:`jaxmem.train.rundir.snapshot_run`), to carry
+    it to another machine: after a checkpoint once ``seconds`` have passed since the last copy, and at the end.
+    ``epochs``: kept epochs (of ``checkpoint_epochs``) that travel too, once they are kept."""
+
+    dest: Path
+    seconds: float = 600
+    epochs: tuple[int, ...] = ()
 
 
 def paper2_epoch_schedule(last_epoch: int = 500, *, dense_until: int = 20, sparse_step: int = 5) -> tuple[int, ...]:
@@ -58,8 +70,8 @@ def _agreed_seconds_since(start: float) -> float:
     return float(elapsed)
 
 
-def _check_fit_args(max_epochs: int, checkpoint_epochs: Iterable[int], checkpoint_every: int | None
-                    ) -> frozenset[int]:
+def _check_fit_args(max_epochs: int, checkpoint_epochs: Iterable[int], checkpoint_every: int | None,
+                    carry: Carry | None) -> frozenset[int]:
     if max_epochs < 0:
         raise ValueError(f"max_epochs must be >= 0, got {max_epochs}")
     if checkpoint_every is not None and checkpoint_every < 1:
@@ -67,6 +79,11 @@ def _check_fit_args(max_epochs: int, checkpoint_epochs: Iterable[int], checkpoin
     epochs = list(checkpoint_epochs)
     if any(not isinstance(e, (int, np.integer)) or e < 0 for e in epochs):
         raise ValueError(f"checkpoint_epochs must be non-negative integers, got {epochs}")
+    if carry is not None:
+        if carry.seconds < 0:
+            raise ValueError(f"carry.seconds must be >= 0, got {carry.seconds}")
+        if not set(carry.epochs) <= set(epochs):
+            raise ValueError(f"carry.epochs {sorted(set(carry.epochs) - set(epochs))} are not in checkpoint_epochs")
     return frozenset(int(e) for e in epochs)
 
 
@@ -76,7 +93,8 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
                 progress: bool = True, checkpoint_every: int | None = None,
                 checkpoint_seconds: float | None = 60.0,
                 eval_batch_size: int = EVAL_BATCH_SIZE, member_chunk: int | None = None,
-                mesh: Mesh | None = None, on_kept_epoch: Callable[[int], None] | None = None) -> TrainResult:
+                mesh: Mesh | None = None, on_kept_epoch: Callable[[int], None] | None = None,
+                carry: Carry | None = None) -> TrainResult:
     """Train all members of one (dataset, model) together until each memorises its labels, in a run
     directory: :func:`train_members` with a :class:`~jaxmem.train.rundir.RunDir` around it.
 
@@ -110,13 +128,15 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
         of its own). It runs in the training process, between epochs (training waits for it), and before the
         epoch's checkpoint: a resumed run calls it for the kept epochs after its checkpoint only, and repeats
         a call an interruption cut short.
+      carry: a :class:`Carry`: keep a resumable snapshot of the run in ``carry.dest`` (written by the writing
+        process after a checkpoint, at most every ``carry.seconds``, and at the end).
     """
     if mesh is not None and member_chunk is not None:
         raise ValueError(f"member_chunk={member_chunk} is for the single-device epoch; with a mesh each device "
                          f"vmaps all of its members, pass member_chunk=None")
     members = check_members(members)
     max_epochs = spec.max_epochs if max_epochs is None else max_epochs
-    checkpoint_epochs = _check_fit_args(max_epochs, checkpoint_epochs, checkpoint_every)
+    checkpoint_epochs = _check_fit_args(max_epochs, checkpoint_epochs, checkpoint_every, carry)
     num_train, num_test = int(dataset.y_train.shape[0]), int(dataset.y_test.shape[0])
     num_members = len(members)
     config = run_config(spec, members, dataset)
@@ -151,6 +171,14 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
             if is_writer():
                 on_kept_epoch(epoch)
 
+    def snapshot(epoch: int) -> None:
+        """The run (its writes finished) into ``carry.dest``, with the epochs of ``carry.epochs`` kept so far."""
+        nonlocal snapshot_epoch, last_snapshot
+        if is_writer():
+            kept_epochs = [e for e in carry.epochs if (run_dir.path / EPOCHS_DIR / str(e)).is_dir()]
+            snapshot_run(run_dir.path, carry.dest, epochs=kept_epochs)
+        snapshot_epoch, last_snapshot = epoch, time.monotonic()
+
     restored = run_dir.restore_latest(state)
     restored_epoch = None
     if restored is not None:
@@ -169,6 +197,7 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
     if epoch < max_epochs and np.asarray(sharding.to_host(state.active)).any():
         run_dir.truncate_rows(rows_written)
     saved_epoch, last_save = restored_epoch, time.monotonic()
+    snapshot_epoch, last_snapshot = None, last_save
     bar = Progress(max_epochs, epoch, f"{members[0].dataset}×{members[0].model} ×{num_members}", enabled=progress)
 
     def record(end: EpochEnd) -> None:
@@ -184,6 +213,9 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
                 checkpoint_seconds is not None and _agreed_seconds_since(last_save) >= checkpoint_seconds):
             run_dir.save(end.epoch, end.state, checkpoint_meta(end.epoch, rows_written, history))
             saved_epoch, last_save = end.epoch, time.monotonic()
+            if carry is not None and _agreed_seconds_since(last_snapshot) >= carry.seconds:
+                run_dir.wait_until_saved()
+                snapshot(end.epoch)
         bar.update(end.epoch, _progress_postfix(end.metrics, end.trained, end.active, num_train, num_test,
                                                  spec.stop_on))
 
@@ -196,6 +228,8 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
         run_dir.save(epoch, state, checkpoint_meta(epoch, rows_written, history))
     run_dir.save_final_params(state)
     run_dir.close()
+    if carry is not None and snapshot_epoch != epoch:
+        snapshot(epoch)
     return TrainResult(
         state=state,
         metrics=stack_metrics(history),
