@@ -29,7 +29,7 @@ from jaxmem.config import MemberSpec, paper_train_spec
 from jaxmem.data import load_dataset, member_train_labels
 from jaxmem.models import get_model
 from jaxmem.train import device_data, fit_members, init_member, make_member_epoch, make_optimizer
-from jaxmem.train.loop import EVAL_BATCH_SIZE, epoch_compiler_options, train_epoch
+from jaxmem.train.epoch import EVAL_BATCH_SIZE, epoch_compiler_options, train_epoch
 from jaxmem.train.step import evaluate
 
 

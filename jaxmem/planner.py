@@ -12,7 +12,7 @@ Where the numbers come from (per member, from the model itself, without compilin
   backward pass (the optimiser update then works leaf by leaf into the epoch's carry);
 * one evaluation batch: the same peak for the forward pass on ``min(eval_batch_size, max(N, T))`` samples.
 
-The epoch program (:func:`jaxmem.train.loop.make_member_epoch` under ``vmap``) holds the state twice (the donated
+The epoch program (:func:`jaxmem.train.epoch.make_member_epoch` under ``vmap``) holds the state twice (the donated
 input, and the carry that training updates while the input is kept for frozen members' select), the dataset, the
 member labels, and at any time either a training step or an evaluation batch per member:
 
@@ -38,7 +38,7 @@ from jax.extend.core import DropVar, Literal, jaxprs_in_params
 
 from jaxmem.config import TrainSpec
 from jaxmem.models import count_params, get_model, probe_layers
-from jaxmem.train.loop import EVAL_BATCH_SIZE
+from jaxmem.train.epoch import EVAL_BATCH_SIZE
 from jaxmem.train.step import apply_model, cross_entropy, init_member, make_optimizer
 
 GIB = 2**30

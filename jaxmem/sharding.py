@@ -5,7 +5,7 @@ Members are independent, so the only parallelism needed is to split the leading 
 and keys) and a full copy of the dataset, and runs the single-device vmapped program on its own members with no
 communication. JAX does the placement (:class:`~jax.sharding.NamedSharding`) and the per-device programs
 (:func:`jax.shard_map`, :func:`on_members`); there is no scheduler here. The sharded epoch is
-:func:`jaxmem.train.loop.make_epoch_fn` with a mesh (this module does not import the training loop).
+:func:`jaxmem.train.epoch.make_epoch_fn` with a mesh (this module does not import the training loop).
 
 ``M`` must be a multiple of the device count (:func:`check_divisible`): padding with dummy members would train
 them and give them result rows, so choose ``M`` (seeds × degrees) or the device list instead.
@@ -128,7 +128,7 @@ def sharded_init_members(model: nn.Module, tx: optax.GradientTransformation, key
                          sample_x: jax.Array, mesh: Mesh) -> MemberState:
     """Stacked fresh states ``[M]`` created in place on their devices (never all on one device first).
 
-    Same values as :func:`jaxmem.train.loop.init_members` for the same typed init keys ``[M]``.
+    Same values as :func:`jaxmem.train.epoch.init_members` for the same typed init keys ``[M]``.
     """
     local = jax.vmap(partial(init_member, model, tx), in_axes=(0, None))
     init = jax.jit(on_members(local, mesh, 1, 1))

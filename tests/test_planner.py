@@ -11,7 +11,7 @@ import pytest
 from jaxmem import planner
 from jaxmem.config import TrainSpec
 from jaxmem.models import count_params, get_model
-from jaxmem.train.loop import epoch_compiler_options, init_members, make_member_epoch
+from jaxmem.train.epoch import epoch_compiler_options, init_members, make_member_epoch
 from jaxmem.train.step import DeviceData, make_optimizer
 
 SGD = TrainSpec("sgd", 1e-2, 32, 1.0)

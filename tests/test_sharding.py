@@ -38,7 +38,8 @@ def _worker(out_path: str) -> None:
     from jaxmem.experiments.distributed import probe_on_mesh
     from jaxmem.models import get_model
     from jaxmem.probes import masc
-    from jaxmem.train.loop import device_data, fit_members, init_members, make_epoch_fn, split_member_keys
+    from jaxmem.train.epoch import device_data, init_members, make_epoch_fn, split_member_keys
+    from jaxmem.train.fit import fit_members
     from jaxmem.train.step import make_optimizer
 
     assert len(jax.devices()) == 4, jax.devices()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -16,9 +17,10 @@ from jaxmem.config import MemberSpec, paper_train_spec
 from jaxmem.data import load_dataset, member_train_labels, normalize
 from jaxmem.members import check_members, member_grid, member_keys
 from jaxmem.models import get_model
-from jaxmem.train import (batch_order, cross_entropy, default_member_chunk, device_data, epoch_keys, fit_members,
-                          init_member, load_member_params, make_epoch_fn, make_member_epoch, make_optimizer,
-                          paper2_epoch_schedule, read_run_config, split_member_keys, steps_per_epoch, train_step)
+from jaxmem.train import (Carry, batch_order, cross_entropy, default_member_chunk, device_data, epoch_keys,
+                          fit_members, init_member, load_member_params, make_epoch_fn, make_member_epoch,
+                          make_optimizer, paper2_epoch_schedule, read_run_config, restore_snapshot, snapshot_run,
+                          split_member_keys, steps_per_epoch, train_step)
 
 NUM_TRAIN = 300  # 300 = 4·64 + 44: every epoch ends with a padded, masked batch
 EPOCHS = 4
@@ -441,3 +443,112 @@ def test_progress_shows_the_accuracy_the_stop_rule_watches_and_the_other_one():
                        "test": "0.4000", "active": 1}
     full = _progress_postfix(metrics, trained, active, 100, 50, "eval")
     assert (full["full pass min"], full["full pass mean"], full["running mean"]) == ("0.2000", "0.3000", "0.8000")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Long runs: a call at each kept epoch, snapshots that carry a run to another machine
+# ----------------------------------------------------------------------------------------------------------
+
+LONG_MEMBERS = MEMBERS[:2]
+LONG_RUN = dict(max_epochs=3, checkpoint_epochs=(0, 1, 2, 9), checkpoint_every=1, progress=False)
+
+
+class Interrupted(Exception):
+    """Stands for the process being stopped."""
+
+
+def _record_kept_epochs(out_dir, calls: list, stop_at: int | None = None):
+    """An ``on_kept_epoch`` noting each call and whether ``epochs/<e>`` existed then; raises at ``stop_at``."""
+    def on_kept_epoch(epoch: int) -> None:
+        calls.append((epoch, (out_dir / "epochs" / str(epoch)).is_dir()))
+        if epoch == stop_at:
+            raise Interrupted
+    return on_kept_epoch
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory, digits, spec):
+    """An uninterrupted run with kept epochs, and the kept epochs its ``on_kept_epoch`` saw."""
+    out, calls = tmp_path_factory.mktemp("long"), []
+    fit_members(digits, LONG_MEMBERS, spec, out, on_kept_epoch=_record_kept_epochs(out, calls), **LONG_RUN)
+    return out, calls
+
+
+def test_on_kept_epoch_sees_each_kept_epoch_once_saved_and_a_resume_only_those_after_its_checkpoint(
+        long_run, digits, spec, tmp_path):
+    straight, straight_calls = long_run
+    assert straight_calls == [(0, True), (1, True), (2, True)]  # epoch 9 is never reached
+    run, calls = tmp_path / "run", []
+    with pytest.raises(Interrupted):  # stopped inside the call at epoch 2, before epoch 2's checkpoint
+        fit_members(digits, LONG_MEMBERS, spec, run, on_kept_epoch=_record_kept_epochs(run, calls, stop_at=2),
+                    **LONG_RUN)
+    assert calls == [(0, True), (1, True), (2, True)]
+    calls.clear()
+    fit_members(digits, LONG_MEMBERS, spec, run, on_kept_epoch=_record_kept_epochs(run, calls), **LONG_RUN)
+    assert calls == [(2, True)]  # resumed from epoch 1: the cut call again, none before the checkpoint
+    assert (run / "results.csv").read_text() == (straight / "results.csv").read_text()
+
+
+@pytest.mark.slow
+def test_a_carried_snapshot_resumes_elsewhere_to_the_uninterrupted_table(long_run, digits, spec, tmp_path):
+    straight, _ = long_run
+    run, carried, elsewhere = tmp_path / "run", tmp_path / "carried", tmp_path / "elsewhere"
+    with pytest.raises(Interrupted):  # a snapshot after every checkpoint, the last at epoch 1
+        fit_members(digits, LONG_MEMBERS, spec, run, on_kept_epoch=_record_kept_epochs(run, [], stop_at=2),
+                    carry=Carry(carried, seconds=0, epochs=(0, 2)), **LONG_RUN)
+    assert sorted(p.name for p in carried.iterdir()) == ["checkpoints", "config.json", "epochs", "members.csv",
+                                                         "results.csv"]
+    assert [p.name for p in (carried / "checkpoints").iterdir()] == ["1"]
+    assert [p.name for p in (carried / "epochs").iterdir()] == ["0"]  # 2 was not kept by then
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["carried", "run"]  # no temporary folder left
+    shutil.rmtree(run)  # the machine is gone
+    assert restore_snapshot(carried, elsewhere) and not restore_snapshot(carried, elsewhere)
+    fit_members(digits, LONG_MEMBERS, spec, elsewhere, carry=Carry(carried, epochs=(0, 2)), **LONG_RUN)
+    assert (elsewhere / "results.csv").read_text() == (straight / "results.csv").read_text()
+    assert [p.name for p in (carried / "checkpoints").iterdir()] == ["3"]  # the snapshot at the end
+    assert sorted(p.name for p in (carried / "epochs").iterdir()) == ["0", "2"]
+    assert (carried / "results.csv").read_text() == (straight / "results.csv").read_text()
+    with pytest.raises(ValueError, match=r"carry.epochs \[1\] are not in checkpoint_epochs"):
+        fit_members(digits, LONG_MEMBERS, spec, elsewhere, carry=Carry(carried, epochs=(1,)),
+                    **{**LONG_RUN, "checkpoint_epochs": (0, 2)})
+
+
+def test_a_snapshot_holds_the_committed_table_only_and_refuses_what_cannot_resume(tmp_path):
+    run, dest = tmp_path / "run", tmp_path / "snapshot"
+    row = results.accuracy_row(0, MEMBERS[0], epoch=0, probe="model", layer="output", subspace_labels="none",
+                               split="train", scored_against="true", n_correct=3, n_seen=4)
+    results.append_rows(run / "results.csv", [row])
+    committed = (run / "results.csv").read_bytes()
+    with (run / "results.csv").open("a") as f:  # what a writer killed mid-append leaves
+        f.write("0,digits,mlp,0.0,0,reference,1,model,output,none,tr")
+    errors = []
+
+    def refused(match: str) -> None:
+        with pytest.raises(ValueError, match=match) as error:
+            snapshot_run(run, dest, epochs=(1, 7))
+        errors.append(str(error.value))
+
+    refused("no config.json")
+    (run / "config.json").write_text("{}")
+    (run / "members.csv").write_text("member\n")
+    refused("no checkpoint yet")
+    for checkpoint in ("2", "3", "4.orbax-checkpoint-tmp-1"):  # the last one is still being written
+        (run / "checkpoints" / checkpoint).mkdir(parents=True)
+        (run / "checkpoints" / checkpoint / "state").write_text(checkpoint)
+    (run / "epochs" / "1").mkdir(parents=True)
+    refused("no kept epoch 7")
+    assert all(len(message.splitlines()) == 1 for message in errors)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    results.append_rows(run / "dynamics.csv", [row])
+    assert snapshot_run(run, dest, epochs=(1,)) == dest
+    assert (dest / "results.csv").read_bytes() == committed
+    assert (dest / "dynamics.csv").read_bytes() == (run / "dynamics.csv").read_bytes()
+    assert [p.name for p in (dest / "checkpoints").iterdir()] == ["3"]
+    assert sorted(p.name for p in dest.iterdir()) == ["checkpoints", "config.json", "dynamics.csv", "epochs",
+                                                      "members.csv", "results.csv"]
+    snapshot_run(run, dest)  # replaces the previous snapshot whole
+    assert sorted(p.name for p in dest.iterdir()) == ["checkpoints", "config.json", "dynamics.csv", "members.csv",
+                                                      "results.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "snapshot"]
+    assert not restore_snapshot(tmp_path / "nothing", tmp_path / "fresh") and not (tmp_path / "fresh").exists()
+    assert not restore_snapshot(dest, run)  # run already holds a run

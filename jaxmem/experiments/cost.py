@@ -29,7 +29,7 @@ from jaxmem.probes.base import ProbeSizes, prepare_fit
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
 from jaxmem.results import write_table
 from jaxmem.train import load_member_params, read_run_config
-from jaxmem.train.loop import CONFIG_FILE, run_config
+from jaxmem.train.rundir import CONFIG_FILE, run_config
 
 COST_FILE = "cost.csv"
 COST_PAGE = "cost.md"

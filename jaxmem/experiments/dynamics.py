@@ -36,7 +36,7 @@ from jaxmem.probes.registry import select_probes
 from jaxmem.results import accuracy_row, append_rows, final_model_rows, read_rows, write_table
 from jaxmem.train import (EpochEnd, MemberState, Progress, device_data, fit_members, load_member_params,
                           make_optimizer, paper2_epoch_schedule, split_member_keys, train_members)
-from jaxmem.train.loop import EPOCHS_DIR, RESULTS_FILE
+from jaxmem.train.rundir import EPOCHS_DIR, RESULTS_FILE
 
 DYNAMICS_PROBING = ProbeSpec(probes=("masc", "linear"))  # the paper-2 probes at every kept epoch
 

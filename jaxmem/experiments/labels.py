@@ -51,7 +51,7 @@ from jaxmem.models import chosen_probe_layers, get_model
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
 from jaxmem.results import accuracy_row, append_rows, read_rows
 from jaxmem.train import load_member_params, read_run_config
-from jaxmem.train.loop import split_member_keys
+from jaxmem.train.epoch import split_member_keys
 from jaxmem.train.rundir import config_differences
 
 LABELS_FILE = "labels.csv"

@@ -37,7 +37,8 @@ from jaxmem.models import get_model, probe_layers
 from jaxmem.probes.registry import select_probes
 from jaxmem.results import accuracy_row, read_rows, write_table
 from jaxmem.train import load_member_params
-from jaxmem.train.loop import EpochEnd, Progress, device_data, split_member_keys, train_members
+from jaxmem.train.epoch import device_data, split_member_keys
+from jaxmem.train.loop import EpochEnd, Progress, train_members
 from jaxmem.train.step import make_optimizer
 
 RELABEL_FILE = "relabel.csv"
@@ -213,7 +214,7 @@ def finetune(model, spec: TrainSpec, params, batch_stats, labels: np.ndarray, ke
     fresh optimiser of the spec's kind, on ``labels`` [K, N] (a label < 0 drops its sample, see
     :func:`jaxmem.train.step.cross_entropy`), training keys [K]; no memorisation stop; each copy stops once its
     accuracy on the ``select`` test indices has not improved for ``patience`` epochs, and its best epoch (the
-    first of equals) is kept. ``member_chunk``: see :func:`jaxmem.train.loop.make_epoch_fn`."""
+    first of equals) is kept. ``member_chunk``: see :func:`jaxmem.train.epoch.make_epoch_fn`."""
     tx = make_optimizer(spec)
     state = fresh_states(params, batch_stats, tx)
     num_copies = len(labels)

@@ -12,8 +12,11 @@ Layout (big_vision's workdir):
   are all in ``results.csv`` (:meth:`RunDir.restore_latest`), so a corrupt, half-written or deleted checkpoint
   or a cut table costs the epochs since the one before, never the run.
 * ``epochs/<epoch>``: parameters at requested epochs (kept); ``final``: the last parameters.
+* ``dynamics.csv`` (optional): rows probed at the kept epochs while the run trains, a table of its own.
 
 Everything that touches these files lives here; :func:`jaxmem.train.loop.train_members` does no file I/O.
+:func:`snapshot_run` copies what a resume needs to another folder, :func:`restore_snapshot` seeds a run
+directory from it (a run carried to another machine).
 
 Several processes (``jax.distributed``): every process opens the same directory, which must be on a file system
 they all see (as Orbax requires); process 0 alone writes the files, Orbax writes each process's shards of the
@@ -24,8 +27,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -46,6 +51,7 @@ KEPT_CHECKPOINTS = 2
 CHECKPOINT_DIR = "checkpoints"
 EPOCHS_DIR = "epochs"
 FINAL_DIR = "final"
+DYNAMICS_FILE = "dynamics.csv"
 _RUN_OUTPUTS = (CONFIG_FILE, MEMBERS_FILE, RESULTS_FILE, RESULTS_FILE + results.COMMIT_SUFFIX, CHECKPOINT_DIR,
                 EPOCHS_DIR, FINAL_DIR)
 # Settings that never change a trajectory, only where it ends: a resumed run may take new values (recorded in
@@ -246,11 +252,17 @@ class RunDir:
     def save_final_params(self, state: MemberState) -> None:
         self._params.save(self._absolute / FINAL_DIR, _member_params(state), force=True)
 
-    def close(self) -> None:
-        """Wait for the asynchronous writes, then for every process."""
+    def wait_until_saved(self) -> None:
+        """Wait for the asynchronous writes started so far (checkpoints, kept parameters) to be on disk."""
         for handle in (self._manager, self._params):
             if handle is not None:
                 handle.wait_until_finished()
+
+    def close(self) -> None:
+        """Wait for the asynchronous writes, then for every process."""
+        self.wait_until_saved()
+        for handle in (self._manager, self._params):
+            if handle is not None:
                 handle.close()
         barrier("jaxmem-rundir-closed")
 
@@ -323,3 +335,81 @@ def load_member_params(out_dir: str | Path, epoch: int | str = "final"):
     restored = checkpointer.restore(path, target)
     checkpointer.close()
     return restored["params"], restored.get("batch_stats", {})
+
+
+# ------------------------------------------------------------------------------ carrying a run elsewhere
+
+
+def snapshot_run(run_dir: str | Path, dest: str | Path, *, epochs: Iterable[int] = ()) -> Path:
+    """Copy into ``dest`` what the run needs to resume on another machine; returns ``dest``.
+
+    That is ``config.json``, ``members.csv``, the newest checkpoint (only that one), ``dynamics.csv`` when present,
+    the kept epochs named in ``epochs`` (others are not carried) and, last, the results table up to its last
+    finished append (:func:`jaxmem.results.intact_size`): copied after the checkpoint, it holds every row the
+    checkpoint counts, and the rows past it are recomputed on resume, identically. Safe while the run trains.
+    The copy is made in a temporary folder beside ``dest`` and renamed to it, so an interruption never leaves
+    part of one at ``dest`` (a previous snapshot is first renamed aside, then deleted). ``ValueError`` when
+    ``run_dir`` has no ``config.json``, no checkpoint yet, or not every epoch of ``epochs`` kept.
+    """
+    run_dir, dest, epochs = Path(run_dir), Path(dest), [int(e) for e in epochs]
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ValueError(f"{run_dir} is not a training run directory (no {CONFIG_FILE})")
+    checkpoints = [int(p.name) for p in (run_dir / CHECKPOINT_DIR).glob("*") if p.name.isdigit() and p.is_dir()]
+    if not checkpoints:
+        raise ValueError(f"{run_dir} has no checkpoint yet")
+    missing = [str(e) for e in epochs if not (run_dir / EPOCHS_DIR / str(e)).is_dir()]
+    if missing:
+        raise ValueError(f"{run_dir} has no kept epoch {', '.join(missing)}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f"{dest.name}.tmp.", dir=dest.parent))
+    try:
+        newest = str(max(checkpoints))
+        shutil.copytree(run_dir / CHECKPOINT_DIR / newest, temporary / CHECKPOINT_DIR / newest)
+        for name in (CONFIG_FILE, MEMBERS_FILE):
+            shutil.copy2(run_dir / name, temporary / name)
+        for epoch in epochs:
+            shutil.copytree(run_dir / EPOCHS_DIR / str(epoch), temporary / EPOCHS_DIR / str(epoch))
+        for name in (DYNAMICS_FILE, RESULTS_FILE):
+            if (run_dir / name).exists():
+                _copy_intact_table(run_dir / name, temporary / name)
+        _replace_folder(temporary, dest)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return dest
+
+
+def _copy_intact_table(table: Path, copy: Path) -> None:
+    """``table`` up to its last finished append, never the fragment of one still being written."""
+    size, _ = results.intact_size(table)
+    with table.open("rb") as source, copy.open("wb") as target:
+        target.write(source.read(size))
+
+
+def _replace_folder(new: Path, dest: Path) -> None:
+    """Rename ``new`` to ``dest``; a folder already at ``dest`` is moved aside first and deleted after."""
+    previous = None
+    if dest.exists():
+        previous = Path(tempfile.mkdtemp(prefix=f"{dest.name}.old.", dir=dest.parent))
+        os.replace(dest, previous / dest.name)
+    os.replace(new, dest)
+    if previous is not None:
+        shutil.rmtree(previous)
+
+
+def restore_snapshot(src: str | Path, run_dir: str | Path) -> bool:
+    """Seed ``run_dir`` from the snapshot ``src`` (:func:`snapshot_run`) when ``run_dir`` holds no run yet (no
+    ``config.json``) and ``src`` holds a snapshot (a ``checkpoints`` folder); returns whether it did.
+
+    Rerunning the same training in ``run_dir`` then resumes from the snapshot's checkpoint. ``config.json`` is
+    copied last, so a restore cut short is redone by the next call.
+    """
+    src, run_dir = Path(src), Path(run_dir)
+    if (run_dir / CONFIG_FILE).exists() or not (src / CHECKPOINT_DIR).is_dir():
+        return False
+    with hold(run_dir):
+        shutil.copytree(src, run_dir, dirs_exist_ok=True, ignore=lambda folder, names:
+                        [CONFIG_FILE] if Path(folder) == src else [])
+        shutil.copy2(src / CONFIG_FILE, run_dir / (CONFIG_FILE + ".tmp"))
+        os.replace(run_dir / (CONFIG_FILE + ".tmp"), run_dir / CONFIG_FILE)
+    return True

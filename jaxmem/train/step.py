@@ -1,6 +1,6 @@
 """One member's training state, optimiser, loss, single SGD/Adam step and evaluation; pure, undecorated.
 
-Everything here is written for ONE member. :mod:`jaxmem.train.loop` applies ``jax.vmap`` over a leading member
+Everything here is written for ONE member. :mod:`jaxmem.train.epoch` applies ``jax.vmap`` over a leading member
 axis and ``jax.jit`` where the functions are used, so tests can call them eagerly or for a single member.
 """
 from __future__ import annotations
