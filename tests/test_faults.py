@@ -173,38 +173,6 @@ def test_a_real_sigkill_after_some_epochs_then_rerun_equals_the_uninterrupted_ta
     assert lines(out / RESULTS_FILE) == model_lines(reference_run / RESULTS_FILE)
 
 
-@pytest.mark.slow
-def test_a_snapshot_resumes_elsewhere_to_the_uninterrupted_table(reference_run, tmp_path, capsys):
-    """A run stopped at epoch 2, snapshotted (scripts/experiments/snapshot_run.sh), and resumed in another folder
-    from the snapshot alone (as on a machine that lost the run directory)."""
-    first = tmp_path / "first"
-    assert main(command([*TRAIN, "--max-epochs", str(EPOCHS - 1)], first)) == 0
-    snapshot = tmp_path / "snapshot"
-    script = ROOT / "scripts" / "experiments" / "snapshot_run.sh"
-    done = subprocess.run(["bash", str(script), str(first), str(snapshot)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in snapshot.iterdir()) == ["checkpoints", "config.json", "members.csv", "results.csv"]
-    (first / "dynamics.csv").write_text("side-probed kept epochs\n")  # probed beside the run: carried along
-    subprocess.run(["bash", str(script), str(first), str(snapshot)], check=True, capture_output=True)
-    assert (snapshot / "dynamics.csv").read_text() == "side-probed kept epochs\n"
-    (snapshot / "dynamics.csv").unlink()
-    kept = first / "epochs" / "40"  # a kept epoch named on the command line travels too (edit-then-continue)
-    kept.mkdir(parents=True)
-    (kept / "params").write_text("parameters at epoch 40\n")
-    with_epoch = tmp_path / "with-epoch"
-    subprocess.run(["bash", str(script), str(first), str(with_epoch), "40"], check=True, capture_output=True)
-    assert (with_epoch / "epochs" / "40" / "params").read_text() == "parameters at epoch 40\n"
-    missing = subprocess.run(["bash", str(script), str(first), str(with_epoch), "7"], capture_output=True, text=True)
-    assert missing.returncode == 2 and "no kept epoch 7" in missing.stderr and (with_epoch / "epochs" / "40").is_dir()
-    elsewhere = tmp_path / "elsewhere"
-    shutil.copytree(snapshot, elsewhere)
-    rerun(TRAIN, elsewhere, capsys)
-    assert lines(elsewhere / RESULTS_FILE) == model_lines(reference_run / RESULTS_FILE)
-    not_a_run = subprocess.run(["bash", str(script), str(tmp_path), str(tmp_path / "x")], capture_output=True,
-                               text=True)
-    assert not_a_run.returncode == 2 and len(not_a_run.stderr.strip().splitlines()) == 1
-
-
 # ------------------------------------------------------------------------------------ faults made by hand
 
 
