@@ -378,9 +378,12 @@ def _stage_state(stage: str, grid: Grid, run: Run, where: Path, table, stops: di
         path = where / "cost.csv"
         if not path.exists():
             return "missing"
-        cost = read_rows(path)
-        have = set(zip(cost["layer"], cost["probe"]))
+        import pandas as pd
+
         from jaxmem.models import chosen_probe_layers
+
+        cost = pd.read_csv(path)
+        have = set(zip(cost["layer"], cost["probe"]))
         wanted = {(layer, probe) for layer in chosen_probe_layers(run.model, spec.layers) for probe in spec.probes}
         return "done" if wanted <= have else "missing"
     raise ValueError(f"unknown stage {stage!r}")
