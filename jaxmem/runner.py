@@ -464,6 +464,10 @@ def run_stages(grid: Grid, run: Run, dataset: Dataset, run_dir: str | Path, *, p
                                                 tuple(e for e in kept if "edit_continue" in stages
                                                       and e == grid.spec("edit_continue").edit_epoch))
     with hold(run_dir):
+        if "dynamics" in stages and (run_dir / "epochs").is_dir():  # kept before a stop and not probed yet
+            dynamics.probe_saved_epochs(dataset, members, spec, run_dir, probing=dyn.probing(), layers=dyn_layers,
+                                        epochs=kept_epochs(run.dataset, spec, grid.checkpoint_epochs),
+                                        results_path=side_table, progress=progress)
         trained = fit_members(dataset, members, spec, run_dir, checkpoint_epochs=kept, progress=progress,
                               on_kept_epoch=probe_kept_epoch if "dynamics" in stages else None, carry=carry)
         if "probe" in stages:  # the trained state is handed on in memory
