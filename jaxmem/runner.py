@@ -437,11 +437,15 @@ def grid_text(grid: Grid, runs: Sequence[Run], states: Sequence[dict[str, str]],
 # ----------------------------------------------------------------------------------------------- running
 
 
-def run_stages(grid: Grid, run: Run, dataset: Dataset, run_dir: str | Path, *, progress: bool = True) -> None:
+def run_stages(grid: Grid, run: Run, dataset: Dataset, run_dir: str | Path, *, progress: bool = True,
+               mesh=None) -> None:
     """Bring one run up to date: each of its stages computes what its tables lack, in stage order, holding the
-    run directory."""
+    run directory. With a ``mesh`` (train and probe only) every process calls this and process 0 writes."""
+    if mesh is not None and set(run.stages) - {"train", "probe"}:
+        raise ValueError(f"only training and probing run split over several devices; {run.name} also has "
+                         f"{', '.join(s for s in run.stages if s not in ('train', 'probe'))}: run it on one")
     from jaxmem.experiments import cost, dynamics, labels, memorize, relabel
-    from jaxmem.manifest import hold
+    from jaxmem.manifest import hold, is_writer
     from jaxmem.models import chosen_probe_layers, trained_probe_layers
     from jaxmem.report import (plot_edit_continue, plot_layers, write_labels_section, write_summary)
     from jaxmem.results import append_missing
@@ -469,12 +473,14 @@ def run_stages(grid: Grid, run: Run, dataset: Dataset, run_dir: str | Path, *, p
                                         epochs=kept_epochs(run.dataset, spec, grid.checkpoint_epochs),
                                         results_path=side_table, progress=progress)
         trained = fit_members(dataset, members, spec, run_dir, checkpoint_epochs=kept, progress=progress,
-                              on_kept_epoch=probe_kept_epoch if "dynamics" in stages else None, carry=carry)
+                              on_kept_epoch=probe_kept_epoch if "dynamics" in stages else None, carry=carry,
+                              mesh=mesh)
         if "probe" in stages:  # the trained state is handed on in memory
             table = memorize.run_memorization(dataset, members, spec, run_dir, probing=grid.spec("probe"),
-                                              progress=progress, trained=trained)
-            write_summary(table, run_dir)
-            plot_layers(table, run_dir / "layers.png")
+                                              progress=progress, trained=trained, mesh=mesh)
+            if is_writer():
+                write_summary(table, run_dir)
+                plot_layers(table, run_dir / "layers.png")
         if "edit" in stages:
             edit = grid.spec("edit")
             dynamics.edit_at_stop(dataset, members, spec, run_dir, keep_bias=edit.keep_bias,
@@ -579,17 +585,19 @@ def _load_for(grid: Grid, load: Callable[..., Dataset]) -> Callable[[str], Datas
 
 
 def run_grid(grid: Grid, load: Callable[..., Dataset], *, out: str | Path | None = None,
-             shard: tuple[int, int] | None = None, progress: bool = True) -> list[dict[str, str]]:
+             shard: tuple[int, int] | None = None, progress: bool = True, mesh=None) -> list[dict[str, str]]:
     """Bring every run of the grid (of ``shard``) up to date; returns each run's states afterwards.
 
     ``load(name, **grid.data)`` gives a dataset (:func:`jaxmem.presets.load_data`). A run with neither its run
     directory nor a completed copy restores its snapshot when there is one. A run whose completed copy exists and
     whose run directory does not is not run again (delete the copy to redo it); stages it lacks are reported.
+    Layout ``cell``: ``OUT/results.csv`` and ``OUT/relabel.csv`` join the finished runs' tables (members numbered
+    apart), rebuilt holding ``OUT`` so that the shards of a job array sharing it leave the whole grid's table.
+    With a ``mesh`` every run trains and probes split over its devices (all processes call this).
     """
-    from jaxmem.experiments.relabel import RELABEL_FILE
-    from jaxmem.manifest import hold, is_writer
+    from jaxmem.manifest import is_writer
     from jaxmem.train import restore_snapshot
-    from jaxmem.train.rundir import CONFIG_FILE, RESULTS_FILE
+    from jaxmem.train.rundir import CONFIG_FILE, RESULTS_FILE, barrier
 
     out = Path(out or grid.out)
     runs = grid_runs(grid)
@@ -613,7 +621,8 @@ def run_grid(grid: Grid, load: Callable[..., Dataset], *, out: str | Path | None
         snapshot = _folder(grid, "snapshots", run)
         if snapshot is not None and not local and restore_snapshot(snapshot, run_dir) and progress:
             print(f"{run.name}: resumed from the snapshot {snapshot}", flush=True)
-        run_stages(grid, run, get(run.dataset), run_dir, progress=progress)
+        run_stages(grid, run, get(run.dataset), run_dir, progress=progress, mesh=mesh)
+        barrier("jaxmem-grid-run")
         states = run_states(grid, run, out)
         finished.append(states)
         if is_writer() and all(state in DONE for state in states.values()):
@@ -621,14 +630,28 @@ def run_grid(grid: Grid, load: Callable[..., Dataset], *, out: str | Path | None
                 commit_run(run_dir, completed)
                 if snapshot is not None:
                     shutil.rmtree(snapshot, ignore_errors=True)
-            if grid.layout == "cell":
-                with hold(out, wait=True):
-                    for file_name in (RESULTS_FILE, RELABEL_FILE):
-                        combine_runs(out, runs, file_name, lambda r: all(
-                            s in DONE for s in run_states(grid, r, out).values()))
+            combine_grid(grid, runs, out)
             if grid.report is not None:
                 write_grid_report(grid, out)
+    if is_writer():
+        combine_grid(grid, runs, out)  # the shards that finished before this one
+    barrier("jaxmem-grid-combined")
     return finished
+
+
+def combine_grid(grid: Grid, runs: Sequence[Run], out: Path) -> None:
+    """Layout ``cell``: rebuild ``OUT/results.csv`` and ``OUT/relabel.csv`` from every finished run, holding
+    ``OUT`` (a blocking hold: the shards of a job array take turns)."""
+    from jaxmem.experiments.relabel import RELABEL_FILE
+    from jaxmem.manifest import hold
+    from jaxmem.train.rundir import RESULTS_FILE
+
+    if grid.layout != "cell":
+        return
+    with hold(out, wait=True):
+        finished = {run.name for run in runs if all(s in DONE for s in run_states(grid, run, out).values())}
+        for file_name in (RESULTS_FILE, RELABEL_FILE):
+            combine_runs(out, runs, file_name, lambda r: r.name in finished)
 
 
 def write_grid_report(grid: Grid, out: str | Path) -> Path:

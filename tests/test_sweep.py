@@ -23,8 +23,10 @@ def test_cells_and_overrides():
 def test_sweep_resumes_after_a_failed_cell_without_recomputing_finished_ones(tmp_path, monkeypatch):
     cells = [Cell("digits", "mlp"), Cell("digits", "cnn")]
     load = lambda name: subset(load_dataset(name), 200, 100)
+    from jaxmem.experiments import memorize
+
     calls = []
-    real = sweep.run_memorization
+    real = memorize.run_memorization
 
     def flaky(dataset, members, spec, out_dir, **kwargs):
         calls.append(members[0].model)
@@ -32,11 +34,11 @@ def test_sweep_resumes_after_a_failed_cell_without_recomputing_finished_ones(tmp
             raise KeyboardInterrupt  # killed during the second cell
         return real(dataset, members, spec, out_dir, **kwargs)
 
-    monkeypatch.setattr(sweep, "run_memorization", flaky)
+    monkeypatch.setattr(memorize, "run_memorization", flaky)
     kwargs = dict(overrides={"max_epochs": {"*": 2}}, progress=False, probing=ProbeSpec(probes=("masc", "ncm"), clean_degrees=(0.8,)))
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cells, [0.0, 0.8], [0], tmp_path, load, **kwargs)
-    assert [cell_status(tmp_path, cell) for cell in cells] == ["done", "new"]
+    assert [cell_status(tmp_path, cell) for cell in cells] == ["done", "started"]  # the cnn trained, not probed
     partial = read_rows(tmp_path / "results.csv")
     assert set(partial["model"]) == {"mlp"}
 
