@@ -426,7 +426,7 @@ def run_states(grid: Grid, run: Run, out: str | Path) -> dict[str, str]:
 
 def grid_text(grid: Grid, runs: Sequence[Run], states: Sequence[dict[str, str]], out: str | Path) -> str:
     """What ``--dry-run`` prints: every run with its members and the state of each of its stages."""
-    lines = [f"{len(runs)} runs in {out} (layout {grid.layout})"]
+    lines = [f"{_count(len(runs), 'run')} in {out} (layout {grid.layout})"]
     for run, state in zip(runs, states):
         members = ", ".join(f"p = {m.degree:g} seed {m.seed}" for m in run.members)
         lines.append(f"{run.name}: {run.dataset} × {run.model}, {_count(len(run.members), 'member')} ({members})")

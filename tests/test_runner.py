@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jaxmem.cli import main
-from jaxmem.runner import DONE, STAGES, grid_from_dict, grid_runs, read_grid, run_states
+from jaxmem.runner import DONE, STAGES, grid_from_dict, grid_runs, read_grid, run_states, train_spec
 
 ROOT = Path(__file__).parents[1]
 BASE = {"datasets": ["digits"], "groups": [{"degrees": [0.8], "seeds": [0]}]}
@@ -74,13 +74,22 @@ def test_layouts_name_one_run_per_cell_or_per_member():
 
 def test_every_paper_config_plans_its_runs(tmp_path):
     """configs/: one file per paper setting (18 members each, nothing trained yet in an empty OUT)."""
-    configs = sorted(path for path in (ROOT / "configs").glob("*.toml") if not path.stem.endswith("grid"))
+    configs = sorted(path for path in (ROOT / "configs").glob("*.toml")
+                     if path.stem not in ("mlp_mnist_grid", "order_mnist_mlp"))
     assert len(configs) == 8
     for path in configs:
         grid = read_grid(path)
         (run,) = grid_runs(grid)
         assert len(run.members) == 18 and "relabel" in run.stages
         assert run_states(grid, run, tmp_path)["train"] == "not trained"
+
+
+def test_the_full_scale_order_member_is_the_shuffled_preset(tmp_path):
+    grid = read_grid(ROOT / "configs" / "order_mnist_mlp.toml")
+    (run,) = grid_runs(grid)
+    spec = train_spec(grid, run)
+    assert (spec.order, spec.stop_on, spec.max_epochs, run.members[0].degree) == ("shuffle", "running", 500, 0.8)
+    assert run_states(grid, run, tmp_path)["train"] == "not trained"
 
 
 def test_the_mlp_mnist_grid_reports_its_committed_members_done(monkeypatch, capsys):
