@@ -134,3 +134,37 @@ def test_run_cost_refuses_data_the_run_was_not_trained_on(digits_run):
     other = subset(load_dataset("digits"), 300, 100)
     with pytest.raises(ValueError, match="not the one"):
         run_cost(digits_run, other)
+
+
+@pytest.mark.slow
+def test_a_cost_rerun_measures_only_the_missing_layers_and_probes_and_refuses_other_settings(digits_run, tmp_path,
+                                                                                               monkeypatch):
+    import json
+    import shutil
+
+    from jaxmem.experiments import cost
+
+    dataset = subset(load_dataset("digits"), 200, 100)
+    grown, fresh = tmp_path / "grown", tmp_path / "fresh"
+    for run in (grown, fresh):
+        shutil.copytree(digits_run, run, ignore=shutil.ignore_patterns("cost.*"))
+        config = json.loads((run / "config.json").read_text())
+        config.pop("cost", None)  # the settings the module's other tests measured with
+        (run / "config.json").write_text(json.dumps(config))
+    measured = []
+    real = cost.probe_cost_rows
+    monkeypatch.setattr(cost, "probe_cost_rows", lambda *a, **k: measured.append((k["layer"], k["probes"])) or
+                        real(*a, **k))
+    kwargs = dict(repeats=1, num_train=100, num_test=50)
+    run_cost(grown, dataset, layers=["fc1"], probes=["masc", "ncm"], **kwargs)
+    table = run_cost(grown, dataset, layers=["fc1", "fc2"], probes=["masc", "ncm", "lda"], **kwargs)
+    assert measured == [("fc1", ["masc", "ncm"]), ("fc1", ["lda"]), ("fc2", ["masc", "ncm", "lda"])]
+    whole = run_cost(fresh, dataset, layers=["fc1", "fc2"], probes=["masc", "ncm", "lda"], **kwargs)
+    key = ["layer", "probe", "phase", "members", "n_train", "n_test", "dim", "classes", "flops"]
+    assert (table.sort_values(key[:3])[key].reset_index(drop=True)
+            .equals(whole.sort_values(key[:3])[key].reset_index(drop=True)))
+    assert len(pd.read_csv(grown / "cost.csv")) == len(whole) == 2 * 3 * 2
+    for changed in (dict(kwargs, repeats=2), dict(kwargs, num_train=150), dict(kwargs, variance=0.5)):
+        with pytest.raises(ValueError, match="other settings") as refused:
+            run_cost(grown, dataset, layers=["fc3"], **changed)
+        assert "\n" not in str(refused.value)

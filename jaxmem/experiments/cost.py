@@ -23,7 +23,7 @@ import pandas as pd
 
 from jaxmem.data import Dataset, load_dataset, member_train_labels, normalize, subset
 from jaxmem.features import collect_activations, member_variables
-from jaxmem.manifest import holding
+from jaxmem.manifest import holding, record_stage
 from jaxmem.models import chosen_probe_layers, get_model
 from jaxmem.probes.base import ProbeSizes, prepare_fit
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
@@ -135,6 +135,9 @@ def run_cost(run_dir: str | Path, dataset: Dataset, *, layers: Sequence[str] | N
              epoch: int | str = "final") -> pd.DataFrame:
     """Probe cost rows for every probe layer (or ``layers``) of a trained run; written to ``run_dir/cost.csv``.
 
+    A rerun measures only the (layer, probe) pairs the table lacks (probes and layers are requests in the run's
+    manifest); the other settings change what a row means and must match the first call's (else ``ValueError``).
+
     ``dataset`` must be the run's own data (:func:`load_run_dataset`); ``num_train`` / ``num_test`` time the
     probes on the first samples only (labels corrupted as in training). Members' parameters at ``epoch``.
     """
@@ -153,14 +156,27 @@ def run_cost(run_dir: str | Path, dataset: Dataset, *, layers: Sequence[str] | N
     x_test = normalize(dataset.name, dataset.x_test[test_part])
     model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     variables = member_variables(*load_member_params(run_dir, epoch))
+    record_stage(run_dir, "cost", {"repeats": repeats, "subspace_labels": subspace_labels, "variance": variance,
+                                   "num_train": num_train, "num_test": num_test, "epoch": epoch},
+                 {"probes": list(probes), "layers": list(layers)},
+                 way_out=f"delete {Path(run_dir) / COST_FILE} to measure everything again with these settings")
+    path = Path(run_dir) / COST_FILE
+    earlier = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=list(COST_COLUMNS))
+    measured = set(zip(earlier["layer"], earlier["probe"]))
     rows = []
     for layer in layers:
+        missing = [probe for probe in probes if (layer, probe) not in measured]
+        if not missing:
+            continue
         train = collect_activations(model, variables, x_train, (layer,))[layer]
         test = collect_activations(model, variables, x_test, (layer,))[layer]
         rows += probe_cost_rows(train, grouping[:, train_part], test, dataset.num_classes, layer=layer,
-                                probes=probes, repeats=repeats, variance=variance)
-    table = pd.DataFrame(rows, columns=list(COST_COLUMNS))
-    write_table(table, Path(run_dir) / COST_FILE)
+                                probes=missing, repeats=repeats, variance=variance)
+    if not rows:
+        return earlier
+    table = pd.concat([earlier, pd.DataFrame(rows, columns=list(COST_COLUMNS))], ignore_index=True) \
+        if len(earlier) else pd.DataFrame(rows, columns=list(COST_COLUMNS))
+    write_table(table, path)
     return table
 
 
