@@ -251,15 +251,15 @@ def grid_runs(grid: Grid) -> list[Run]:
     return runs
 
 
-def shard_runs(runs: Sequence[Run], shard: tuple[int, int] | None) -> list[Run]:
-    """The runs of shard ``(k, n)``: every ``n``-th from the ``k``-th; all of them for None."""
+def shard_runs(runs: Sequence, shard: tuple[int, int] | None, noun: str = "run") -> list:
+    """The runs (or cells: ``noun``) of shard ``(k, n)``: every ``n``-th from the ``k``-th; all for None."""
     if shard is None:
         return list(runs)
     k, n = shard
     if not 0 <= k < n:
         raise ValueError(f"shard {k}/{n}: K must be 0 <= K < N")
     if k >= len(runs):
-        raise ValueError(f"shard {k}/{n} has no run: the grid has {len(runs)}")
+        raise ValueError(f"shard {k}/{n} has no {noun}: the grid has {len(runs)}")
     return list(runs)[k::n]
 
 

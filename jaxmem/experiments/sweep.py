@@ -19,7 +19,8 @@ from jaxmem.config import ProbeSpec, RelabelSpec, TrainSpec, paper_train_spec
 from jaxmem.data import Dataset
 from jaxmem.presets import paper_model, preset_spec
 from jaxmem.results import read_rows
-from jaxmem.runner import DONE, GRID_FILE, Grid, Group, grid_from_dict, grid_runs, run_grid, run_states
+from jaxmem.runner import (DONE, GRID_FILE, Grid, Group, grid_from_dict, grid_runs, run_grid, run_states,
+                           shard_runs)
 
 
 class Cell(NamedTuple):
@@ -53,14 +54,7 @@ def cell_spec(cell: Cell, overrides: dict[str, dict]) -> TrainSpec:
 
 def shard_cells(cells: Sequence[Cell], shard: tuple[int, int] | None) -> list[Cell]:
     """The cells of shard ``(k, n)``: every ``n``-th from the ``k``-th (0 <= k < n); all of them for None."""
-    if shard is None:
-        return list(cells)
-    k, n = shard
-    if not 0 <= k < n:
-        raise ValueError(f"shard {k}/{n}: K must be 0 <= K < N")
-    if k >= len(cells):
-        raise ValueError(f"shard {k}/{n} has no cell: the grid has {len(cells)}")
-    return list(cells)[k::n]
+    return shard_runs(cells, shard, "cell")
 
 
 def cell_status(out_dir: str | Path, cell: Cell) -> str:
