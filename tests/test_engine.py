@@ -29,7 +29,8 @@ def test_shared_statistics_equal_each_probe_fitted_on_its_own(digits, precision)
     train, test, labels = digits
     probes = select_probes(list(PROBES), sensitivity=SENSITIVITY, precision=precision)
     groupings = {"true": labels[:1].repeat(2, 0), "corrupted": labels}
-    probed = probe_source(array_source({"pixels": (train, test)}), groupings, 10, probes, precision=precision)
+    probed = probe_source(array_source({"pixels": (train, test)}), groupings, 10, probes, precision=precision,
+                          train_scores=True)
     dtype = np.float64 if precision == "exact" else np.float32
     x_train, x_test = train.astype(dtype), test.astype(dtype)
     assert len(probed.scored) == len(groupings) * len(probes) == 2 * 11
@@ -40,6 +41,10 @@ def test_shared_statistics_equal_each_probe_fitted_on_its_own(digits, precision)
             np.testing.assert_array_equal(scored.train, probe.predict(state, x_train), err_msg=f"{kind} {name}")
             np.testing.assert_array_equal(scored.test, probe.predict(state, x_test), err_msg=f"{kind} {name}")
             np.testing.assert_array_equal(scored.size, probe.member_sizes(state, 2))
+            # float32 summation order: NCM, LDA and QDA fit from the shared class moments, their own fit from rows
+            expected_scores = np.asarray(probe.scores(state, x_train))
+            np.testing.assert_allclose(scored.train_scores, expected_scores, err_msg=f"{kind} {name}",
+                                       rtol=1e-4, atol=1e-5 * np.abs(expected_scores).max())
 
 
 def test_every_streaming_probe_streams_to_its_in_memory_predictions(digits):
@@ -48,7 +53,9 @@ def test_every_streaming_probe_streams_to_its_in_memory_predictions(digits):
     source = array_source({"pixels": (train, test), "squares": (train**2, test**2)})
     assert plan_memory(source, 0) == ((), ("pixels", "squares"))
     in_memory = probe_source(source, {"corrupted": labels}, 10, probes, precision="exact")
-    streamed = probe_source(source, {"corrupted": labels}, 10, probes, precision="exact", memory_budget=100_000)
+    streamed = probe_source(source, {"corrupted": labels}, 10, probes, precision="exact", memory_budget=100_000,
+                            train_scores=True)
+    assert in_memory.scored["pixels", "corrupted", "masc"].train_scores is None  # kept only when asked
     assert streamed.streamed == ("pixels", "squares") and in_memory.streamed == ()
     assert set(streamed.skipped["pixels"]) == {"knn", "logreg"}
     streaming = [name for name, probe in probes.items() if probe.streams]
@@ -62,6 +69,9 @@ def test_every_streaming_probe_streams_to_its_in_memory_predictions(digits):
                 np.testing.assert_array_equal(memory.train, stream.train, err_msg=f"{layer} {name}")
                 np.testing.assert_array_equal(memory.test, stream.test, err_msg=f"{layer} {name}")
                 np.testing.assert_array_equal(memory.size, stream.size)
+            # the streamed training scores, gathered chunk by chunk, are those its predictions are the argmax of
+            assert stream.train_scores.shape == (*labels.shape, 10)
+            np.testing.assert_array_equal(stream.train_scores.argmax(-1), stream.train, err_msg=f"{layer} {name}")
 
 
 @pytest.mark.parametrize("budget", [float("inf"), 100_000])  # bytes: 100_000 streams both layers

@@ -125,6 +125,53 @@ def test_cleanlab_on_cross_validated_probabilities_finds_the_planted_errors():
     assert not in_sample.flagged.any()
 
 
+def test_score_labels_fits_each_probe_once_per_layer_and_flags_as_a_fit_on_the_chosen_layer(monkeypatch):
+    import jax
+
+    from jaxmem.data import corrupt_labels, load_dataset, normalize, subset
+    from jaxmem.experiments import labels
+    from jaxmem.features import collect_activations, member_variables
+    from jaxmem.models import get_model
+    from jaxmem.probes.registry import PROBES, select_probes
+
+    dataset = subset(load_dataset("digits"), 300)
+    given = np.stack([corrupt_labels(dataset.y_train, 0.4, 10, seed) for seed in (0, 1)])
+    model = get_model("mlp", 10)
+    x_train = normalize("digits", dataset.x_train)
+    params = jax.vmap(lambda key: model.init(key, x_train[:1])["params"])(jax.random.split(jax.random.key(0), 2))
+    variables = member_variables(params)
+    layers = ("input", "fc1")
+    fits = {name: 0 for name in PROBES}
+
+    def counted(name, function):
+        def fit(*args, **kwargs):
+            fits[name] += 1
+            return function(*args, **kwargs)
+        return None if function is None else fit
+
+    def counting_probes(names, **options):
+        return {name: probe._replace(fit=counted(name, probe.fit), from_stats=counted(name, probe.from_stats))
+                for name, probe in select_probes(names, **options).items()}
+
+    monkeypatch.setattr(labels, "select_probes", counting_probes)
+    scoring = labels.score_labels(model, variables, dataset, given, layers=layers, probes=list(PROBES), folds=3,
+                                  seed=3)
+    assert fits == {name: len(layers) for name in PROBES}  # not once more for the chosen layer
+
+    # The reference: each probe fitted again on its chosen layer's training features (same key), scored there.
+    for name, probe in select_probes(list(PROBES)).items():
+        for m, layer in enumerate(scoring.layers[name]):
+            features = collect_activations(model, variables, x_train, (layer,))[layer]
+            state = probe.fit(features, given, 10, key=jax.random.key(3))
+            expected = labels.probe_verdict(np.asarray(probe.scores(state, features))[m], given[m])
+            got = scoring.verdicts[name][m]
+            np.testing.assert_array_equal(got.flagged, expected.flagged, err_msg=f"{name} {m}")
+            np.testing.assert_array_equal(got.suggested, expected.suggested, err_msg=f"{name} {m}")
+            # float32 summation order: LDA fits from the engine's shared class moments, its own fit from the rows
+            np.testing.assert_allclose(got.issue, expected.issue, atol=1e-5 * np.abs(expected.issue).max(),
+                                       err_msg=f"{name} {m}")
+
+
 # ------------------------------------------------------------------------------------------------- the CLI
 
 

@@ -239,11 +239,14 @@ def score_labels(model, variables, dataset: Dataset, given: np.ndarray, *, layer
                  probes: Sequence[str], folds: int = 5, seed: int = 0, split_seed: int = REFERENCE_SPLIT_SEED,
                  variance: float | int = 0.99, precision: str = "fast", memory_budget: float = 2**31) -> Scoring:
     """Verdicts of the model, each probe (its layer chosen on the select part of the test split) and cleanlab,
-    for members with parameters ``variables`` (member axis) and given training labels [M, N]."""
+    for members with parameters ``variables`` (member axis) and given training labels [M, N].
+
+    One engine pass fits every probe once per layer and keeps its training scores, so a probe's verdict comes from
+    the very fit whose test predictions chose its layer; cleanlab's cross-validation reads MASC's chosen layers."""
     selected = select_probes(list(dict.fromkeys(["masc", *probes])), variance=variance, precision=precision)
     select, _ = split_test(len(dataset.y_test), split_seed)
     fitted = fit_and_score(model, variables, dataset, {"corrupted": given}, layers, probes=selected,
-                           precision=precision, memory_budget=memory_budget, seed=seed)
+                           precision=precision, memory_budget=memory_budget, seed=seed, train_scores=True)
     chosen = {name: [layers[b] for b in choose_layers({layer: fitted[layer, "corrupted", name].test
                                                        for layer in layers}, dataset.y_test[select], select)]
               for name in selected}
@@ -252,22 +255,16 @@ def score_labels(model, variables, dataset: Dataset, given: np.ndarray, *, layer
     logits = member_logits(model, variables, x_train)
     verdicts = {"model": [model_verdict(logits[m], given[m]) for m in range(num_members)],
                 "cleanlab_model": [cleanlab_verdict(softmax(logits[m]), given[m]) for m in range(num_members)]}
-    verdicts.update({name: [None] * num_members for name in [*selected, "cleanlab_cv"]})
-    key = jax.random.key(seed)  # as fit_and_score's, so each probe is the one whose layer was chosen
-    for layer in dict.fromkeys(layer for picks in chosen.values() for layer in picks):
-        features = collect_activations(model, variables, x_train, (layer,))[layer]
-        for name, probe in selected.items():
-            at = np.flatnonzero(np.asarray(chosen[name]) == layer)
-            if len(at):
-                scores = np.asarray(probe.scores(probe.fit(features[at], given[at], num_classes, key=key),
-                                                 features[at]))
-                for i, m in enumerate(at):
-                    verdicts[name][m] = probe_verdict(scores[i], given[m])
+    for name in selected:
+        verdicts[name] = [probe_verdict(fitted[layer, "corrupted", name].train_scores[m], given[m])
+                          for m, layer in enumerate(chosen[name])]
+    verdicts["cleanlab_cv"] = [None] * num_members
+    for layer in dict.fromkeys(chosen["masc"]):
         at = np.flatnonzero(np.asarray(chosen["masc"]) == layer)
-        if len(at):
-            probs = cross_validated_probs(features[at], given[at], num_classes, folds=folds, seed=seed)
-            for i, m in enumerate(at):
-                verdicts["cleanlab_cv"][m] = cleanlab_verdict(probs[i], given[m])
+        features = collect_activations(model, variables, x_train, (layer,))[layer]
+        probs = cross_validated_probs(features[at], given[at], num_classes, folds=folds, seed=seed)
+        for i, m in enumerate(at):
+            verdicts["cleanlab_cv"][m] = cleanlab_verdict(probs[i], given[m])
     method_layers = {**{name: chosen[name] for name in selected}, "cleanlab_cv": chosen["masc"],
                      "model": ["output"] * num_members, "cleanlab_model": ["output"] * num_members}
     return Scoring(verdicts, method_layers)

@@ -137,18 +137,20 @@ def fit_and_score(
     memory_budget: float = 2**31,
     batch_size: int = 1024,
     seed: int = 0,
+    train_scores: bool = False,
 ) -> dict:
     """Fit every probe on every layer with each grouping ``{kind: labels [M, N]}`` and predict train and test:
     :func:`jaxmem.probes.engine.probe_source` on the members' layers (:func:`jaxmem.features.model_source`).
 
     Returns:
-      ``{(layer, kind, probe_name): Scored(size [M], train predictions [M, N], test predictions [M, T])}``.
+      ``{(layer, kind, probe_name): Scored(size [M], train predictions [M, N], test predictions [M, T])}``, with
+      ``train_scores`` also the class scores [M, N, C] of the training rows.
     """
     x_train = normalize(dataset.name, dataset.x_train)
     x_test = normalize(dataset.name, dataset.x_test)
     source = model_source(model, variables, x_train, x_test, layers, batch_size=batch_size)
     return probe_source(source, grouping, dataset.num_classes, probes, precision=precision,
-                        memory_budget=memory_budget, seed=seed).scored
+                        memory_budget=memory_budget, seed=seed, train_scores=train_scores).scored
 
 
 def probe_members(

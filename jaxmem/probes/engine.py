@@ -13,7 +13,8 @@ members share the features, as the input layer and a file do). :func:`probe_sour
    :class:`~jaxmem.probes.gram.GramState` (counts, sums, Grams) from which every streaming probe fits;
 3. fits each probe from the statistics (``Probe.from_stats``; a probe without it fits on the features, e.g.
    logistic regression), runs each label-free neighbour search (kNN) once per layer and split and lets every
-   grouping vote on the same neighbours, and predicts train and test.
+   grouping vote on the same neighbours, and predicts train and test (with ``train_scores``, also keeps the
+   class scores of the training rows, so a caller needing them does not fit the probe again).
 
 The shared statistics are the same computations as each probe's own ``fit``, so the predictions equal fitting
 each probe on its own (tested). Probes that need the activations (kNN, logistic regression) skip streamed layers.
@@ -54,6 +55,7 @@ class Scored(NamedTuple):
     size: np.ndarray  # [M] the probe's size (NaN when it has none)
     train: np.ndarray  # [M, N] predictions on the training set
     test: np.ndarray  # [M, T] predictions on the test set
+    train_scores: np.ndarray | None = None  # [M, N, C] class scores of the training set, when asked for
 
 
 class Probed(NamedTuple):
@@ -132,13 +134,18 @@ class Statistics:
 # ---------------------------------------------------------------------------------------------------- engine
 
 
-def _predict(probe: Probe, state, features, searched) -> np.ndarray:
-    if probe.vote is None:
-        return np.asarray(probe.predict(state, features))
-    return np.asarray(jnp.argmax(probe.vote(state, searched), axis=-1).astype(jnp.int32))
+def _scores(probe: Probe, state, features, searched) -> jax.Array:
+    """Class scores [M, T, C] of ``features``, or for a neighbour probe the vote of its ``searched`` neighbours."""
+    return probe.scores(state, features) if probe.vote is None else probe.vote(state, searched)
 
 
-def _in_memory(features: dict, groupings, num_classes, probes, seed) -> dict:
+def _predictions(scores: jax.Array) -> np.ndarray:
+    """argmax of the scores as :meth:`Probe.predict` takes it: int32 [M, T]."""
+    with precision_context(scores.dtype == np.float64):
+        return np.asarray(jnp.argmax(scores, axis=-1).astype(jnp.int32))
+
+
+def _in_memory(features: dict, groupings, num_classes, probes, seed, train_scores) -> dict:
     """{(kind, probe): Scored} for one layer held in memory, features {split: [M', ·, D]}."""
     split_features = {split: (x[0] if len(x) == 1 else x) for split, x in features.items()}
     x_train = split_features["train"]
@@ -150,15 +157,17 @@ def _in_memory(features: dict, groupings, num_classes, probes, seed) -> dict:
                 state = probe.from_stats(stats)
             else:
                 state = probe.fit(x_train, labels, num_classes, key=jax.random.key(seed))
-            predictions = []
+            scores = {}
             for split in SPLITS:
                 searched = None
                 if probe.search is not None:
                     if (probe.search, split) not in searches:
                         searches[probe.search, split] = probe.search(x_train, split_features[split])
                     searched = searches[probe.search, split]
-                predictions.append(_predict(probe, state, split_features[split], searched))
-            out[kind, name] = Scored(probe.member_sizes(state, len(labels)), *predictions)
+                scores[split] = _scores(probe, state, split_features[split], searched)
+            out[kind, name] = Scored(probe.member_sizes(state, len(labels)),
+                                     *(_predictions(scores[split]) for split in SPLITS),
+                                     np.asarray(scores["train"]) if train_scores else None)
     return out
 
 
@@ -203,8 +212,9 @@ def _stream_statistics(source, layers, groupings, num_classes, rows, exact) -> d
     return states
 
 
-def _streamed(source, layers, groupings, num_classes, probes, precision, memory_budget) -> dict:
-    """{(layer, kind, probe): Scored} for the streamed layers (probes that stream only)."""
+def _streamed(source, layers, groupings, num_classes, probes, precision, memory_budget, train_scores) -> dict:
+    """{(layer, kind, probe): Scored} for the streamed layers (probes that stream only); the training scores are
+    gathered chunk by chunk."""
     exact = precision == "exact"
     streaming = {name: probe for name, probe in probes.items() if probe.streams}
     if not streaming:
@@ -220,14 +230,19 @@ def _streamed(source, layers, groupings, num_classes, probes, precision, memory_
             fitted[name, kind, probe_name] = (probe, state)
     del grams
     predictions = {key: {split: [] for split in SPLITS} for key in fitted}
+    kept_scores = {key: [] for key in fitted}
     for split in SPLITS:
         for chunk in source.chunks(layers, split, rows, np.float64 if exact else np.float32):
             features = {name: (x[0] if len(x) == 1 else x) for name, x in chunk.items()}
-            for (name, kind, probe_name), (probe, state) in fitted.items():
-                predictions[name, kind, probe_name][split].append(np.asarray(probe.predict(state, features[name])))
+            for key, (probe, state) in fitted.items():
+                scores = probe.scores(state, features[key[0]])
+                predictions[key][split].append(_predictions(scores))
+                if train_scores and split == "train":
+                    kept_scores[key].append(np.asarray(scores))
     num_members = len(next(iter(groupings.values())))
     return {key: Scored(probe.member_sizes(state, num_members),
-                        *(np.concatenate(predictions[key][split], axis=-1) for split in SPLITS))
+                        *(np.concatenate(predictions[key][split], axis=-1) for split in SPLITS),
+                        np.concatenate(kept_scores[key], axis=-2) if train_scores else None)
             for key, (probe, state) in fitted.items()}
 
 
@@ -240,6 +255,7 @@ def probe_source(
     precision: str = "fast",
     memory_budget: float = 2**31,
     seed: int = 0,
+    train_scores: bool = False,
 ) -> Probed:
     """Fit every probe on every layer of ``source`` with each grouping ``{kind: labels [M, N]}``; predict train
     and test.
@@ -249,6 +265,9 @@ def probe_source(
       precision: of the streamed statistics ("exact": float64 Grams, float64 file chunks).
       memory_budget: bytes of features held in memory (see :func:`plan_memory`); the rest stream.
       seed: the random state of probes that take a key (logistic regression).
+      train_scores: also keep each probe's class scores of the training rows (``Scored.train_scores``
+        [M, N, C], from the same fit as the predictions; streamed layers too): M·N·C numbers per (layer, grouping,
+        probe), so off unless asked.
     """
     groupings = {kind: np.asarray(labels) for kind, labels in groupings.items()}
     in_memory, streamed = plan_memory(source, memory_budget)
@@ -264,10 +283,11 @@ def probe_source(
             del parts
         for name in in_memory:
             layer = _in_memory({split: held[split].pop(name) for split in SPLITS}, groupings, num_classes,
-                               probes, seed)
+                               probes, seed, train_scores)
             scored.update({(name, kind, probe): result for (kind, probe), result in layer.items()})
     if streamed:
-        scored.update(_streamed(source, streamed, groupings, num_classes, probes, precision, memory_budget))
+        scored.update(_streamed(source, streamed, groupings, num_classes, probes, precision, memory_budget,
+                                train_scores))
     order = {name: i for i, name in enumerate(source.widths)}
     kinds, names = list(groupings), list(probes)
     scored = dict(sorted(scored.items(), key=lambda item: (order[item[0][0]], kinds.index(item[0][1]),
