@@ -340,9 +340,10 @@ def test_resnet_reference_mode_normalises_each_sample_alone():
     # the oracle: the model in train mode on each image alone (batch of 1), in a plain loop
     for i in range(len(x)):
         (one_logits, one_acts), _ = model.apply(variables, x[i:i + 1], train=True, mutable=["batch_stats"])
-        np.testing.assert_allclose(logits[i], one_logits[0], rtol=1e-4, atol=1e-5)
+        # float32 through 18 layers: the two orders of summation differ by ~2e-5 on activations of order 1
+        np.testing.assert_allclose(logits[i], one_logits[0], rtol=1e-4, atol=1e-4)
         for name in probe_layers("resnet18"):
-            np.testing.assert_allclose(acts[name][i], one_acts[name][0], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(acts[name][i], one_acts[name][0], rtol=1e-4, atol=1e-4)
     # neither the running averages (eval mode) nor the statistics of the whole batch
     eval_logits, eval_acts = model.apply(variables, x)
     (batch_logits, batch_acts), _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
