@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 
 from jaxmem import planner
-from jaxmem.cli import DATA, add_arguments, data_loader, nonempty, parse_floats, parse_ints, split_names
+from jaxmem.cli.flags import DATA, add_arguments, data_loader, nonempty, parse_floats, parse_ints, split_names
 from jaxmem.config import paper_train_spec
 from jaxmem.results import read_rows
 

@@ -263,6 +263,11 @@ def shard_runs(runs: Sequence, shard: tuple[int, int] | None, noun: str = "run")
     return list(runs)[k::n]
 
 
+def grid_shard(grid: Grid, shard: tuple[int, int] | None) -> list[Run]:
+    """The grid's runs of shard ``(k, n)`` (:func:`shard_runs`; a run is a cell in the ``cell`` layout)."""
+    return shard_runs(grid_runs(grid), shard, "cell" if grid.layout == "cell" else "run")
+
+
 def train_spec(grid: Grid, run: Run) -> TrainSpec:
     return preset_spec(run.dataset, run.model, grid.train)
 
@@ -425,11 +430,16 @@ def run_states(grid: Grid, run: Run, out: str | Path) -> dict[str, str]:
 
 
 def grid_text(grid: Grid, runs: Sequence[Run], states: Sequence[dict[str, str]], out: str | Path) -> str:
-    """What ``--dry-run`` prints: every run with its members and the state of each of its stages."""
+    """What ``--dry-run`` prints: every run with its members, its training settings and the state of each of its
+    stages."""
     lines = [f"{_count(len(runs), 'run')} in {out} (layout {grid.layout})"]
     for run, state in zip(runs, states):
         members = ", ".join(f"p = {m.degree:g} seed {m.seed}" for m in run.members)
         lines.append(f"{run.name}: {run.dataset} × {run.model}, {_count(len(run.members), 'member')} ({members})")
+        spec = train_spec(grid, run)
+        lines.append(f"    {'':<14} {spec.optimizer}, lr {spec.learning_rate:g}, batch {spec.batch_size}, at most "
+                     f"{spec.max_epochs} epochs, stop at train accuracy {spec.target_train_accuracy:g} "
+                     f"({spec.stop_on}, {spec.order} order)")
         lines += [f"    {stage:<14} {state[stage]}" for stage in run.stages]
     return "\n".join(lines)
 
@@ -601,7 +611,7 @@ def run_grid(grid: Grid, load: Callable[..., Dataset], *, out: str | Path | None
 
     out = Path(out or grid.out)
     runs = grid_runs(grid)
-    mine = shard_runs(runs, shard)
+    mine = grid_shard(grid, shard)
     if is_writer():
         out.mkdir(parents=True, exist_ok=True)
         (out / GRID_FILE).write_text(json.dumps(grid.as_dict(), indent=2) + "\n")

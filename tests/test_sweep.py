@@ -1,12 +1,21 @@
 """The resumable sweep: cells, overrides, combined table with distinct member indices, nothing recomputed."""
+import json
+
 import pytest
 
 from jaxmem.cli import main
 from jaxmem.config import ProbeSpec
 from jaxmem.data import load_dataset, subset
-from jaxmem.experiments import sweep
-from jaxmem.experiments.sweep import Cell, cell_spec, cell_status, run_sweep, sweep_cells
+from jaxmem.experiments.sweep import Cell, run_sweep, sweep_cells
+from jaxmem.presets import preset_spec
 from jaxmem.results import read_rows
+from jaxmem.runner import DONE, GRID_FILE, grid_from_dict, grid_runs, run_states, shard_runs
+
+
+def cell_states(out, cell) -> dict:
+    """The cell's stage states, read from the grid the sweep saved beside its cells."""
+    grid = grid_from_dict(json.loads((out / GRID_FILE).read_text()))
+    return run_states(grid, next(run for run in grid_runs(grid) if run.name == cell.name), out)
 
 
 def test_cells_and_overrides():
@@ -14,9 +23,9 @@ def test_cells_and_overrides():
     assert cells == [Cell("digits", "mlp"), Cell("digits", "cnn"), Cell("mnist", "mlp"), Cell("mnist", "cnn")]
     with pytest.raises(ValueError, match="no preset"):
         sweep_cells(["cifar100"], ["mlp"])
-    spec = cell_spec(Cell("mnist", "cnn"), {"learning_rate": {"mlp": 0.02, "*": 1e-3}, "max_epochs": {"mlp": 9}})
+    spec = preset_spec("mnist", "cnn", {"learning_rate": {"mlp": 0.02, "*": 1e-3}, "max_epochs": {"mlp": 9}})
     assert (spec.optimizer, spec.learning_rate, spec.max_epochs) == ("adam", 1e-3, 500)
-    assert cell_spec(Cell("mnist", "mlp"), {"learning_rate": {"mlp": 0.02}}).learning_rate == 0.02
+    assert preset_spec("mnist", "mlp", {"learning_rate": {"mlp": 0.02}}).learning_rate == 0.02
 
 
 @pytest.mark.slow
@@ -38,7 +47,9 @@ def test_sweep_resumes_after_a_failed_cell_without_recomputing_finished_ones(tmp
     kwargs = dict(overrides={"max_epochs": {"*": 2}}, progress=False, probing=ProbeSpec(probes=("masc", "ncm"), clean_degrees=(0.8,)))
     with pytest.raises(KeyboardInterrupt):
         run_sweep(cells, [0.0, 0.8], [0], tmp_path, load, **kwargs)
-    assert [cell_status(tmp_path, cell) for cell in cells] == ["done", "started"]  # the cnn trained, not probed
+    mlp, cnn = (cell_states(tmp_path, cell) for cell in cells)
+    assert all(state in DONE for state in mlp.values())
+    assert cnn["train"] == "done" and cnn["probe"] not in DONE  # the cnn trained, not probed
     partial = read_rows(tmp_path / "results.csv")
     assert set(partial["model"]) == {"mlp"}
 
@@ -61,7 +72,7 @@ def test_cli_sweep_dry_run_and_run(tmp_path, capsys):
             "--quiet", "--learning-rate", "mlp=0.05"]
     assert main([*argv, "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    assert "digits-mlp" in printed and "new" in printed and "0.0500" in printed and not out.exists()
+    assert "digits-mlp" in printed and "not trained" in printed and "lr 0.05," in printed and not out.exists()
     assert main([*argv, "--relabel", "--finetune-epochs", "1", "--patience", "1", "--split-seed", "5"]) == 0
     assert (out / "summary.md").exists() and (out / "relabel.csv").exists()
     assert main([*argv, "--dry-run"]) == 0 and "done" in capsys.readouterr().out
@@ -73,15 +84,15 @@ def test_shards_together_give_the_unsharded_sweep(tmp_path):
     load = lambda name: subset(load_dataset(name), 200, 100)
     kwargs = dict(overrides={"max_epochs": {"*": 2}}, progress=False, probing=ProbeSpec(probes=("masc",)))
     whole = run_sweep(cells, [0.8], [0], tmp_path / "whole", load, **kwargs)
-    assert sweep.shard_cells(cells, (1, 2)) == [cells[1]]
+    assert shard_runs(cells, (1, 2)) == [cells[1]]
     first = run_sweep(cells, [0.8], [0], tmp_path / "sharded", load, shard=(0, 2), **kwargs)
-    assert set(first["model"]) == {"mlp"} and cell_status(tmp_path / "sharded", cells[1]) == "new"
+    assert set(first["model"]) == {"mlp"} and cell_states(tmp_path / "sharded", cells[1])["train"] == "not trained"
     last = run_sweep(cells, [0.8], [0], tmp_path / "sharded", load, shard=(1, 2), **kwargs)
     assert (tmp_path / "sharded" / "results.csv").read_bytes() == (tmp_path / "whole" / "results.csv").read_bytes()
     assert len(last) == len(whole)
     for bad in ((2, 2), (-1, 2), (3, 4)):
         with pytest.raises(ValueError, match="shard"):
-            sweep.shard_cells(cells, bad)
+            shard_runs(cells, bad, "cell")
 
 
 def test_cli_shard_plans_its_cells_and_refuses_a_bad_one(tmp_path, capsys):

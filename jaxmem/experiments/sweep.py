@@ -15,12 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
-from jaxmem.config import ProbeSpec, RelabelSpec, TrainSpec, paper_train_spec
+from jaxmem.config import ProbeSpec, RelabelSpec, paper_train_spec
 from jaxmem.data import Dataset
-from jaxmem.presets import paper_model, preset_spec
+from jaxmem.presets import paper_model
 from jaxmem.results import read_rows
-from jaxmem.runner import (DONE, GRID_FILE, Grid, Group, grid_from_dict, grid_runs, run_grid, run_states,
-                           shard_runs)
+from jaxmem.runner import Grid, Group, grid_runs, run_grid, shard_runs
 
 
 class Cell(NamedTuple):
@@ -45,32 +44,6 @@ def sweep_cells(datasets: Sequence[str], models: Sequence[str]) -> list[Cell]:
     if not cells:
         raise ValueError("a sweep needs at least one dataset and one model")
     return cells
-
-
-def cell_spec(cell: Cell, overrides: dict[str, dict]) -> TrainSpec:
-    """The cell's preset with overrides ``{field: {model or "*": value}}`` (:func:`jaxmem.presets.preset_spec`)."""
-    return preset_spec(cell.dataset, cell.model, overrides)
-
-
-def shard_cells(cells: Sequence[Cell], shard: tuple[int, int] | None) -> list[Cell]:
-    """The cells of shard ``(k, n)``: every ``n``-th from the ``k``-th (0 <= k < n); all of them for None."""
-    return shard_runs(cells, shard, "cell")
-
-
-def cell_status(out_dir: str | Path, cell: Cell) -> str:
-    """``done`` (every stage of the sweep saved in ``OUT/grid.json`` done: skipped), ``started`` (will resume) or
-    ``new``."""
-    import json
-
-    out_dir = Path(out_dir)
-    if not (out_dir / cell.name / "config.json").exists():
-        return "new"
-    if (out_dir / GRID_FILE).exists():
-        grid = grid_from_dict(json.loads((out_dir / GRID_FILE).read_text()))
-        for run in grid_runs(grid):
-            if run.name == cell.name and all(state in DONE for state in run_states(grid, run, out_dir).values()):
-                return "done"
-    return "started"
 
 
 def sweep_grid(cells: Sequence[Cell], degrees: Sequence[float], seeds: Sequence[int], out_dir: str | Path, *,
@@ -105,19 +78,16 @@ def run_sweep(
     probing: ProbeSpec = ProbeSpec(),
     shard: tuple[int, int] | None = None,
 ):
-    """Run every unfinished cell (of ``shard``, :func:`shard_cells`), then return the combined results table
+    """Run every unfinished cell (of ``shard``, :func:`jaxmem.runner.shard_runs`), then return the combined results table
     (DataFrame) of every finished cell.
 
     ``load(dataset_name)`` gives each dataset (loaded once per dataset, in cell order); ``overrides`` as in
-    :func:`cell_spec`; ``probing`` is every cell's :class:`~jaxmem.config.ProbeSpec`; with ``relabel`` each cell
+    :func:`jaxmem.presets.preset_spec`; ``probing`` is every cell's :class:`~jaxmem.config.ProbeSpec`; with ``relabel`` each cell
     also relabels and fine-tunes (``relabel_options``: :class:`~jaxmem.config.RelabelSpec` fields). With a
     ``mesh`` every cell trains and probes split over its devices (all processes run this; process 0 writes).
     """
-    if mesh is not None and relabel:
-        raise ValueError("relabel runs on one process; run the sweep without --distributed to relabel, or leave "
-                         "out --relabel")
     grid = sweep_grid(cells, degrees, seeds, out_dir, label_rule=label_rule, overrides=overrides, relabel=relabel,
                       relabel_options=relabel_options, probing=probing)
-    shard_cells(cells, shard)  # the sweep's own words for a bad shard
+    shard_runs(cells, shard, "cell")  # the sweep's own words for a bad shard
     run_grid(grid, lambda name, **data: load(name), out=out_dir, shard=shard, progress=progress, mesh=mesh)
     return read_rows(Path(out_dir) / "results.csv")

@@ -1,8 +1,6 @@
 """The plain text the commands print in the terminal (:mod:`jaxmem.cli`): right-aligned tables of accuracies per
-member, layer, degree or epoch, and a sweep's plan."""
+member, layer, degree or epoch."""
 from __future__ import annotations
-
-from pathlib import Path
 
 from jaxmem.report.tables import summary, unmemorised_members
 
@@ -96,14 +94,3 @@ def train_text(result, members) -> str:
                         [[m, member.degree, member.seed, int(result.stop_epoch[m]),
                           float(final.train_correct[-1, m]) / result.num_train,
                           float(final.test_correct[-1, m]) / result.num_test] for m, member in enumerate(members)])
-
-
-def sweep_plan_text(out_dir: str | Path, plan, degrees, seeds) -> str:
-    """What ``jaxmem sweep`` prints before it runs: per cell of ``plan`` ``[(name, status, TrainSpec)]`` its
-    status and training settings."""
-    header = (f"sweep {out_dir}: {len(plan)} cells × {len(degrees) * len(seeds)} members (degrees {degrees}, "
-              f"seeds {seeds})")
-    return header + "\n" + format_table(
-        ["cell", "status", "optimiser", "lr", "batch", "max epochs", "stop at train acc"],
-        [[name, status, spec.optimizer, spec.learning_rate, spec.batch_size, spec.max_epochs,
-          spec.target_train_accuracy] for name, status, spec in plan])
