@@ -9,6 +9,7 @@ training labels.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Sequence
 
@@ -182,3 +183,24 @@ def member_train_labels(dataset: Dataset, members: Sequence[MemberSpec]) -> np.n
             out[chosen] = np.asarray(draw(base, [members[i].degree for i in chosen],
                                           [members[i].seed for i in chosen], dataset.num_classes))
     return out
+
+
+def subspace_grouping(dataset: Dataset, members: Sequence[MemberSpec], kinds: Sequence[str]) -> dict:
+    """Grouping labels ``[M, N]`` per subspace kind (the MASC variants of docs/methods.md).
+
+    ``"corrupted"``: each member's own training labels; ``"true"``: the true labels; ``"corrupted@q"``: the labels
+    each member's rule and seed give at degree q (the clean-model variant: a model trained at p = 0 probed with
+    subspaces from labels corrupted at q).
+    """
+    grouping = {}
+    for kind in kinds:
+        if kind == "corrupted":
+            grouping[kind] = member_train_labels(dataset, members)
+        elif kind == "true":
+            grouping[kind] = np.broadcast_to(dataset.y_train, (len(members), len(dataset.y_train)))
+        elif kind.startswith("corrupted@"):
+            degree = float(kind.removeprefix("corrupted@"))
+            grouping[kind] = member_train_labels(dataset, [dataclasses.replace(m, degree=degree) for m in members])
+        else:
+            raise ValueError(f"unknown subspace labels {kind!r}: use 'corrupted', 'true' or 'corrupted@<degree>'")
+    return grouping

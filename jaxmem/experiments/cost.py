@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from jaxmem.data import Dataset, load_dataset, member_train_labels, normalize, subset
+from jaxmem.data import Dataset, load_dataset, normalize, subspace_grouping, subset
 from jaxmem.features import collect_activations, member_variables
 from jaxmem.manifest import holding, record_stage
 from jaxmem.models import chosen_probe_layers, get_model
@@ -150,8 +150,7 @@ def run_cost(run_dir: str | Path, dataset: Dataset, *, layers: Sequence[str] | N
     layers = chosen_probe_layers(model_name, layers)
     train_part = _first(num_train, len(dataset.y_train), "train")
     test_part = _first(num_test, len(dataset.y_test), "test")
-    corrupted = member_train_labels(dataset, members)
-    grouping = corrupted if subspace_labels == "corrupted" else np.broadcast_to(dataset.y_train, corrupted.shape)
+    grouping = subspace_grouping(dataset, members, [subspace_labels])[subspace_labels]
     x_train = normalize(dataset.name, dataset.x_train[train_part])
     x_test = normalize(dataset.name, dataset.x_test[test_part])
     model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)

@@ -20,11 +20,10 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pandas as pd
 
 from jaxmem.config import MemberSpec, ProbeSpec, TrainSpec
-from jaxmem.data import Dataset, member_train_labels, normalize
+from jaxmem.data import Dataset, member_train_labels, normalize, subspace_grouping
 from jaxmem.editing import edit_layer, edit_params
 from jaxmem.experiments.probing import probe_members, probe_rows
 from jaxmem.faults import maybe_fail
@@ -137,7 +136,7 @@ def edit_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, 
     x_train = normalize(dataset.name, dataset.x_train)
     x_test = normalize(dataset.name, dataset.x_test)
     corrupted = member_train_labels(dataset, members)
-    grouping = corrupted if subspace_labels == "corrupted" else np.broadcast_to(dataset.y_train, corrupted.shape)
+    grouping = subspace_grouping(dataset, members, [subspace_labels])[subspace_labels]
     edited = member_variables(edited_params(model, model_name, member_variables(params, batch_stats), x_train,
                                             grouping, dataset.num_classes, keep_bias=keep_bias), batch_stats)
     final_epoch = final_model_rows(read_rows(Path(out_dir) / RESULTS_FILE)).groupby("member")["epoch"].max()

@@ -10,7 +10,6 @@ activations themselves and skip such layers).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
@@ -18,39 +17,18 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from jaxmem.config import GIVEN_LABELS, MemberSpec, ProbeSpec
-from jaxmem.data import Dataset, member_train_labels, normalize
+from jaxmem.data import Dataset, member_train_labels, normalize, subspace_grouping
 from jaxmem.experiments.activations import Activations, activations_source, check_finite
 from jaxmem.features import model_source
 from jaxmem.models import probe_layers
 from jaxmem.probes.base import Probe
-from jaxmem.probes.engine import Scored, array_source, probe_source
+from jaxmem.probes.engine import array_source, probe_source
 from jaxmem.probes.registry import select_probes
 from jaxmem.results import accuracy_row, append_rows, write_member_table
 from jaxmem.train.rundir import CONFIG_FILE, MEMBERS_FILE, RESULTS_FILE
 
 ACTIVATIONS_MODEL = "activations"  # the model column of rows probed from an activations file
 PROBE_RUN_KIND = "probe"  # config.json "kind" of a run directory written by write_probe_run
-
-
-def subspace_grouping(dataset: Dataset, members: Sequence[MemberSpec], kinds: Sequence[str]) -> dict:
-    """Grouping labels ``[M, N]`` per subspace kind (the MASC variants of docs/methods.md).
-
-    ``"corrupted"``: each member's own training labels; ``"true"``: the true labels; ``"corrupted@q"``: the labels
-    each member's rule and seed give at degree q (the clean-model variant: a model trained at p = 0 probed with
-    subspaces from labels corrupted at q).
-    """
-    grouping = {}
-    for kind in kinds:
-        if kind == "corrupted":
-            grouping[kind] = member_train_labels(dataset, members)
-        elif kind == "true":
-            grouping[kind] = np.broadcast_to(dataset.y_train, (len(members), len(dataset.y_train)))
-        elif kind.startswith("corrupted@"):
-            degree = float(kind.removeprefix("corrupted@"))
-            grouping[kind] = member_train_labels(dataset, [dataclasses.replace(m, degree=degree) for m in members])
-        else:
-            raise ValueError(f"unknown subspace labels {kind!r}: use 'corrupted', 'true' or 'corrupted@<degree>'")
-    return grouping
 
 
 def clean_subspace_kinds(degrees: Sequence[float]) -> tuple[str, ...]:
@@ -113,8 +91,8 @@ def probe_input_layer(
     x_train = normalize(dataset.name, dataset.x_train).reshape(len(dataset.x_train), -1)
     x_test = normalize(dataset.name, dataset.x_test).reshape(len(dataset.x_test), -1)
     corrupted = member_train_labels(dataset, members)
-    grouping = corrupted if subspace_labels == "corrupted" else np.broadcast_to(dataset.y_train, corrupted.shape)
-    probed = probe_source(array_source({"input": (x_train, x_test)}), {subspace_labels: grouping},
+    probed = probe_source(array_source({"input": (x_train, x_test)}), subspace_grouping(dataset, members,
+                                                                                       [subspace_labels]),
                           dataset.num_classes, select_probes(probes, variance=variance, precision=precision),
                           precision=precision, memory_budget=float("inf"), seed=seed)
     rows = []
@@ -143,7 +121,7 @@ def fit_and_score(
     :func:`jaxmem.probes.engine.probe_source` on the members' layers (:func:`jaxmem.features.model_source`).
 
     Returns:
-      ``{(layer, kind, probe_name): Scored(size [M], train predictions [M, N], test predictions [M, T])}``, with
+      ``{(layer, kind, probe_name): engine.Scored(size [M], train predictions [M, N], test predictions [M, T])}``, with
       ``train_scores`` also the class scores [M, N, C] of the training rows.
     """
     x_train = normalize(dataset.name, dataset.x_train)
@@ -176,7 +154,7 @@ def probe_members(
 
     ``probes``, ``variance``, ``sensitivity`` and ``precision`` choose the probes
     (:func:`jaxmem.probes.registry.select_probes`: e.g. MASC at each ``sensitivity`` value as ``"masc(n=…)"``);
-    ``subspaces`` are kinds of :func:`subspace_grouping`; see :func:`fit_and_score` for the rest. Train
+    ``subspaces`` are kinds of :func:`jaxmem.data.subspace_grouping`; see :func:`fit_and_score` for the rest. Train
     predictions are scored against the member's own labels as "corrupted" (for a ``"corrupted@q"`` kind: against
     those labels) and the true ones.
     """

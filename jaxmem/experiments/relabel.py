@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem.config import REFERENCE_SPLIT_SEED, MemberSpec, TrainSpec
-from jaxmem.data import Dataset, member_train_labels, normalize
+from jaxmem.data import Dataset, member_train_labels, normalize, subspace_grouping
 from jaxmem.experiments.dynamics import concat_members, fresh_states
-from jaxmem.experiments.probing import fit_and_score, subspace_grouping
+from jaxmem.experiments.probing import fit_and_score
 from jaxmem.features import member_predictions, member_variables
 from jaxmem.manifest import holding, record_stage
 from jaxmem.models import get_model, probe_layers
