@@ -136,6 +136,16 @@ def record_stage(out_dir: str | Path, stage: str, identity: dict, request: dict,
     path.write_text(json.dumps(config, indent=2))
 
 
+def forget_stage(out_dir: str | Path, stage: str) -> None:
+    """Drop ``stage``'s spec from the run's manifest (its rows are being deleted: the next call starts over).
+    Only the writer process writes."""
+    path = Path(out_dir) / CONFIG_FILE
+    if not is_writer() or not path.exists():
+        return
+    config = json.loads(path.read_text())
+    if config.pop(stage, None) is not None:
+        path.write_text(json.dumps(config, indent=2))
+
 
 def record_probing(out_dir: str | Path, probing) -> None:
     """Keep a :class:`~jaxmem.config.ProbeSpec` in the manifest as the ``probing`` stage: its ``identity``
