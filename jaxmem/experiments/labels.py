@@ -471,7 +471,7 @@ def label_issues(run_dir: str | Path, dataset: Dataset, *, probes: Sequence[str]
     if fine_tune:
         identity.update(finetune_epochs=finetune_epochs, patience=patience)
     record_stage(run_dir, "labels", identity, {"probes": list(probes), "fine_tune": fine_tune},
-                 way_out=f"rerun with these settings, or with --redo to compute {run_dir / LABELS_FILE} again")
+                 way_out=f"repeat the run's settings, or rerun with --redo to compute {LABELS_FILE} again with these")
     path = run_dir / LABELS_FILE
     done = read_rows(path) if path.exists() else None
     have = set() if done is None else set(zip(done["member"].astype(int), done["probe"], done["split"]))
