@@ -1,7 +1,7 @@
 """What a run directory records beyond its training, and who may write it.
 
 * **The manifest** (in ``config.json``, beside the training configuration): for each stage that adds rows to the
-  run (``probing``, ``relabel``), its spec split in two: the ``identity``, settings that change what an existing
+  run (``probing``, ``relabel``, ``labels``, ``cost``), its spec split in two: the ``identity``, settings that change what an existing
   row means (MASC's variance, a split seed), which every later call must repeat; and the ``requests``, settings
   that only add rows (probes, layers, subspace kinds), kept as a list. A stage looks up the rows it already has by
   the columns that tell its rows apart and computes only the missing ones; :func:`record_stage` refuses a changed
@@ -135,6 +135,16 @@ def record_stage(out_dir: str | Path, stage: str, identity: dict, request: dict,
     config[stage] = {"identity": {**(saved or {}).get("identity", {}), **identity}, "requests": requests}
     path.write_text(json.dumps(config, indent=2))
 
+
+def forget_stage(out_dir: str | Path, stage: str) -> None:
+    """Drop ``stage``'s spec from the run's manifest (its rows are being deleted: the next call starts over).
+    Only the writer process writes."""
+    path = Path(out_dir) / CONFIG_FILE
+    if not is_writer() or not path.exists():
+        return
+    config = json.loads(path.read_text())
+    if config.pop(stage, None) is not None:
+        path.write_text(json.dumps(config, indent=2))
 
 
 def record_probing(out_dir: str | Path, probing) -> None:

@@ -311,7 +311,7 @@ def _stage_state(stage: str, grid: Grid, run: Run, where: Path, table, stops: di
     import numpy as np
 
     from jaxmem.experiments.dynamics import edit_continue_path, edit_probe_name
-    from jaxmem.experiments.labels import LABELS_FILE, SCORED_MARK, TUNED_MARK
+    from jaxmem.experiments.labels import LABELS_FILE, label_methods, missing_labels
     from jaxmem.experiments.memorize import missing_probes
     from jaxmem.experiments.probing import clean_subspace_kinds
     from jaxmem.experiments.relabel import RELABEL_FILE
@@ -364,10 +364,8 @@ def _stage_state(stage: str, grid: Grid, run: Run, where: Path, table, stops: di
         path = where / LABELS_FILE
         if not path.exists():
             return "missing"
-        labels = read_rows(path)
-        marks = [SCORED_MARK, TUNED_MARK] if spec.fine_tune else [SCORED_MARK]
-        have = {(mark, int(m)) for mark, m in zip(labels["split"], labels["member"])}
-        return "done" if all((mark, m) in have for mark in marks for m in noisy) else "missing"
+        lacking = missing_labels(read_rows(path), noisy, label_methods(spec.probes), spec.fine_tune)
+        return "missing" if lacking else "done"
     if stage == "edit_continue":
         if edit_continue_path(where, spec.edit_epoch).exists():
             return "done"

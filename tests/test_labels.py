@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from jaxmem.experiments.labels import (PR_RECALLS, Verdict, average_precision, cleanlab_verdict,
@@ -236,6 +237,150 @@ def test_cli_labels_writes_the_table_the_section_and_reruns_only_what_is_missing
     assert main(["labels", *common[:3], "--folds", "4", "--quiet"]) == 2  # other settings: refused
     section = (digits_run / "labels.md").read_text()
     assert "## Which training labels are wrong" in section and "relabel → fine-tuned" in section
+
+
+LAYERS = ("fc1", "fc3")  # two layers keep the reruns short; the layer is still chosen between them
+
+
+def _copy_run(source, dest):
+    """A copy of a run with its labels table and its manifest entry as ``source`` has them (none for a run no
+    ``labels`` call touched)."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("labels.md", "labels_pr.png", ".jaxmem.lock"))
+    return dest
+
+
+def _unlabelled(digits_run, dest):
+    """A copy of the trained run without any labels rows or settings (other tests label digits_run itself)."""
+    shutil.copytree(digits_run, dest, ignore=shutil.ignore_patterns("labels*", ".jaxmem.lock"))
+    config = json.loads((dest / "config.json").read_text())
+    config.pop("labels", None)
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
+
+
+def _label(run, **settings):
+    from jaxmem.experiments.cost import load_run_dataset
+    from jaxmem.experiments.labels import label_issues
+
+    return label_issues(run, load_run_dataset(run), **{"layers": LAYERS, "folds": 3, "progress": False,
+                                                      **settings})
+
+
+def _sorted(table):
+    return table.sort_values(["member", "probe", "split", "epoch"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def masc_labelled(digits_run, tmp_path_factory):
+    """The digits run labelled by MASC only (and the model and cleanlab), on LAYERS with 3 folds."""
+    run = _unlabelled(digits_run, tmp_path_factory.mktemp("masc") / "run")
+    first = _label(run, probes=("masc",))
+    assert first.computed == [1] and set(first.table["probe"]) == {"model", "cleanlab_model", "masc", "cleanlab_cv"}
+    return run
+
+
+@pytest.mark.slow
+def test_a_rerun_with_an_added_probe_computes_only_its_rows_and_ends_with_a_fresh_run_s_table(
+        masc_labelled, digits_run, tmp_path, monkeypatch):
+    from jaxmem.experiments import labels
+    from jaxmem.probes.registry import select_probes
+
+    run = _copy_run(masc_labelled, tmp_path / "rerun")
+    before = read_labels(run)
+    assert labels.missing_labels(before, [1], labels.label_methods(("masc",)), False) == {}
+    assert labels.missing_labels(before, [1], labels.label_methods(("masc", "linear")), False) == {
+        1: labels.Missing(("linear",), (), False)}
+    calls = {"fit": [], "cross_validated_probs": 0, "member_logits": 0}
+
+    def counting_probes(names, **options):
+        calls["fit"] += list(names)
+        return select_probes(names, **options)
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(labels, "select_probes", counting_probes)
+    for name in ("cross_validated_probs", "member_logits"):
+        monkeypatch.setattr(labels, name, counted(name, getattr(labels, name)))
+    rerun = _label(run, probes=("masc", "linear"))
+    # only the linear probe was fitted; neither the model's softmax nor cleanlab's cross-validation was recomputed
+    assert calls == {"fit": ["linear"], "cross_validated_probs": 0, "member_logits": 0}
+    assert rerun.computed == [1]
+    added = rerun.table.iloc[len(before):]
+    assert set(added["probe"]) == {"linear"} and len(added) == len(before) // 4  # one method's rows of 4
+    monkeypatch.undo()
+
+    fresh = _label(_unlabelled(digits_run, tmp_path / "fresh"), probes=("masc", "linear"))
+    assert not rerun.table.duplicated(["member", "probe", "split"]).any()
+    pd.testing.assert_frame_equal(_sorted(rerun.table), _sorted(fresh.table))
+
+    again = _label(run, probes=("linear",))  # nothing missing (MASC always comes along): nothing computed
+    assert again.computed == [] and len(again.table) == len(rerun.table)
+    manifest = json.loads((run / "config.json").read_text())["labels"]
+    assert manifest["identity"] == {"layers": list(LAYERS), "folds": 3, "seed": 0, "split_seed": 2345,
+                                    "variance": 0.99}
+    assert [r["probes"] for r in manifest["requests"]] == [["masc"], ["masc", "linear"], ["linear"]]
+    assert not (run / "labels.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", [{"folds": 4}, {"split_seed": 1}, {"variance": 0.9}, {"seed": 1},
+                                    {"layers": ("fc1", "fc2", "fc3")}], ids=lambda change: next(iter(change)))
+def test_a_changed_identity_setting_is_refused_in_one_line_naming_it(masc_labelled, change):
+    table = (masc_labelled / "labels.csv").read_bytes()
+    with pytest.raises(ValueError) as refused:
+        _label(masc_labelled, probes=("masc",), **change)
+    field = next(iter(change))
+    message = str(refused.value)
+    assert "\n" not in message and f"{field}: " in message and "--redo" in message
+    assert (masc_labelled / "labels.csv").read_bytes() == table  # nothing written
+
+
+@pytest.mark.slow
+def test_cli_labels_refuses_other_folds_in_one_line_and_redo_starts_over(masc_labelled, tmp_path, capsys):
+    from jaxmem.cli import main
+
+    run = _copy_run(masc_labelled, tmp_path / "run")
+    before = read_labels(run)
+    argv = ["labels", str(run), "--probes", "masc", "--layers", ",".join(LAYERS), "--quiet"]
+    err = _one_line_error(capsys, [*argv, "--folds", "4"])
+    assert "folds: 3 in the run, 4 now" in err and "--redo" in err
+
+    assert main([*argv, "--folds", "4", "--redo"]) == 0
+    redone = read_labels(run)
+    assert len(redone) == len(before) and not redone.duplicated(["member", "probe", "split"]).any()
+    assert (redone["split"] == "flag_precision").sum() == 4
+    manifest = json.loads((run / "config.json").read_text())["labels"]
+    assert manifest["identity"]["folds"] == 4 and len(manifest["requests"]) == 1  # the old entry is gone
+    # the same settings again: done, nothing appended
+    capsys.readouterr()
+    assert main([*argv, "--folds", "4"]) == 0
+    assert "done" in capsys.readouterr().out and len(read_labels(run)) == len(redone)
+
+
+@pytest.mark.slow
+def test_an_old_run_s_labels_json_is_adopted_into_the_manifest_once(masc_labelled, tmp_path):
+    run = _copy_run(masc_labelled, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    del config["labels"]
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="--redo"):  # a table without settings: unknown rows
+        _label(run, probes=("masc",))
+    (run / "labels.json").write_text(json.dumps({"probes": ["masc"], "layers": list(LAYERS), "folds": 3, "seed": 0,
+                                                 "split_seed": 2345, "variance": 0.99}))
+    with pytest.raises(ValueError, match="folds: 3 in the run, 5 now"):
+        _label(run, probes=("masc",), folds=5)
+    assert not (run / "labels.json").exists()
+    assert _label(run, probes=("masc",)).computed == []
+
+
+def read_labels(run):
+    from jaxmem.results import read_rows
+
+    return read_rows(run / "labels.csv")
 
 
 def _one_line_error(capsys, argv) -> str:

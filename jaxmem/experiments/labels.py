@@ -29,10 +29,15 @@ Rows of ``labels.csv`` (the results table's columns; ``split`` names the metric,
 * with fine-tuning: ``model`` on ``test_report`` before it (epoch 0), and per method ``relabel_test_report``
   (trained on the suggested labels) and ``drop_test_report`` (the flagged samples left out), the 80 % report
   part's accuracy at the early-stopped epoch (:func:`jaxmem.experiments.relabel.finetune`).
+
+A method's rows of one member are told apart by (member, probe, split): the verdict splits at epoch -1, the two
+fine-tuning splits, and the model's ``test_report`` before fine-tuning. :func:`label_issues` keeps its settings in
+the run's manifest (stage ``labels``) and computes only the rows the table lacks (:func:`missing_labels`).
 """
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -46,19 +51,22 @@ from jaxmem.experiments.dynamics import concat_members
 from jaxmem.experiments.probing import fit_and_score
 from jaxmem.experiments.relabel import REFERENCE_SPLIT_SEED, choose_layers, finetune, split_test
 from jaxmem.features import collect_activations, member_logits, member_variables
-from jaxmem.manifest import holding
+from jaxmem.manifest import forget_stage, holding, record_stage
 from jaxmem.models import chosen_probe_layers, get_model
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
 from jaxmem.results import accuracy_row, append_rows, read_rows
 from jaxmem.train import load_member_params, read_run_config
 from jaxmem.train.epoch import split_member_keys
-from jaxmem.train.rundir import config_differences
+from jaxmem.train.rundir import CONFIG_FILE
 
 LABELS_FILE = "labels.csv"
-OPTIONS_FILE = "labels.json"
+OLD_OPTIONS_FILE = "labels.json"  # where runs made before the manifest kept the settings (adopted once)
 PR_RECALLS = tuple(np.round(np.linspace(0.1, 1.0, 10), 1))
 CLEANLAB_INSTALL = "cleanlab is not installed: pip install 'jaxmem[labels]' (or pip install 'cleanlab>=2.6')"
-SCORED_MARK, TUNED_MARK = "flag_precision", "relabel_test_report"  # one row that each stage writes per member
+VERDICT_SPLITS = ("flag_precision", "flag_recall", "flag_f1", "relabel_fixed", "relabel_broken",
+                  *(f"rank_precision@{level:g}" for level in PR_RECALLS), "rank_ap", "rank_auroc")
+TUNED_SPLITS = ("relabel_test_report", "drop_test_report")
+OUTPUT_METHODS = ("model", "cleanlab_model")  # the methods that read the model's output, not a probe layer
 
 
 class Verdict(NamedTuple):
@@ -235,39 +243,67 @@ class Scoring(NamedTuple):
     layers: dict  # {method: [layer per member]}
 
 
+def label_methods(probes: Sequence[str]) -> tuple[str, ...]:
+    """The methods (``probe`` column) of a call with these probes: the model, cleanlab on its softmax, each probe
+    (MASC always: cleanlab's cross-validation reads MASC's chosen layer) and cleanlab on cross-validation."""
+    return (*OUTPUT_METHODS, *dict.fromkeys(["masc", *probes]), "cleanlab_cv")
+
+
 def score_labels(model, variables, dataset: Dataset, given: np.ndarray, *, layers: Sequence[str],
-                 probes: Sequence[str], folds: int = 5, seed: int = 0, split_seed: int = REFERENCE_SPLIT_SEED,
-                 variance: float | int = 0.99, precision: str = "fast", memory_budget: float = 2**31) -> Scoring:
+                 probes: Sequence[str], methods: Sequence[str] | None = None, folds: int = 5, seed: int = 0,
+                 split_seed: int = REFERENCE_SPLIT_SEED, variance: float | int = 0.99, precision: str = "fast",
+                 memory_budget: float = 2**31) -> Scoring:
     """Verdicts of the model, each probe (its layer chosen on the select part of the test split) and cleanlab,
-    for members with parameters ``variables`` (member axis) and given training labels [M, N].
+    for members with parameters ``variables`` (member axis) and given training labels [M, N]; only those of
+    ``methods`` (default: every one of :func:`label_methods`), and only the probes among them are fitted (and
+    MASC for ``cleanlab_cv``).
 
     One engine pass fits every probe once per layer and keeps its training scores, so a probe's verdict comes from
-    the very fit whose test predictions chose its layer; cleanlab's cross-validation reads MASC's chosen layers."""
-    selected = select_probes(list(dict.fromkeys(["masc", *probes])), variance=variance, precision=precision)
-    select, _ = split_test(len(dataset.y_test), split_seed)
-    fitted = fit_and_score(model, variables, dataset, {"corrupted": given}, layers, probes=selected,
-                           precision=precision, memory_budget=memory_budget, seed=seed, train_scores=True)
-    chosen = {name: [layers[b] for b in choose_layers({layer: fitted[layer, "corrupted", name].test
-                                                       for layer in layers}, dataset.y_test[select], select)]
-              for name in selected}
-    x_train = normalize(dataset.name, dataset.x_train)
+    the very fit whose test predictions chose its layer; cleanlab's cross-validation reads MASC's chosen layers.
+    Each probe is fitted and its layer chosen on its own (its key is ``seed`` whatever else is fitted), so a
+    verdict does not depend on the other methods asked for."""
+    methods = label_methods(probes) if methods is None else tuple(methods)
+    unknown = sorted(set(methods) - set(label_methods(probes)))
+    if unknown:
+        raise ValueError(f"unknown label methods {unknown}; choose from {', '.join(label_methods(probes))}")
+    wanted = [name for name in label_methods(probes) if name not in (*OUTPUT_METHODS, "cleanlab_cv")
+              and (name in methods or (name == "masc" and "cleanlab_cv" in methods))]
     num_members, num_classes = len(given), dataset.num_classes
-    logits = member_logits(model, variables, x_train)
-    verdicts = {"model": [model_verdict(logits[m], given[m]) for m in range(num_members)],
-                "cleanlab_model": [cleanlab_verdict(softmax(logits[m]), given[m]) for m in range(num_members)]}
-    for name in selected:
-        verdicts[name] = [probe_verdict(fitted[layer, "corrupted", name].train_scores[m], given[m])
-                          for m, layer in enumerate(chosen[name])]
-    verdicts["cleanlab_cv"] = [None] * num_members
-    for layer in dict.fromkeys(chosen["masc"]):
-        at = np.flatnonzero(np.asarray(chosen["masc"]) == layer)
-        features = collect_activations(model, variables, x_train, (layer,))[layer]
-        probs = cross_validated_probs(features[at], given[at], num_classes, folds=folds, seed=seed)
-        for i, m in enumerate(at):
-            verdicts["cleanlab_cv"][m] = cleanlab_verdict(probs[i], given[m])
-    method_layers = {**{name: chosen[name] for name in selected}, "cleanlab_cv": chosen["masc"],
-                     "model": ["output"] * num_members, "cleanlab_model": ["output"] * num_members}
-    return Scoring(verdicts, method_layers)
+    x_train = normalize(dataset.name, dataset.x_train)
+    verdicts, method_layers = {}, {}
+    if any(name in methods for name in OUTPUT_METHODS):
+        logits = member_logits(model, variables, x_train)
+        outputs = {"model": lambda m: model_verdict(logits[m], given[m]),
+                   "cleanlab_model": lambda m: cleanlab_verdict(softmax(logits[m]), given[m])}
+        for name in OUTPUT_METHODS:
+            if name in methods:
+                verdicts[name] = [outputs[name](m) for m in range(num_members)]
+                method_layers[name] = ["output"] * num_members
+    chosen = {}
+    if wanted:
+        selected = select_probes(wanted, variance=variance, precision=precision)
+        select, _ = split_test(len(dataset.y_test), split_seed)
+        fitted = fit_and_score(model, variables, dataset, {"corrupted": given}, layers, probes=selected,
+                               precision=precision, memory_budget=memory_budget, seed=seed, train_scores=True)
+        chosen = {name: [layers[b] for b in choose_layers({layer: fitted[layer, "corrupted", name].test
+                                                           for layer in layers}, dataset.y_test[select], select)]
+                  for name in selected}
+        for name in selected:
+            if name in methods:
+                verdicts[name] = [probe_verdict(fitted[layer, "corrupted", name].train_scores[m], given[m])
+                                  for m, layer in enumerate(chosen[name])]
+                method_layers[name] = chosen[name]
+    if "cleanlab_cv" in methods:
+        verdicts["cleanlab_cv"] = [None] * num_members
+        for layer in dict.fromkeys(chosen["masc"]):
+            at = np.flatnonzero(np.asarray(chosen["masc"]) == layer)
+            features = collect_activations(model, variables, x_train, (layer,))[layer]
+            probs = cross_validated_probs(features[at], given[at], num_classes, folds=folds, seed=seed)
+            for i, m in enumerate(at):
+                verdicts["cleanlab_cv"][m] = cleanlab_verdict(probs[i], given[m])
+        method_layers["cleanlab_cv"] = chosen["masc"]
+    order = [name for name in methods if name in verdicts]
+    return Scoring({name: verdicts[name] for name in order}, {name: method_layers[name] for name in order})
 
 
 def scoring_rows(scoring: Scoring, member_ids: Sequence[int], members: Sequence[MemberSpec], given: np.ndarray,
@@ -275,7 +311,7 @@ def scoring_rows(scoring: Scoring, member_ids: Sequence[int], members: Sequence[
     """The verdict rows of every method for the members ``member_ids`` (their positions in the scoring)."""
     rows = []
     for method, verdicts in scoring.verdicts.items():
-        kind = "none" if method in ("model", "cleanlab_model") else "corrupted"
+        kind = "none" if method in OUTPUT_METHODS else "corrupted"
         for m, member_id in enumerate(member_ids):
             rows += verdict_rows(member_id, members[m], method, scoring.layers[method][m], kind, verdicts[m],
                                  given[m], true)
@@ -294,10 +330,19 @@ def cleaned_labels(scoring: Scoring, given: np.ndarray) -> dict[str, np.ndarray]
 def finetune_rows(model, spec, params, batch_stats, scoring: Scoring, given, dataset, member_ids, members, keys, *,
                   max_epochs: int, patience: int, split_seed: int, progress: bool) -> list[dict]:
     """Fine-tune every member on each method's relabelled and dropped training set (all copies in one program);
-    rows of the model before it and of each copy's kept epoch on the report part."""
+    rows of the model before it and of each copy's kept epoch on the report part (the model's only, when
+    ``scoring`` has no method)."""
     select, report = split_test(len(dataset.y_test), split_seed)
     y_report = dataset.y_test[report]
     methods = list(scoring.verdicts)
+    num_members = len(member_ids)
+    before = member_logits(model, member_variables(params, batch_stats),
+                           normalize(dataset.name, dataset.x_test[report])).argmax(-1)
+    rows = [accuracy_row(member_id, members[m], epoch=0, probe="model", layer="output", subspace_labels="none",
+                         split="test_report", scored_against="true", n_correct=np.sum(before[m] == y_report),
+                         n_seen=len(y_report)) for m, member_id in enumerate(member_ids)]
+    if not methods:
+        return rows
     labels = cleaned_labels(scoring, given)
     copies = 2 * len(methods)
     tuned = finetune(model, spec, concat_members(*[params] * copies), concat_members(*[batch_stats] * copies),
@@ -306,15 +351,9 @@ def finetune_rows(model, spec, params, batch_stats, scoring: Scoring, given, dat
                      # one vmapped program for all copies: on CPU the trainer's default (one member after the
                      # other) would compile a program that repeats the epoch for each of the many copies
                      member_chunk=copies * len(member_ids))
-    num_members = len(member_ids)
-    before = member_logits(model, member_variables(params, batch_stats),
-                           normalize(dataset.name, dataset.x_test[report])).argmax(-1)
-    rows = [accuracy_row(member_id, members[m], epoch=0, probe="model", layer="output", subspace_labels="none",
-                         split="test_report", scored_against="true", n_correct=np.sum(before[m] == y_report),
-                         n_seen=len(y_report)) for m, member_id in enumerate(member_ids)]
     for v, variant in enumerate(("relabel", "drop")):
         for c, method in enumerate(methods):
-            kind = "none" if method in ("model", "cleanlab_model") else "corrupted"
+            kind = "none" if method in OUTPUT_METHODS else "corrupted"
             for m, member_id in enumerate(member_ids):
                 i = (v * len(methods) + c) * num_members + m
                 rows.append(accuracy_row(member_id, members[m], epoch=int(tuned.best_epoch[i]), probe=method,
@@ -324,10 +363,9 @@ def finetune_rows(model, spec, params, batch_stats, scoring: Scoring, given, dat
     return rows
 
 
-def _of_members(scoring: Scoring, keep: np.ndarray) -> Scoring:
-    """The scoring of the members where ``keep`` [M] is true."""
-    return Scoring(*({method: [v for v, k in zip(values, keep) if k] for method, values in part.items()}
-                     for part in scoring))
+def _of_methods(scoring: Scoring, methods) -> Scoring:
+    """The scoring of the methods in ``methods`` only."""
+    return Scoring(*({method: values for method, values in part.items() if method in methods} for part in scoring))
 
 
 class LabelsRun(NamedTuple):
@@ -338,6 +376,30 @@ class LabelsRun(NamedTuple):
     skipped: list  # member indices without a wrong label (p = 0), left out
 
 
+class Missing(NamedTuple):
+    """What one member lacks in a labels table."""
+
+    scored: tuple  # methods without their verdict rows
+    tuned: tuple  # methods without their fine-tuning rows (empty when not fine-tuning)
+    before: bool  # the model's row on the report part before fine-tuning is missing
+
+
+def missing_labels(table, member_ids: Sequence[int], methods: Sequence[str], fine_tune: bool) -> dict[int, Missing]:
+    """Per member of ``member_ids`` that lacks any, the rows of ``methods`` a labels table (DataFrame or None)
+    lacks: a method is scored when its member has every verdict split, fine-tuned when it has both fine-tuning
+    splits; the rows themselves tell, whatever call wrote them."""
+    have = set() if table is None else set(zip(table["member"].astype(int), table["probe"], table["split"]))
+    plan = {}
+    for m in member_ids:
+        m = int(m)
+        scored = tuple(x for x in methods if not all((m, x, split) in have for split in VERDICT_SPLITS))
+        tuned = tuple(x for x in methods if fine_tune and not all((m, x, split) in have for split in TUNED_SPLITS))
+        before = fine_tune and (m, "model", "test_report") not in have
+        if scored or tuned or before:
+            plan[m] = Missing(scored, tuned, before)
+    return plan
+
+
 def _append_whole(path: Path, rows: list[dict]) -> None:
     """Append rows so that the table on disk always ends with a whole row (a copy, then an atomic replace)."""
     partial = path.with_name(path.name + ".partial")
@@ -346,23 +408,25 @@ def _append_whole(path: Path, rows: list[dict]) -> None:
     partial.replace(path)
 
 
-def _check_options(run_dir: Path, options: dict, redo: bool) -> None:
-    """Start over (``redo``), or require the settings earlier calls recorded to be the same (the fine-tuning
-    ones are recorded once a call fine-tunes)."""
-    table, saved = run_dir / LABELS_FILE, run_dir / OPTIONS_FILE
+def _start_over_or_adopt(run_dir: Path, redo: bool) -> None:
+    """``redo``: delete the table and forget the manifest's ``labels`` entry. Otherwise a run whose settings sit
+    in the old ``labels.json`` has them moved into the manifest, once; a table with neither is refused."""
+    table, old = run_dir / LABELS_FILE, run_dir / OLD_OPTIONS_FILE
     if redo:
         table.unlink(missing_ok=True)
-        saved.unlink(missing_ok=True)
-    earlier = {}
-    if saved.exists():
-        earlier = json.loads(saved.read_text())
-        differing = config_differences(earlier, options)
-        if differing:
-            raise ValueError(f"{table} was computed with other settings ({'; '.join(differing)}); "
-                             f"rerun with --redo to recompute it")
+        old.unlink(missing_ok=True)
+        forget_stage(run_dir, "labels")
+        return
+    if "labels" in json.loads((run_dir / CONFIG_FILE).read_text()):
+        return
+    if old.exists():
+        saved = json.loads(old.read_text())
+        record_stage(run_dir, "labels", {k: v for k, v in saved.items() if k != "probes"},
+                     {"probes": saved["probes"], "fine_tune": "finetune_epochs" in saved}, way_out="")
+        old.unlink()
     elif table.exists():
-        raise ValueError(f"{table} exists without {saved.name}; rerun with --redo to recompute it")
-    saved.write_text(json.dumps({**earlier, **options}, indent=2))
+        raise ValueError(f"{table} has no labels settings in {run_dir / CONFIG_FILE}; rerun with --redo to "
+                         f"recompute it")
 
 
 @holding("run_dir")
@@ -371,12 +435,21 @@ def label_issues(run_dir: str | Path, dataset: Dataset, *, probes: Sequence[str]
                  split_seed: int = REFERENCE_SPLIT_SEED, variance: float | int = 0.99, fine_tune: bool = False,
                  finetune_epochs: int = 30, patience: int = 3, redo: bool = False, progress: bool = True,
                  memory_budget: float = 2**31) -> LabelsRun:
-    """Score every training label of every member of a trained run at its final parameters; append the rows of
-    the members not yet scored (and, with ``fine_tune``, not yet fine-tuned) to ``run_dir/labels.csv``.
+    """Score every training label of every member of a trained run at its final parameters; append the rows the
+    table lacks to ``run_dir/labels.csv``: per member, each method's verdict rows (and, with ``fine_tune``, its
+    fine-tuning rows). Members without a wrong label are skipped (``ValueError`` when none has one).
 
-    ``dataset`` must be the run's own (:func:`jaxmem.experiments.cost.load_run_dataset`). A rerun computes only
-    what is missing; its settings must be those of the earlier calls (``redo``: start over). Members without a
-    wrong label are skipped (``ValueError`` when none has one).
+    ``dataset`` must be the run's own (:func:`jaxmem.experiments.cost.load_run_dataset`). The settings are kept in
+    the run's manifest as the stage ``labels``. ``probes`` (and ``fine_tune``) are requests: a rerun with another
+    probe computes only that probe's rows (not the model's, cleanlab's or the other probes'). ``folds``, ``seed``,
+    ``split_seed``, ``variance`` and ``layers`` are the identity, refused when changed (``ValueError`` naming the
+    field); so are ``finetune_epochs`` and ``patience`` once a call fine-tunes (they only change the fine-tuning
+    rows). ``redo`` starts over: the table and the manifest's entry are deleted.
+
+    ``layers`` is identity, not a request: a probe's verdict is that of the layer it chose among all ``layers``
+    (best on the 20 % select part), and cleanlab's cross-validation reads MASC's chosen layer, so an added layer
+    can change the chosen layer, and with it every existing probe and ``cleanlab_cv`` row; the rows keep only the
+    chosen layer, so rows chosen among other layers could not be told apart.
     """
     run_dir = Path(run_dir)
     import_cleanlab()
@@ -393,39 +466,38 @@ def label_issues(run_dir: str | Path, dataset: Dataset, *, probes: Sequence[str]
     noisy = (given != dataset.y_train).any(axis=1)
     if not noisy.any():
         raise ValueError(f"no training label is wrong in any member of {run_dir} (all at p = 0): nothing to find")
-    options = {"probes": list(probes), "layers": list(layers), "folds": folds, "seed": seed,
-               "split_seed": split_seed, "variance": variance}
+    _start_over_or_adopt(run_dir, redo)
+    identity = {"layers": list(layers), "folds": folds, "seed": seed, "split_seed": split_seed, "variance": variance}
     if fine_tune:
-        options.update(finetune_epochs=finetune_epochs, patience=patience)
-    _check_options(run_dir, options, redo)
+        identity.update(finetune_epochs=finetune_epochs, patience=patience)
+    record_stage(run_dir, "labels", identity, {"probes": list(probes), "fine_tune": fine_tune},
+                 way_out=f"repeat the run's settings, or rerun with --redo to compute {LABELS_FILE} again with these")
     path = run_dir / LABELS_FILE
     done = read_rows(path) if path.exists() else None
-
-    def missing(mark):
-        have = set() if done is None else set(done.loc[done["split"] == mark, "member"])
-        return [m for m in np.flatnonzero(noisy) if m not in have]
-
-    unscored, untuned = missing(SCORED_MARK), missing(TUNED_MARK) if fine_tune else []
-    todo = sorted(set(unscored) | set(untuned))
-    skipped = [int(m) for m in np.flatnonzero(~noisy)]
-    if todo:
-        model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
-        pick = np.asarray(todo)
+    have = set() if done is None else set(zip(done["member"].astype(int), done["probe"], done["split"]))
+    methods = label_methods(probes)
+    plan = missing_labels(done, np.flatnonzero(noisy), methods, fine_tune)
+    groups = defaultdict(list)  # members that lack the same rows are computed together
+    for m, lack in plan.items():
+        groups[lack.scored, lack.tuned].append(m)
+    model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout) if plan else None
+    for (scored, tuned), ids in groups.items():
+        pick = np.asarray(ids)
         part = jax.tree.map(lambda leaf: leaf[pick], (params, batch_stats))
-        scoring = score_labels(model, member_variables(*part), dataset, given[pick], layers=layers, probes=probes,
-                               folds=folds, seed=seed, split_seed=split_seed, variance=variance,
-                               memory_budget=memory_budget)
-        scored = np.isin(pick, unscored)
-        if scored.any():
-            _append_whole(path, scoring_rows(_of_members(scoring, scored), pick[scored].tolist(),
-                                             [members[m] for m in pick[scored]], given[pick[scored]],
-                                             dataset.y_train))
-        if untuned:
-            tune = np.isin(pick, untuned)
-            at = pick[tune]
-            part = jax.tree.map(lambda leaf: leaf[at], (params, batch_stats))
-            _append_whole(path, finetune_rows(model, spec, *part, _of_members(scoring, tune), given[at], dataset,
-                                              at.tolist(), [members[m] for m in at], split_member_keys(members)[1][at],
-                                              max_epochs=finetune_epochs, patience=patience, split_seed=split_seed,
-                                              progress=progress))
-    return LabelsRun(read_rows(path), [int(m) for m in todo], skipped)
+        wanted = [x for x in methods if x in scored or x in tuned]
+        rows, scoring = [], Scoring({}, {})
+        if wanted:
+            scoring = score_labels(model, member_variables(*part), dataset, given[pick], layers=layers,
+                                   probes=probes, methods=wanted, folds=folds, seed=seed, split_seed=split_seed,
+                                   variance=variance, memory_budget=memory_budget)
+            rows += scoring_rows(_of_methods(scoring, scored), ids, [members[m] for m in pick], given[pick],
+                                 dataset.y_train)
+        if fine_tune:
+            rows += finetune_rows(model, spec, *part, _of_methods(scoring, tuned), given[pick], dataset, ids,
+                                  [members[m] for m in pick], split_member_keys(members)[1][pick],
+                                  max_epochs=finetune_epochs, patience=patience, split_seed=split_seed,
+                                  progress=progress)
+        fresh = [row for row in rows if (row["member"], row["probe"], row["split"]) not in have]  # never twice
+        if fresh:
+            _append_whole(path, fresh)
+    return LabelsRun(read_rows(path), sorted(plan), [int(m) for m in np.flatnonzero(~noisy)])
