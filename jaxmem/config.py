@@ -146,7 +146,7 @@ class ProbeSpec:
     variance: float | int = 0.99  # MASC's n: a variance fraction in (0, 1) or an integer number of components
     sensitivity: tuple[float | int, ...] = ()  # extra MASC variances, rows named masc(n=…)
     precision: str = "fast"  # "fast" (float32) or "exact" (float64)
-    subspaces: tuple[str, ...] = ("corrupted", "true")  # grouping kinds: also "corrupted@q" (labels at degree q)
+    subspace_labels: tuple[str, ...] = ("corrupted", "true")  # also "corrupted@q" (labels at degree q)
     clean_degrees: tuple[float, ...] = ()  # members trained at p = 0 are also probed with "corrupted@q" subspaces
     memory_budget: float = 2**31  # bytes of features held in memory; larger layers stream
     bn_mode: str = "eval"  # ResNet BatchNorm when probing: "eval" or "reference" (per-image train mode)
@@ -155,7 +155,7 @@ class ProbeSpec:
     IDENTITY = ("variance", "precision", "bn_mode")
 
     def __post_init__(self):
-        for name in ("probes", "sensitivity", "subspaces", "clean_degrees"):
+        for name in ("probes", "sensitivity", "subspace_labels", "clean_degrees"):
             value = getattr(self, name)
             if isinstance(value, str) or not isinstance(value, (tuple, list)):
                 raise ValueError(f"{name} must be a sequence, got {value!r}")
@@ -164,7 +164,7 @@ class ProbeSpec:
         object.__setattr__(self, "variance", check_variance(self.variance))
         object.__setattr__(self, "sensitivity", tuple(check_variance(v) for v in self.sensitivity))
         check_precision(self.precision)
-        for kind in self.subspaces:
+        for kind in self.subspace_labels:
             if kind not in ("corrupted", "true") and not kind.startswith("corrupted@"):
                 raise ValueError(f"unknown subspace labels {kind!r}: use 'corrupted', 'true' or 'corrupted@<degree>'")
             if kind.startswith("corrupted@"):
@@ -233,20 +233,21 @@ def _names(owner: str, field: str, value) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _checked(spec, *, probes: bool = False, kinds: bool = False) -> None:
-    """Normalise and validate the fields a stage spec shares: probes, layers, subspaces, subspace_labels, variance."""
+def _checked(spec, *, probes: bool = False) -> None:
+    """Normalise and validate the fields a stage spec shares: probes, layers, subspace_labels (one name, or a list
+    of them where the field holds a tuple), variance."""
     owner = type(spec).__name__
-    for field in ("probes", "layers", "subspaces"):
-        if hasattr(spec, field):
+    for field in ("probes", "layers", "subspace_labels"):
+        if hasattr(spec, field) and not (field == "subspace_labels" and isinstance(spec.subspace_labels, str)):
             object.__setattr__(spec, field, _names(owner, field, getattr(spec, field)))
     if probes:
         object.__setattr__(spec, "probes", check_probe_names(spec.probes))
-    if kinds:
-        unknown = [kind for kind in spec.subspaces if kind not in SUBSPACE_LABELS]
-        if unknown or not spec.subspaces:
-            raise ValueError(f"{owner}.subspaces must be some of {SUBSPACE_LABELS}, got {list(spec.subspaces)}")
-    if getattr(spec, "subspace_labels", "corrupted") not in SUBSPACE_LABELS:
-        raise ValueError(f"{owner}.subspace_labels must be one of {SUBSPACE_LABELS}, got {spec.subspace_labels!r}")
+    if hasattr(spec, "subspace_labels"):
+        several = not isinstance(spec.subspace_labels, str)
+        given = spec.subspace_labels if several else (spec.subspace_labels,)
+        if not given or any(labels not in SUBSPACE_LABELS for labels in given):
+            raise ValueError(f"{owner}.subspace_labels must be {'some' if several else 'one'} of {SUBSPACE_LABELS}, "
+                             f"got {spec.subspace_labels!r}")
     if hasattr(spec, "variance"):
         object.__setattr__(spec, "variance", check_variance(spec.variance))
     for field in ("max_epochs", "patience", "folds", "repeats", "finetune_epochs"):
@@ -271,14 +272,14 @@ class DynamicsSpec:
 
     probes: tuple[str, ...] = ("masc", "linear")
     variance: float | int = 0.99
-    subspaces: tuple[str, ...] = ("corrupted",)
+    subspace_labels: tuple[str, ...] = ("corrupted",)
     layers: tuple[str, ...] = ()
 
     def __post_init__(self):
-        _checked(self, probes=True, kinds=True)
+        _checked(self, probes=True)
 
     def probing(self) -> ProbeSpec:
-        return ProbeSpec(probes=self.probes, variance=self.variance, subspaces=self.subspaces)
+        return ProbeSpec(probes=self.probes, variance=self.variance, subspace_labels=self.subspace_labels)
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ class EditContinueSpec:
 class RelabelSpec:
     """Relabel the training set with the best layer's MASC predictions and fine-tune (layers: empty = all)."""
 
-    subspaces: tuple[str, ...] = ("corrupted", "true")
+    subspace_labels: tuple[str, ...] = ("corrupted", "true")
     layers: tuple[str, ...] = ()
     max_epochs: int = 30
     patience: int = 3
@@ -307,7 +308,7 @@ class RelabelSpec:
     variance: float | int = 0.99
 
     def __post_init__(self):
-        _checked(self, kinds=True)
+        _checked(self)
 
 
 @dataclass(frozen=True)

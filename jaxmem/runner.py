@@ -325,7 +325,7 @@ def _stage_state(stage: str, grid: Grid, run: Run, where: Path, table, stops: di
         names = list(select_probes(spec.probes, variance=spec.variance, sensitivity=spec.sensitivity,
                                    precision=spec.precision))
         clean = [m for m, member in enumerate(members) if member.degree == 0]
-        plan = missing_probes(table, final, names, {kind: list(range(len(members))) for kind in spec.subspaces}
+        plan = missing_probes(table, final, names, {kind: list(range(len(members))) for kind in spec.subspace_labels}
                               | {kind: clean for kind in clean_subspace_kinds(spec.clean_degrees)})
         return "done" if not plan else f"{sum(len(ids) * len(kinds) * len(names) for (kinds, names), ids in plan.items())} probe rows missing"
     if stage == "edit":
@@ -336,7 +336,7 @@ def _stage_state(stage: str, grid: Grid, run: Run, where: Path, table, stops: di
     if stage == "dynamics":
         names = set(select_probes(spec.probes, variance=spec.variance))
         wanted = {(p, layer, kind) for p in names for layer in (spec.layers or trained_probe_layers(run.model))
-                  for kind in spec.subspaces}
+                  for kind in spec.subspace_labels}
         probed = table[table["probe"].isin(names)]
         if (where / "dynamics.csv").exists():
             side = read_rows(where / "dynamics.csv")
@@ -376,7 +376,7 @@ def _stage_state(stage: str, grid: Grid, run: Run, where: Path, table, stops: di
     if stage == "relabel":
         path = where / RELABEL_FILE
         done = set() if not path.exists() else set(read_rows(path).query("probe == 'relabel'")["subspace_labels"])
-        return "done" if set(spec.subspaces) <= done else "missing"
+        return "done" if set(spec.subspace_labels) <= done else "missing"
     if stage == "cost":
         path = where / "cost.csv"
         if not path.exists():
@@ -518,7 +518,7 @@ def run_stages(grid: Grid, run: Run, dataset: Dataset, run_dir: str | Path, *, p
                       flush=True)
         if "relabel" in stages:
             given = grid.spec("relabel")
-            relabel.relabel_and_finetune(dataset, members, spec, run_dir, subspaces=given.subspaces,
+            relabel.relabel_and_finetune(dataset, members, spec, run_dir, subspace_labels=given.subspace_labels,
                                          layers=given.layers or None, max_epochs=given.max_epochs,
                                          patience=given.patience, split_seed=given.split_seed,
                                          variance=given.variance, progress=progress)

@@ -24,7 +24,7 @@ def _loaded(modules: list[str], package: str) -> list[str]:
 def test_config_imports_no_other_jaxmem_module_even_when_validating():
     modules = _modules_after("from jaxmem.config import ProbeSpec, TrainSpec\n"
                              "ProbeSpec(probes=('lda', 'masc(n=2)'), sensitivity=(0.5,), precision='exact', "
-                             "bn_mode='reference', subspaces=('corrupted@0.4',))\n"
+                             "bn_mode='reference', subspace_labels=('corrupted@0.4',))\n"
                              "TrainSpec('sgd', 1e-3, 32, 1.0)")
     assert _loaded(modules, "jaxmem") == ["jaxmem", "jaxmem.config"]
     assert not [name for package in (*TRAINING_STACK, "jax") for name in _loaded(modules, package)]
@@ -63,7 +63,7 @@ def test_names_in_config_are_the_registered_ones():
     ({"sensitivity": (0,)}, "variance must be a fraction in"),
     ({"precision": "half"}, r"precision must be one of \('fast', 'exact'\), got 'half'"),
     ({"bn_mode": "train"}, r"bn_mode must be one of \('eval', 'reference'\), got 'train'"),
-    ({"subspaces": ("shuffled",)}, "unknown subspace labels 'shuffled'"),
+    ({"subspace_labels": ("shuffled",)}, "unknown subspace labels 'shuffled'"),
 ])
 def test_probe_spec_names_the_bad_value(fields, message):
     with pytest.raises(ValueError, match=message):

@@ -78,7 +78,7 @@ def test_cli_edit_appends_rows_and_prints_them(tmp_path, capsys):
 def test_cli_dynamics_probes_the_chosen_layers_and_subspaces(tmp_path):
     out = tmp_path / "run"
     argv = ["dynamics", "--degrees", "0.5", "--max-epochs", "2", "--train-subset", "300", "--test-subset", "100",
-            "--checkpoint-epochs", "0,2", "--subspaces", "corrupted", "--out", str(out), "--quiet"]
+            "--checkpoint-epochs", "0,2", "--subspace-labels", "corrupted", "--out", str(out), "--quiet"]
     assert main(argv) == 0
     probed = read_rows(out / "results.csv").query("probe in ['masc', 'linear']")
     assert set(probed["epoch"]) == {0, 2} and set(probed["subspace_labels"]) == {"corrupted"}

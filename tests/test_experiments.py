@@ -73,7 +73,7 @@ def test_streamed_and_in_memory_probing_agree(digits, two_mlps):
 def test_probe_members_streams_layers_over_the_budget(digits, two_mlps):
     model, variables = two_mlps
     members = [MemberSpec("digits", "mlp", p, 0) for p in (0.0, 0.5)]
-    kwargs = dict(epoch=[3, 4], subspaces=("corrupted",), precision="exact", layers=("input", "fc1", "fc2"),
+    kwargs = dict(epoch=[3, 4], subspace_labels=("corrupted",), precision="exact", layers=("input", "fc1", "fc2"),
                   sensitivity=(1,), probes=tuple(PROBES))
     everything = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, **kwargs))
     streamed = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, memory_budget=0, **kwargs))
@@ -217,7 +217,7 @@ def test_extra_probes_give_rows_that_match_the_probe_itself(digits, two_mlps):
 
     model, variables = two_mlps
     members = [MemberSpec("digits", "mlp", p, 0) for p in (0.0, 0.5)]
-    rows = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, epoch=1, subspaces=("corrupted",),
+    rows = pd.DataFrame(probe_members(model, "mlp", variables, digits, members, epoch=1, subspace_labels=("corrupted",),
                                       layers=("fc1",), probes=("masc", "linear", "ncm")))
     assert set(rows["probe"]) == {"masc", "linear", "ncm"}
     assert rows[rows["probe"] != "masc"]["size"].isna().all()
@@ -256,9 +256,9 @@ def test_clean_variant_equals_the_member_trained_at_that_degree_probed_with_the_
     model, variables = two_mlps
     kwargs = dict(epoch=1, precision="exact", layers=("input", "fc1"), sensitivity=(0.5,))
     clean = pd.DataFrame(probe_members(model, "mlp", variables, digits, [MemberSpec("digits", "mlp", 0.0, 0)] * 2,
-                                       subspaces=("corrupted@0.6",), member_ids=[4, 7], **kwargs))
+                                       subspace_labels=("corrupted@0.6",), member_ids=[4, 7], **kwargs))
     noisy = pd.DataFrame(probe_members(model, "mlp", variables, digits, [MemberSpec("digits", "mlp", 0.6, 0)] * 2,
-                                       subspaces=("corrupted",), **kwargs))
+                                       subspace_labels=("corrupted",), **kwargs))
     assert set(clean["member"]) == {4, 7} and set(clean["subspace_labels"]) == {"corrupted@0.6"}
     assert set(clean["probe"]) == {"masc", "masc(n=0.5)"}
     columns = ["probe", "layer", "split", "scored_against", "n_correct", "size"]
@@ -269,7 +269,7 @@ def test_clean_variant_equals_the_member_trained_at_that_degree_probed_with_the_
     np.testing.assert_allclose(sizes, np.unique(masc.mean_components(half)))
     with pytest.raises(ValueError, match="unknown subspace labels"):
         probe_members(model, "mlp", variables, digits, [MemberSpec("digits", "mlp", 0.0, 0)] * 2, epoch=1,
-                      subspaces=("shuffled",))
+                      subspace_labels=("shuffled",))
 
 
 def test_report_can_leave_out_the_input_layer(tmp_path):

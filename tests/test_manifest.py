@@ -56,7 +56,7 @@ def run_dir(trained, tmp_path):
 
 
 @pytest.mark.parametrize("first, wider", [
-    ({"subspaces": ("corrupted",)}, {"subspaces": ("corrupted", "true")}),
+    ({"subspace_labels": ("corrupted",)}, {"subspace_labels": ("corrupted", "true")}),
     ({"layers": ("fc1",)}, {"layers": ("fc1", "fc3")}),
     ({"probes": ("masc",)}, {"probes": ("masc", "ncm")}),
 ])
@@ -67,7 +67,7 @@ def test_dynamics_rerun_adds_exactly_the_rows_of_a_wider_request(tiny, trained, 
     dataset, members, spec = tiny
 
     def probe(out, setting):
-        probing = ProbeSpec(probes=setting.get("probes", ("masc",)), subspaces=setting.get("subspaces", ("corrupted",)))
+        probing = ProbeSpec(probes=setting.get("probes", ("masc",)), subspace_labels=setting.get("subspace_labels", ("corrupted",)))
         return probe_saved_epochs(dataset, members, spec, out, probing=probing, layers=setting.get("layers", ("fc2",)),
                                   progress=False)
 
@@ -83,9 +83,9 @@ def test_dynamics_rerun_adds_exactly_the_rows_of_a_wider_request(tiny, trained, 
 @pytest.mark.slow
 def test_cli_dynamics_rerun_with_true_subspaces_adds_them(tmp_path):
     argv = ["dynamics", *TINY, "--degrees", "0.8", "--probes", "masc", "--checkpoint-epochs", "0,4"]
-    assert main([*argv, "--subspaces", "corrupted", "--out", str(tmp_path / "d")]) == 0
-    assert main([*argv, "--subspaces", "corrupted,true", "--out", str(tmp_path / "d")]) == 0
-    assert main([*argv, "--subspaces", "corrupted,true", "--out", str(tmp_path / "fresh")]) == 0
+    assert main([*argv, "--subspace-labels", "corrupted", "--out", str(tmp_path / "d")]) == 0
+    assert main([*argv, "--subspace-labels", "corrupted,true", "--out", str(tmp_path / "d")]) == 0
+    assert main([*argv, "--subspace-labels", "corrupted,true", "--out", str(tmp_path / "fresh")]) == 0
     resumed, fresh = read_rows(tmp_path / "d" / "results.csv"), read_rows(tmp_path / "fresh" / "results.csv")
     assert "true" in set(resumed["subspace_labels"])
     same_rows(resumed, fresh)
@@ -109,14 +109,14 @@ def test_relabel_keeps_its_settings_adds_subspace_kinds_and_refuses_changed_ones
 
     dataset, members, spec = tiny
     options = dict(max_epochs=2, patience=1, progress=False)
-    relabel_and_finetune(dataset, members, spec, run_dir, subspaces=("corrupted",), **options)
-    resumed = relabel_and_finetune(dataset, members, spec, run_dir, subspaces=("corrupted", "true"), **options)
+    relabel_and_finetune(dataset, members, spec, run_dir, subspace_labels=("corrupted",), **options)
+    resumed = relabel_and_finetune(dataset, members, spec, run_dir, subspace_labels=("corrupted", "true"), **options)
     shutil.copytree(trained, tmp_path / "fresh")
-    fresh = relabel_and_finetune(dataset, members, spec, tmp_path / "fresh", subspaces=("corrupted", "true"),
+    fresh = relabel_and_finetune(dataset, members, spec, tmp_path / "fresh", subspace_labels=("corrupted", "true"),
                                  **options)
     same_rows(resumed, fresh)
     with pytest.raises(ValueError, match="patience: 1 in the run, 2 now"):
-        relabel_and_finetune(dataset, members, spec, run_dir, subspaces=("corrupted",), max_epochs=2, patience=2)
+        relabel_and_finetune(dataset, members, spec, run_dir, subspace_labels=("corrupted",), max_epochs=2, patience=2)
     with pytest.raises(ValueError, match="split_seed"):
         relabel_and_finetune(dataset, members, spec, run_dir, split_seed=7, **options)
     same_rows(read_rows(run_dir / "relabel.csv"), fresh)  # a refused call leaves the table as it was

@@ -33,7 +33,7 @@ BASE = {"datasets": ["digits"], "groups": [{"degrees": [0.8], "seeds": [0]}]}
     ({"train": {"checkpoint_epochs": "paper"}}, r"checkpoint_epochs must be a non-empty list of int"),
     ({"probe": {"variance": 1.5}}, r"\[probe\]: variance must be"),
     ({"probe": {"probes": ["masc", "svm"]}}, r"\[probe\]: unknown probes"),
-    ({"dynamics": {"subspaces": ["noisy"]}}, r"\[dynamics\]: DynamicsSpec.subspaces"),
+    ({"dynamics": {"subspace_labels": ["noisy"]}}, r"\[dynamics\]: DynamicsSpec.subspace_labels"),
     ({"edit": {"subspace_labels": "given"}}, r"\[edit\]: EditSpec.subspace_labels"),
     ({"edit_continue": {"edit_epoch": 10, "until_epoch": 5}}, r"\[edit_continue\]: EditContinueSpec needs"),
     ({"relabel": {"patience": 0}}, r"\[relabel\]: RelabelSpec.patience must be"),

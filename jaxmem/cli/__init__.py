@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from jaxmem.cli.flags import (DATA, DISTRIBUTED, FINE_TUNING, PROBING, TRAIN_FLAGS, TRAINING, add_arguments,
-                              data_loader, fit, member_mesh, probe_names, probe_spec, spec_overrides, training)
+                              data_loader, fit, member_mesh, one_value, probe_names, probe_spec, spec_overrides,
+                              training)
 
 
 COMMANDS: dict[str, tuple] = {}
@@ -35,7 +36,7 @@ def cmd_probe(args) -> None:
     from jaxmem.report import input_probe_text, layer_probe_text, write_summary
     from jaxmem.results import read_rows
 
-    spec = probe_spec(args, subspaces=(args.subspace_labels,))
+    spec = probe_spec(args, subspace_labels=args.subspace_labels)
     if args.activations is not None:
         from jaxmem.experiments.activations import load_activations
 
@@ -49,7 +50,7 @@ def cmd_probe(args) -> None:
     else:
         members = [MemberSpec(args.dataset, "none", p, s, args.label_rule) for p in args.degrees for s in args.seeds]
         run = probing.probe_dataset_inputs(data_loader(args)(args.dataset), members, spec)
-        print(f"probes on the input layer of {args.dataset} ({args.subspace_labels}-label subspaces, "
+        print(f"probes on the input layer of {args.dataset} ({'- and '.join(args.subspace_labels)}-label subspaces, "
               f"n = {args.variance}, {args.precision} mode)")
         print(input_probe_text(run.rows))
         out = args.out and probing.write_probe_run(run, args.out, spec, {"dataset": args.dataset})
@@ -147,8 +148,8 @@ def sweep_grid(args):
 
 
 @command("train keeping parameters on the paper-2 epoch schedule, then probe every layer at every kept epoch",
-         (*TRAINING, "--probes", "--variance", "--subspaces", "--layers"), degrees="0.8", checkpoint_epochs="paper2",
-         probes="linear")
+         (*TRAINING, "--probes", "--variance", "--subspace-labels", "--layers"), degrees="0.8",
+         checkpoint_epochs="paper2", probes="linear", subspace_labels="corrupted,true")
 def cmd_dynamics(args) -> None:
     """Train members keeping their parameters at the epochs of --checkpoint-epochs, then probe the layers at
     every kept epoch with MASC and the other --probes; rows with their epoch go to OUT/results.csv. Resumable."""
@@ -159,7 +160,7 @@ def cmd_dynamics(args) -> None:
     run = training(args)
     model = run.members[0].model
     table = run_dynamics(*run[:4], checkpoint_epochs=run.checkpoint_epochs, resume=not args.no_resume,
-                         progress=not args.quiet, probing=probe_spec(args, subspaces=args.subspaces),
+                         progress=not args.quiet, probing=probe_spec(args, subspace_labels=args.subspace_labels),
                          layers=chosen_probe_layers(model, args.layers or trained_probe_layers(model)))
     print(dynamics_text(table))
     print(f"results: {run.out / 'results.csv'}")
@@ -181,8 +182,9 @@ def cmd_edit(args) -> None:
         run = run._replace(checkpoint_epochs=tuple(sorted({*run.checkpoint_epochs, edit_epoch})))
     fit(run, args)
     if edit_epoch is None:
-        model, rows = edit_at_stop(*run[:4], keep_bias=args.keep_bias, subspace_labels=args.subspace_labels)
-        print(edit_text(model, rows, run.members, subspace_labels=args.subspace_labels, keep_bias=args.keep_bias))
+        labels = one_value(args.subspace_labels, "--subspace-labels")
+        model, rows = edit_at_stop(*run[:4], keep_bias=args.keep_bias, subspace_labels=labels)
+        print(edit_text(model, rows, run.members, subspace_labels=labels, keep_bias=args.keep_bias))
         print(f"results: {run.out / 'results.csv'}")
         return
     table = edit_then_continue(*run[:4], edit_epoch=edit_epoch, until_epoch=continue_to, keep_bias=args.keep_bias,
@@ -193,7 +195,8 @@ def cmd_edit(args) -> None:
 
 
 @command("relabel the training set with the best layer's MASC predictions and fine-tune the memorised model",
-         (*TRAINING, "--subspaces", "--layers", *FINE_TUNING, "--variance"), degrees="0.8")
+         (*TRAINING, "--subspace-labels", "--layers", *FINE_TUNING, "--variance"), degrees="0.8",
+         subspace_labels="corrupted,true")
 def cmd_relabel(args) -> None:
     """Train (or reuse OUT); relabel the training set with the MASC predictions of each member's best layer on 20 %
     of the test set, fine-tune with early stopping on it, and report the other 80 % and the labels fixed and
@@ -203,7 +206,7 @@ def cmd_relabel(args) -> None:
 
     run = training(args)
     fit(run, args)
-    table = relabel_and_finetune(*run[:4], subspaces=args.subspaces, layers=args.layers or None,
+    table = relabel_and_finetune(*run[:4], subspace_labels=args.subspace_labels, layers=args.layers or None,
                                  max_epochs=args.finetune_epochs, patience=args.patience, split_seed=args.split_seed,
                                  variance=args.variance, progress=not args.quiet)
     print(relabel_markdown(table))
@@ -256,7 +259,7 @@ def cmd_cost(args) -> None:
 
     table = run_cost(args.run_dir, load_run_dataset(args.run_dir, args.data_dir, args.source),
                      layers=args.layers or None, probes=probe_names(args.probes), repeats=args.repeats,
-                     subspace_labels=args.subspace_labels, variance=args.variance, num_train=args.train_subset,
+                     subspace_labels=one_value(args.subspace_labels, "--subspace-labels"), variance=args.variance, num_train=args.train_subset,
                      num_test=args.test_subset)
     print(write_cost_page(table, args.run_dir, args.repeats))
     print(f"table: {args.run_dir / COST_FILE}; markdown: {args.run_dir / COST_PAGE}")

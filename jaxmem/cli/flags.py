@@ -84,6 +84,13 @@ def parse_per_model(kind: Callable[[str], float | int]) -> Callable[[str], dict]
     return parse
 
 
+def one_value(values: list, flag: str):
+    """The one value of a list flag where a command takes only one."""
+    if len(values) != 1:
+        raise ValueError(f"{flag} takes one value in this command, got {','.join(map(str, values))}")
+    return values[0]
+
+
 def probe_names(names: list[str]) -> tuple[str, ...]:
     """The probes of ``--probes``: every registered probe for 'all', else MASC and those named."""
     from jaxmem.probes.registry import PROBES
@@ -144,8 +151,9 @@ ARGUMENTS = {  # flag -> argparse keywords, one meaning in every command; a comm
     "--bn-mode": dict(default="eval", choices=["eval", "reference"], help=(
         "ResNet BatchNorm when probing: eval (running averages) or reference (train mode per image, as the "
         "authors' dumps)")),
-    "--subspace-labels": dict(default="corrupted", choices=["corrupted", "true"], help="labels grouping features"),
-    "--subspaces": dict(type=split_names, default="corrupted,true", help="subspace kinds, comma-separated"),
+    "--subspace-labels": dict(type=nonempty(split_names), default="corrupted", help=(
+        "the labels that group a layer's features into class subspaces: corrupted, true, or both comma-separated "
+        "where a command probes several (default %(default)s)")),
     "--layers": dict(type=split_names, default="", help="comma-separated probe layers (default: the model's)"),
     "--activations": dict(type=Path, help="an .npz (or folder of .npy) of activations from any network "
                                           "(docs/bring-your-own.md)"),

@@ -66,7 +66,7 @@ def probe_saved_epochs(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
         probes = list(select_probes(probing.probes, variance=probing.variance, sensitivity=probing.sensitivity,
                                     precision=probing.precision))
         layers = tuple(layers or probe_layers(members[0].model))
-        wanted = set(itertools.product(probes, layers, probing.subspaces))
+        wanted = set(itertools.product(probes, layers, probing.subspace_labels))
         done = {}
         if results_path.exists():
             table = read_rows(results_path)
@@ -86,7 +86,7 @@ def probe_saved_epochs(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
                                  memory_budget=probing.memory_budget, seed=probing.seed,
                                  probes=[name for name in probes if name in lacking[0]],
                                  layers=[name for name in layers if name in lacking[1]],
-                                 subspaces=[kind for kind in probing.subspaces if kind in lacking[2]])
+                                 subspace_labels=[kind for kind in probing.subspace_labels if kind in lacking[2]])
             rows = [row for row in rows if (row["probe"], row["layer"], row["subspace_labels"]) in missing]
             append_rows(results_path, rows)
             if progress:

@@ -68,7 +68,7 @@ def run_memorization(
     names = list(select_probes(probing.probes, variance=probing.variance, sensitivity=probing.sensitivity,
                                precision=probing.precision))
     clean = [m for m, member in enumerate(members) if member.degree == 0]
-    plan = missing_probes(table, final_epoch, names, {kind: list(range(len(members))) for kind in probing.subspaces}
+    plan = missing_probes(table, final_epoch, names, {kind: list(range(len(members))) for kind in probing.subspace_labels}
                           | {kind: clean for kind in clean_subspace_kinds(probing.clean_degrees)})
     if not plan:
         return table
@@ -87,7 +87,7 @@ def run_memorization(
             index = np.asarray(chosen)
             rows += probe_members(model, members[0].model, jax.tree.map(lambda leaf: leaf[index], variables),
                                   dataset, [members[m] for m in chosen], epoch=final_epoch[index],
-                                  member_ids=chosen, subspaces=kinds, probes=wanted, variance=probing.variance,
+                                  member_ids=chosen, subspace_labels=kinds, probes=wanted, variance=probing.variance,
                                   precision=probing.precision, memory_budget=probing.memory_budget,
                                   seed=probing.seed)
         return rows

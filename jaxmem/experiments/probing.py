@@ -140,7 +140,7 @@ def probe_members(
     *,
     epoch: int | Sequence[int],
     probes: Sequence[str] = ("masc",),
-    subspaces: Sequence[str] = ("corrupted", "true"),
+    subspace_labels: Sequence[str] = ("corrupted", "true"),
     variance: float | int = 0.99,
     sensitivity: Sequence[float | int] = (),
     precision: str = "fast",
@@ -154,12 +154,12 @@ def probe_members(
 
     ``probes``, ``variance``, ``sensitivity`` and ``precision`` choose the probes
     (:func:`jaxmem.probes.registry.select_probes`: e.g. MASC at each ``sensitivity`` value as ``"masc(n=…)"``);
-    ``subspaces`` are kinds of :func:`jaxmem.data.subspace_grouping`; see :func:`fit_and_score` for the rest. Train
+    ``subspace_labels`` are names of :func:`jaxmem.data.subspace_grouping`; see :func:`fit_and_score` for the rest. Train
     predictions are scored against the member's own labels as "corrupted" (for a ``"corrupted@q"`` kind: against
     those labels) and the true ones.
     """
     selected = select_probes(probes, variance=variance, sensitivity=sensitivity, precision=precision)
-    grouping = subspace_grouping(dataset, members, subspaces)
+    grouping = subspace_grouping(dataset, members, subspace_labels)
     corrupted = member_train_labels(dataset, members)
     fitted = fit_and_score(model, variables, dataset, grouping, tuple(layers or probe_layers(model_name)),
                            probes=selected, precision=precision, memory_budget=memory_budget, batch_size=batch_size,
@@ -191,7 +191,7 @@ def probe_dataset_inputs(dataset: Dataset, members: Sequence[MemberSpec], probin
     """Every probe of ``probing`` on the flattened, normalised inputs, with each of its subspace kinds
     ("corrupted": each member's labels; "true"), for every member (they share the features)."""
     rows = []
-    for kind in probing.subspaces:
+    for kind in probing.subspace_labels:
         rows += probe_input_layer(dataset, members, probes=list(_selected(probing)), variance=probing.variance,
                                   precision=probing.precision, subspace_labels=kind, seed=probing.seed)
     return ProbeRun(rows, list(members), (), {})

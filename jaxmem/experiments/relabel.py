@@ -76,7 +76,7 @@ def relabel_and_finetune(
     spec: TrainSpec,
     out_dir: str | Path,
     *,
-    subspaces: Sequence[str] = ("corrupted", "true"),
+    subspace_labels: Sequence[str] = ("corrupted", "true"),
     layers: Sequence[str] | None = None,
     max_epochs: int = 30,
     patience: int = 3,
@@ -89,7 +89,7 @@ def relabel_and_finetune(
     """Run the experiment on the final parameters of the trained run in ``out_dir``; returns the table (DataFrame)
     of ``relabel.csv``.
 
-    Its settings are kept in the run's manifest: all but ``subspaces`` change what a row means and must match an
+    Its settings are kept in the run's manifest: all but ``subspace_labels`` change what a row means and must match an
     earlier call (else ``ValueError`` naming the field); a call with more subspace kinds computes only the new
     ones, and one with nothing new returns the table as it is.
     """
@@ -100,14 +100,14 @@ def relabel_and_finetune(
     layers = tuple(layers or probe_layers(members[0].model))
     record_stage(out_dir, "relabel", {"layers": layers, "max_epochs": max_epochs, "patience": patience,
                                       "split_seed": split_seed, "variance": variance, "precision": precision},
-                 {"subspaces": list(subspaces)}, way_out="use a new --out, or delete relabel.csv to start over")
+                 {"subspace_labels": list(subspace_labels)}, way_out="use a new --out, or delete relabel.csv to start over")
     path = Path(out_dir) / RELABEL_FILE
     table = read_rows(path) if path.exists() else None
     done = set() if table is None else set(table.loc[table["probe"] == "relabel", "subspace_labels"])
-    missing = [kind for kind in subspaces if kind not in done]
+    missing = [kind for kind in subspace_labels if kind not in done]
     if not missing:
         return table
-    rows = pd.DataFrame(_relabel_rows(dataset, members, spec, out_dir, subspaces=missing, layers=layers,
+    rows = pd.DataFrame(_relabel_rows(dataset, members, spec, out_dir, subspace_labels=missing, layers=layers,
                                       max_epochs=max_epochs, patience=patience, split_seed=split_seed,
                                       variance=variance, precision=precision, memory_budget=memory_budget,
                                       progress=progress))
@@ -118,16 +118,16 @@ def relabel_and_finetune(
 
 
 def _relabel_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
-                  subspaces: Sequence[str], layers: Sequence[str], max_epochs: int, patience: int, split_seed: int,
+                  subspace_labels: Sequence[str], layers: Sequence[str], max_epochs: int, patience: int, split_seed: int,
                   variance: float | int, precision: str, memory_budget: float, progress: bool) -> list[dict]:
-    """The rows of :func:`relabel_and_finetune` for the subspace kinds ``subspaces``."""
+    """The rows of :func:`relabel_and_finetune` for the subspace labels ``subspace_labels``."""
     model_name = members[0].model
     model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
     params, batch_stats = load_member_params(out_dir)
     variables = member_variables(params, batch_stats)
     select, report = split_test(len(dataset.y_test), split_seed)
     y_select, y_report = dataset.y_test[select], dataset.y_test[report]
-    grouping = subspace_grouping(dataset, members, subspaces)
+    grouping = subspace_grouping(dataset, members, subspace_labels)
     fitted = fit_and_score(model, variables, dataset, grouping, layers,
                            probes=select_probes(("masc",), variance=variance, precision=precision),
                            precision=precision, memory_budget=memory_budget)
@@ -148,7 +148,7 @@ def _relabel_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSp
         add(m, 0, "model", "output", "none", "test_report", "true", before[m, report] == y_report)
 
     new_labels, chosen = [], []
-    for kind in subspaces:
+    for kind in subspace_labels:
         test_pred = {name: fitted[name, kind, "masc"][2] for name in layers}
         best = choose_layers(test_pred, y_select, select)
         labels = np.stack([fitted[layers[best[m]], kind, "masc"][1][m] for m in range(num_members)])
@@ -162,12 +162,12 @@ def _relabel_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSp
         chosen.append([layers[b] for b in best])
 
     # Fine-tune all kinds × members at once; no memorisation stop, only early stopping on the select part.
-    copies = len(subspaces)
+    copies = len(subspace_labels)
     tuned = finetune(model, spec, concat_members(*[params] * copies), concat_members(*[batch_stats] * copies),
                      np.concatenate(new_labels), concat_members(*[split_member_keys(members)[1]] * copies),
                      dataset, select, report, max_epochs=max_epochs, patience=patience, progress=progress)
     for record in tuned.history:
-        for c, kind in enumerate(subspaces):
+        for c, kind in enumerate(subspace_labels):
             for m in range(num_members):
                 i = c * num_members + m
                 if record.trained[i]:
@@ -181,7 +181,7 @@ def _relabel_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSp
                                              n_seen=len(dataset.y_train)))
     for split, predicted, y in (("test_select", tuned.select_pred, y_select),
                                 ("test_report", tuned.report_pred, y_report)):
-        for c, kind in enumerate(subspaces):
+        for c, kind in enumerate(subspace_labels):
             for m in range(num_members):
                 i = c * num_members + m
                 add(m, int(tuned.best_epoch[i]), "finetune_best", chosen[c][m], kind, split, "true", predicted[i] == y)
