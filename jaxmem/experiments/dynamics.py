@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 import pandas as pd
 
@@ -33,7 +32,7 @@ from jaxmem.models import get_model, probe_layers
 from jaxmem.probes import linear
 from jaxmem.probes.registry import select_probes
 from jaxmem.results import accuracy_row, append_rows, final_model_rows, read_rows, write_table
-from jaxmem.train import (EpochEnd, MemberState, Progress, device_data, fit_members, load_member_params,
+from jaxmem.train import (EpochEnd, Progress, device_data, fit_members, fresh_states, load_member_params,
                           make_optimizer, paper2_epoch_schedule, split_member_keys, train_members)
 from jaxmem.train.rundir import EPOCHS_DIR, RESULTS_FILE
 
@@ -237,14 +236,3 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     write_table(table, edit_continue_path(out_dir, edit_epoch))
     return table
 
-
-def concat_members(*trees):
-    """Pytrees with a leading member axis joined along it (e.g. the same members as several branches)."""
-    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)
-
-
-def fresh_states(params, batch_stats, tx) -> MemberState:
-    """Active members ``[M]`` with the given parameters and a fresh optimiser state."""
-    members = jax.tree.leaves(params)[0].shape[0]
-    return MemberState(params=params, batch_stats=batch_stats, opt_state=jax.vmap(tx.init)(params),
-                       active=jnp.ones(members, bool), stop_epoch=jnp.full(members, -1, jnp.int32))

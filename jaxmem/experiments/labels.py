@@ -7,8 +7,9 @@ ranking (higher: more likely wrong) and a suggested label:
 * ``model``: the memorised network itself: flagged where its prediction differs from the given label, ranked by
   1 − its softmax probability of the given label, suggesting its prediction.
 * each probe of :mod:`jaxmem.probes.registry`, fitted on the given labels at the layer chosen on the reference's
-  20 % test split as :mod:`jaxmem.experiments.relabel` chooses it: flagged where its prediction differs, ranked by
-  minus the margin of the given label's score over the best other class's (MASC: cos²), suggesting its prediction.
+  20 % test split as :mod:`jaxmem.experiments.relabel` chooses it (:mod:`jaxmem.experiments.finetuning`): flagged
+  where its prediction differs, ranked by minus the margin of the given label's score over the best other
+  class's (MASC: cos²), suggesting its prediction.
 * ``cleanlab_cv``: confident learning (``cleanlab.filter.find_label_issues``, ranked by minus
   ``cleanlab.rank.get_label_quality_scores``) on out-of-sample probabilities from K-fold cross-validated
   logistic regression (scikit-learn, :func:`cross_validated_probs`) at MASC's chosen layer; suggesting the most
@@ -28,7 +29,7 @@ Rows of ``labels.csv`` (the results table's columns; ``split`` names the metric,
   right labels made wrong / right labels.
 * with fine-tuning: ``model`` on ``test_report`` before it (epoch 0), and per method ``relabel_test_report``
   (trained on the suggested labels) and ``drop_test_report`` (the flagged samples left out), the 80 % report
-  part's accuracy at the early-stopped epoch (:func:`jaxmem.experiments.relabel.finetune`).
+  part's accuracy at the early-stopped epoch (:func:`jaxmem.experiments.finetuning.finetune`).
 
 A method's rows of one member are told apart by (member, probe, split): the verdict splits at epoch -1, the two
 fine-tuning splits, and the model's ``test_report`` before fine-tuning. :func:`label_issues` keeps its settings in
@@ -47,15 +48,14 @@ import numpy as np
 from jaxmem.config import MemberSpec
 from jaxmem.data import Dataset, member_train_labels, normalize
 from jaxmem.experiments.cost import check_run_data
-from jaxmem.experiments.dynamics import concat_members
+from jaxmem.experiments.finetuning import REFERENCE_SPLIT_SEED, choose_layers, finetune, split_test
 from jaxmem.experiments.probing import fit_and_score
-from jaxmem.experiments.relabel import REFERENCE_SPLIT_SEED, choose_layers, finetune, split_test
 from jaxmem.features import collect_activations, member_logits, member_variables
 from jaxmem.manifest import forget_stage, holding, record_stage
 from jaxmem.models import chosen_probe_layers, get_model
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
 from jaxmem.results import accuracy_row, append_rows, read_rows
-from jaxmem.train import load_member_params, read_run_config
+from jaxmem.train import concat_members, load_member_params, read_run_config
 from jaxmem.train.epoch import split_member_keys
 from jaxmem.train.rundir import CONFIG_FILE
 
