@@ -25,16 +25,16 @@ from typing import Sequence
 import numpy as np
 
 from jaxmem.config import MemberSpec, TrainSpec
-from jaxmem.data import Dataset, member_train_labels, normalize, subspace_grouping
+from jaxmem.data import Dataset, subspace_grouping
 from jaxmem.experiments.finetuning import REFERENCE_SPLIT_SEED, choose_layers, finetune, split_test
 from jaxmem.experiments.probing import fit_and_score
+from jaxmem.experiments.trained import TrainedRun
 from jaxmem.features import member_predictions, member_variables
 from jaxmem.manifest import holding, record_stage
-from jaxmem.models import get_model, probe_layers
+from jaxmem.models import probe_layers
 from jaxmem.probes.registry import select_probes
 from jaxmem.results import accuracy_row, read_rows, write_table
-from jaxmem.train import concat_members, load_member_params
-from jaxmem.train.epoch import split_member_keys
+from jaxmem.train import concat_members
 
 RELABEL_FILE = "relabel.csv"
 
@@ -91,9 +91,9 @@ def _relabel_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSp
                   subspace_labels: Sequence[str], layers: Sequence[str], max_epochs: int, patience: int, split_seed: int,
                   variance: float | int, precision: str, memory_budget: float, progress: bool) -> list[dict]:
     """The rows of :func:`relabel_and_finetune` for the subspace labels ``subspace_labels``."""
-    model_name = members[0].model
-    model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
-    params, batch_stats = load_member_params(out_dir)
+    run = TrainedRun.of(dataset, members, spec, out_dir)
+    model = run.model
+    params, batch_stats = run.params()
     variables = member_variables(params, batch_stats)
     select, report = split_test(len(dataset.y_test), split_seed)
     y_select, y_report = dataset.y_test[select], dataset.y_test[report]
@@ -101,8 +101,7 @@ def _relabel_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSp
     fitted = fit_and_score(model, variables, dataset, grouping, layers,
                            probes=select_probes(("masc",), variance=variance, precision=precision),
                            precision=precision, memory_budget=memory_budget)
-    corrupted = member_train_labels(dataset, members)
-    flipped = corrupted != dataset.y_train
+    flipped = run.given != dataset.y_train
     num_members = len(members)
     rows = []
 
@@ -111,8 +110,7 @@ def _relabel_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSp
                                  split=split, scored_against=against, n_correct=int(np.sum(hits)),
                                  n_seen=int(np.size(hits))))
 
-    x_test = normalize(dataset.name, dataset.x_test)
-    before = member_predictions(model, variables, x_test)
+    before = member_predictions(model, variables, run.x_test)
     for m in range(num_members):
         add(m, 0, "model", "output", "none", "test_select", "true", before[m, select] == y_select)
         add(m, 0, "model", "output", "none", "test_report", "true", before[m, report] == y_report)
@@ -134,7 +132,7 @@ def _relabel_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSp
     # Fine-tune all kinds × members at once; no memorisation stop, only early stopping on the select part.
     copies = len(subspace_labels)
     tuned = finetune(model, spec, concat_members(*[params] * copies), concat_members(*[batch_stats] * copies),
-                     np.concatenate(new_labels), concat_members(*[split_member_keys(members)[1]] * copies),
+                     np.concatenate(new_labels), concat_members(*[run.train_keys] * copies),
                      dataset, select, report, max_epochs=max_epochs, patience=patience, progress=progress)
     for record in tuned.history:
         for c, kind in enumerate(subspace_labels):
