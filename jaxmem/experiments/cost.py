@@ -22,14 +22,15 @@ import numpy as np
 import pandas as pd
 
 from jaxmem.data import Dataset, load_dataset, normalize, subspace_grouping, subset
-from jaxmem.features import collect_activations, member_variables
+from jaxmem.experiments.trained import open_run
+from jaxmem.features import collect_activations
 from jaxmem.manifest import holding, record_stage
-from jaxmem.models import chosen_probe_layers, get_model
+from jaxmem.models import chosen_probe_layers
 from jaxmem.probes.base import ProbeSizes, prepare_fit
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
 from jaxmem.results import write_table
-from jaxmem.train import load_member_params, read_run_config
-from jaxmem.train.rundir import CONFIG_FILE, run_config
+from jaxmem.train import read_run_config
+from jaxmem.train.rundir import CONFIG_FILE
 
 COST_FILE = "cost.csv"
 COST_PAGE = "cost.md"
@@ -113,15 +114,6 @@ def load_run_dataset(run_dir: str | Path, data_dir: str | None = None, source: s
     return subset(dataset, recorded["num_train"], recorded["num_test"])
 
 
-def check_run_data(run_dir: str | Path, dataset: Dataset) -> None:
-    """Raise ``ValueError`` unless ``dataset`` has the sizes and train labels the run was trained on."""
-    spec, members = read_run_config(run_dir)
-    recorded = json.loads((Path(run_dir) / CONFIG_FILE).read_text())["data"]
-    given = run_config(spec, members, dataset)["data"]
-    if given != recorded:
-        raise ValueError(f"the dataset given ({given}) is not the one {run_dir} was trained on ({recorded})")
-
-
 def _first(n: int | None, total: int, split: str) -> slice:
     if n is not None and not 1 <= n <= total:
         raise ValueError(f"{split} subset must be between 1 and {total} samples, got {n}")
@@ -144,17 +136,16 @@ def run_cost(run_dir: str | Path, dataset: Dataset, *, layers: Sequence[str] | N
     if subspace_labels not in ("corrupted", "true"):
         raise ValueError(f"subspace_labels must be 'corrupted' or 'true', got {subspace_labels!r}")
     check_cost_probes(probes)
-    check_run_data(run_dir, dataset)
-    spec, members = read_run_config(run_dir)
-    model_name = members[0].model
-    layers = chosen_probe_layers(model_name, layers)
+    run = open_run(run_dir, dataset)
+    layers = chosen_probe_layers(run.model_name, layers)
     train_part = _first(num_train, len(dataset.y_train), "train")
     test_part = _first(num_test, len(dataset.y_test), "test")
-    grouping = subspace_grouping(dataset, members, [subspace_labels])[subspace_labels]
+    grouping = subspace_grouping(dataset, run.members, [subspace_labels])[subspace_labels]
+    # only the timed samples are normalised (not run.x_train): a subset keeps the memory of the whole set free
     x_train = normalize(dataset.name, dataset.x_train[train_part])
     x_test = normalize(dataset.name, dataset.x_test[test_part])
-    model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
-    variables = member_variables(*load_member_params(run_dir, epoch))
+    model = run.model
+    variables = run.variables(epoch)
     record_stage(run_dir, "cost", {"repeats": repeats, "subspace_labels": subspace_labels, "variance": variance,
                                    "num_train": num_train, "num_test": num_test, "epoch": epoch},
                  {"probes": list(probes), "layers": list(layers)},
@@ -202,5 +193,5 @@ def write_cost_page(df: pd.DataFrame, run_dir: str | Path, repeats: int) -> str:
     return page
 
 
-__all__ = ["ProbeSizes", "best_wall_time", "check_run_data", "cost_markdown", "load_run_dataset", "probe_cost_rows",
+__all__ = ["ProbeSizes", "best_wall_time", "cost_markdown", "load_run_dataset", "probe_cost_rows",
            "probe_sizes", "run_cost", "write_cost_page"]

@@ -18,23 +18,23 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 import pandas as pd
 
 from jaxmem.config import MemberSpec, ProbeSpec, TrainSpec
-from jaxmem.data import Dataset, member_train_labels, normalize, subspace_grouping
+from jaxmem.data import Dataset, subspace_grouping
 from jaxmem.editing import edit_layer, edit_params
 from jaxmem.experiments.probing import probe_members, probe_rows
+from jaxmem.experiments.trained import TrainedRun
 from jaxmem.faults import maybe_fail
 from jaxmem.features import collect_activations, member_predictions, member_variables
 from jaxmem.manifest import hold, holding, record_probing
-from jaxmem.models import get_model, probe_layers
+from jaxmem.models import probe_layers
 from jaxmem.probes import linear
 from jaxmem.probes.registry import select_probes
 from jaxmem.results import accuracy_row, append_rows, final_model_rows, read_rows, write_table
-from jaxmem.train import (EpochEnd, MemberState, Progress, device_data, fit_members, load_member_params,
-                          make_optimizer, paper2_epoch_schedule, split_member_keys, train_members)
+from jaxmem.train import (EpochEnd, Progress, device_data, fit_members, fresh_states, make_optimizer,
+                          paper2_epoch_schedule, train_members)
 from jaxmem.train.rundir import EPOCHS_DIR, RESULTS_FILE
 
 DYNAMICS_PROBING = ProbeSpec(probes=("masc", "linear"))  # the paper-2 probes at every kept epoch
@@ -73,15 +73,14 @@ def probe_saved_epochs(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
             for epoch, probe, layer, kind in zip(table["epoch"], table["probe"], table["layer"],
                                                  table["subspace_labels"]):
                 done.setdefault(int(epoch), set()).add((probe, layer, kind))
-        model = get_model(members[0].model, dataset.num_classes, init=spec.init, dropout=spec.dropout)
+        run = TrainedRun.of(dataset, members, spec, out_dir)
         for epoch in saved_epochs(out_dir):
             missing = wanted - done.get(epoch, set())
             if not missing or (epochs is not None and epoch not in epochs):
                 continue
             start = time.perf_counter()
-            params, batch_stats = load_member_params(out_dir, epoch)
             lacking = [{key[part] for key in missing} for part in range(3)]  # probes, layers, kinds with a gap
-            rows = probe_members(model, members[0].model, member_variables(params, batch_stats), dataset, members,
+            rows = probe_members(run.model, run.model_name, run.variables(epoch), dataset, members,
                                  epoch=epoch, variance=probing.variance, precision=probing.precision,
                                  memory_budget=probing.memory_budget, seed=probing.seed,
                                  probes=[name for name in probes if name in lacking[0]],
@@ -130,21 +129,19 @@ def edit_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, 
     """
     if subspace_labels not in ("corrupted", "true"):
         raise ValueError(f"subspace_labels must be 'corrupted' or 'true', got {subspace_labels!r}")
-    model_name = members[0].model
-    model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
-    params, batch_stats = load_member_params(out_dir, epoch)
-    x_train = normalize(dataset.name, dataset.x_train)
-    x_test = normalize(dataset.name, dataset.x_test)
-    corrupted = member_train_labels(dataset, members)
+    run = TrainedRun.of(dataset, members, spec, out_dir)
+    model = run.model
+    params, batch_stats = run.params(epoch)
     grouping = subspace_grouping(dataset, members, [subspace_labels])[subspace_labels]
-    edited = member_variables(edited_params(model, model_name, member_variables(params, batch_stats), x_train,
-                                            grouping, dataset.num_classes, keep_bias=keep_bias), batch_stats)
+    edited = member_variables(edited_params(model, run.model_name, member_variables(params, batch_stats),
+                                            run.x_train, grouping, dataset.num_classes, keep_bias=keep_bias),
+                              batch_stats)
     final_epoch = final_model_rows(read_rows(Path(out_dir) / RESULTS_FILE)).groupby("member")["epoch"].max()
     return probe_rows(members, None, layer="output", epoch=final_epoch.sort_index().to_numpy() if epoch == "final"
                       else epoch, subspace_labels=subspace_labels, probe_name=edit_probe_name(keep_bias),
-                      train_predictions=member_predictions(model, edited, x_train),
-                      test_predictions=member_predictions(model, edited, x_test),
-                      corrupted_labels=corrupted, true_train_labels=dataset.y_train, test_labels=dataset.y_test)
+                      train_predictions=member_predictions(model, edited, run.x_train),
+                      test_predictions=member_predictions(model, edited, run.x_test),
+                      corrupted_labels=run.given, true_train_labels=dataset.y_train, test_labels=dataset.y_test)
 
 
 @holding()
@@ -192,16 +189,16 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     """
     if until_epoch <= edit_epoch:
         raise ValueError(f"until_epoch ({until_epoch}) must be after edit_epoch ({edit_epoch})")
-    model_name = members[0].model
-    model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout)
+    run = TrainedRun.of(dataset, members, spec, out_dir)
+    model = run.model
     tx = make_optimizer(spec)
-    params, batch_stats = load_member_params(out_dir, edit_epoch)
-    data = device_data(dataset)
-    corrupted = member_train_labels(dataset, members)
-    edited = edited_params(model, model_name, member_variables(params, batch_stats), data.x_train, corrupted,
+    params, batch_stats = run.params(edit_epoch)
+    data = device_data(dataset)  # the inputs on the device, as training holds them
+    corrupted = run.given
+    edited = edited_params(model, run.model_name, member_variables(params, batch_stats), data.x_train, corrupted,
                            dataset.num_classes, keep_bias=keep_bias)
     state = fresh_states(edited, batch_stats, tx)
-    _, train_keys = split_member_keys(members)
+    train_keys = run.train_keys
     flipped = corrupted != dataset.y_train  # [M, N]
     rows = []
 
@@ -237,14 +234,3 @@ def edit_then_continue(dataset: Dataset, members: Sequence[MemberSpec], spec: Tr
     write_table(table, edit_continue_path(out_dir, edit_epoch))
     return table
 
-
-def concat_members(*trees):
-    """Pytrees with a leading member axis joined along it (e.g. the same members as several branches)."""
-    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)
-
-
-def fresh_states(params, batch_stats, tx) -> MemberState:
-    """Active members ``[M]`` with the given parameters and a fresh optimiser state."""
-    members = jax.tree.leaves(params)[0].shape[0]
-    return MemberState(params=params, batch_stats=batch_stats, opt_state=jax.vmap(tx.init)(params),
-                       active=jnp.ones(members, bool), stop_epoch=jnp.full(members, -1, jnp.int32))

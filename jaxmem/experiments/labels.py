@@ -7,8 +7,9 @@ ranking (higher: more likely wrong) and a suggested label:
 * ``model``: the memorised network itself: flagged where its prediction differs from the given label, ranked by
   1 − its softmax probability of the given label, suggesting its prediction.
 * each probe of :mod:`jaxmem.probes.registry`, fitted on the given labels at the layer chosen on the reference's
-  20 % test split as :mod:`jaxmem.experiments.relabel` chooses it: flagged where its prediction differs, ranked by
-  minus the margin of the given label's score over the best other class's (MASC: cos²), suggesting its prediction.
+  20 % test split as :mod:`jaxmem.experiments.relabel` chooses it (:mod:`jaxmem.experiments.finetuning`): flagged
+  where its prediction differs, ranked by minus the margin of the given label's score over the best other
+  class's (MASC: cos²), suggesting its prediction.
 * ``cleanlab_cv``: confident learning (``cleanlab.filter.find_label_issues``, ranked by minus
   ``cleanlab.rank.get_label_quality_scores``) on out-of-sample probabilities from K-fold cross-validated
   logistic regression (scikit-learn, :func:`cross_validated_probs`) at MASC's chosen layer; suggesting the most
@@ -28,7 +29,7 @@ Rows of ``labels.csv`` (the results table's columns; ``split`` names the metric,
   right labels made wrong / right labels.
 * with fine-tuning: ``model`` on ``test_report`` before it (epoch 0), and per method ``relabel_test_report``
   (trained on the suggested labels) and ``drop_test_report`` (the flagged samples left out), the 80 % report
-  part's accuracy at the early-stopped epoch (:func:`jaxmem.experiments.relabel.finetune`).
+  part's accuracy at the early-stopped epoch (:func:`jaxmem.experiments.finetuning.finetune`).
 
 A method's rows of one member are told apart by (member, probe, split): the verdict splits at epoch -1, the two
 fine-tuning splits, and the model's ``test_report`` before fine-tuning. :func:`label_issues` keeps its settings in
@@ -45,18 +46,16 @@ import jax
 import numpy as np
 
 from jaxmem.config import MemberSpec
-from jaxmem.data import Dataset, member_train_labels, normalize
-from jaxmem.experiments.cost import check_run_data
-from jaxmem.experiments.dynamics import concat_members
+from jaxmem.data import Dataset, normalize
+from jaxmem.experiments.finetuning import REFERENCE_SPLIT_SEED, choose_layers, finetune, split_test
 from jaxmem.experiments.probing import fit_and_score
-from jaxmem.experiments.relabel import REFERENCE_SPLIT_SEED, choose_layers, finetune, split_test
+from jaxmem.experiments.trained import open_run
 from jaxmem.features import collect_activations, member_logits, member_variables
 from jaxmem.manifest import forget_stage, holding, record_stage
-from jaxmem.models import chosen_probe_layers, get_model
+from jaxmem.models import chosen_probe_layers
 from jaxmem.probes.registry import PROBES, check_probe_names, select_probes
 from jaxmem.results import accuracy_row, append_rows, read_rows
-from jaxmem.train import load_member_params, read_run_config
-from jaxmem.train.epoch import split_member_keys
+from jaxmem.train import concat_members
 from jaxmem.train.rundir import CONFIG_FILE
 
 LABELS_FILE = "labels.csv"
@@ -453,16 +452,15 @@ def label_issues(run_dir: str | Path, dataset: Dataset, *, probes: Sequence[str]
     """
     run_dir = Path(run_dir)
     import_cleanlab()
-    check_run_data(run_dir, dataset)
-    spec, members = read_run_config(run_dir)
-    params, batch_stats = load_member_params(run_dir)
-    model_name = members[0].model
-    layers = chosen_probe_layers(model_name, layers)
+    run = open_run(run_dir, dataset)
+    spec, members = run.spec, run.members
+    params, batch_stats = run.params()
+    layers = chosen_probe_layers(run.model_name, layers)
     probes = check_probe_names(probes)
     fold_assignment(len(dataset.y_train), folds, seed)
     if finetune_epochs < 1 or patience < 1:
         raise ValueError(f"fine-tuning epochs and patience must be >= 1, got {finetune_epochs} and {patience}")
-    given = member_train_labels(dataset, members)
+    given = run.given
     noisy = (given != dataset.y_train).any(axis=1)
     if not noisy.any():
         raise ValueError(f"no training label is wrong in any member of {run_dir} (all at p = 0): nothing to find")
@@ -480,7 +478,7 @@ def label_issues(run_dir: str | Path, dataset: Dataset, *, probes: Sequence[str]
     groups = defaultdict(list)  # members that lack the same rows are computed together
     for m, lack in plan.items():
         groups[lack.scored, lack.tuned].append(m)
-    model = get_model(model_name, dataset.num_classes, init=spec.init, dropout=spec.dropout) if plan else None
+    model = run.model if plan else None
     for (scored, tuned), ids in groups.items():
         pick = np.asarray(ids)
         part = jax.tree.map(lambda leaf: leaf[pick], (params, batch_stats))
@@ -494,7 +492,7 @@ def label_issues(run_dir: str | Path, dataset: Dataset, *, probes: Sequence[str]
                                  dataset.y_train)
         if fine_tune:
             rows += finetune_rows(model, spec, *part, _of_methods(scoring, tuned), given[pick], dataset, ids,
-                                  [members[m] for m in pick], split_member_keys(members)[1][pick],
+                                  [members[m] for m in pick], run.train_keys[pick],
                                   max_epochs=finetune_epochs, patience=patience, split_seed=split_seed,
                                   progress=progress)
         fresh = [row for row in rows if (row["member"], row["probe"], row["split"]) not in have]  # never twice

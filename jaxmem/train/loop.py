@@ -1,6 +1,7 @@
 """The host loop over epochs: :func:`train_members`, a short Python loop with no file I/O that runs the jitted
 epoch (:mod:`jaxmem.train.epoch`), fetches the metrics once per epoch and hands them to a callback; the tidy rows
-of an epoch and the progress display.
+of an epoch and the progress display; and the two helpers of training on from kept parameters (a fresh optimiser
+state: :func:`fresh_states`; the same members as several branches: :func:`concat_members`).
 """
 from __future__ import annotations
 
@@ -161,6 +162,18 @@ def train_members(model: nn.Module, tx: optax.GradientTransformation, spec: Trai
         return state, EvalMetrics(**{name: empty.astype(np.float32) if name == "train_loss" else empty
                                      for name in EvalMetrics._fields})
     return state, stack_metrics(history)
+
+
+def concat_members(*trees):
+    """Pytrees with a leading member axis joined along it (e.g. the same members as several branches)."""
+    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)
+
+
+def fresh_states(params, batch_stats, tx) -> MemberState:
+    """Active members ``[M]`` with the given parameters and a fresh optimiser state."""
+    members = jax.tree.leaves(params)[0].shape[0]
+    return MemberState(params=params, batch_stats=batch_stats, opt_state=jax.vmap(tx.init)(params),
+                       active=jnp.ones(members, bool), stop_epoch=jnp.full(members, -1, jnp.int32))
 
 
 def _like(reference: jax.Array, host: np.ndarray) -> jax.Array:
