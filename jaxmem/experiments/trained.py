@@ -3,8 +3,8 @@
 :func:`open_run` checks that the dataset is the one the run was trained on (:func:`check_run_data`), reads
 its spec and members, and returns a :class:`TrainedRun`: the model built once, the inputs normalised once, the
 members' given training labels and training keys, and their parameters at any kept epoch. A stage handed the
-dataset, members and spec of a run it has just trained builds one with :meth:`TrainedRun.of` instead. Pure data and cached properties: no
-training, probing or file writing here.
+dataset, members and spec of a run it has just trained builds one with :meth:`TrainedRun.of` instead. Pure data
+and cached properties: no training, probing or file writing here.
 """
 from __future__ import annotations
 
