@@ -259,8 +259,8 @@ def cmd_cost(args) -> None:
 
     table = run_cost(args.run_dir, load_run_dataset(args.run_dir, args.data_dir, args.source),
                      layers=args.layers or None, probes=probe_names(args.probes), repeats=args.repeats,
-                     subspace_labels=one_value(args.subspace_labels, "--subspace-labels"), variance=args.variance, num_train=args.train_subset,
-                     num_test=args.test_subset)
+                     subspace_labels=one_value(args.subspace_labels, "--subspace-labels"), variance=args.variance,
+                     num_train=args.train_subset, num_test=args.test_subset)
     print(write_cost_page(table, args.run_dir, args.repeats))
     print(f"table: {args.run_dir / COST_FILE}; markdown: {args.run_dir / COST_PAGE}")
 

@@ -35,7 +35,8 @@ def split_test(num_test: int, seed: int = REFERENCE_SPLIT_SEED,
         raise ValueError(f"select_fraction must be in (0, 1), got {select_fraction}")
     cut = math.ceil(select_fraction * num_test)
     if not 0 < cut < num_test:
-        raise ValueError(f"a test set of {num_test} samples cannot be split {select_fraction:g}/{1 - select_fraction:g}")
+        raise ValueError(f"a test set of {num_test} samples cannot be split "
+                         f"{select_fraction:g}/{1 - select_fraction:g}")
     order = np.random.RandomState(seed).permutation(num_test)
     return order[:cut], order[cut:]
 

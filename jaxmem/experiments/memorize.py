@@ -68,7 +68,8 @@ def run_memorization(
     names = list(select_probes(probing.probes, variance=probing.variance, sensitivity=probing.sensitivity,
                                precision=probing.precision))
     clean = [m for m, member in enumerate(members) if member.degree == 0]
-    plan = missing_probes(table, final_epoch, names, {kind: list(range(len(members))) for kind in probing.subspace_labels}
+    everyone = list(range(len(members)))
+    plan = missing_probes(table, final_epoch, names, {kind: everyone for kind in probing.subspace_labels}
                           | {kind: clean for kind in clean_subspace_kinds(probing.clean_degrees)})
     if not plan:
         return table

@@ -154,8 +154,8 @@ def probe_members(
 
     ``probes``, ``variance``, ``sensitivity`` and ``precision`` choose the probes
     (:func:`jaxmem.probes.registry.select_probes`: e.g. MASC at each ``sensitivity`` value as ``"masc(n=…)"``);
-    ``subspace_labels`` are names of :func:`jaxmem.data.subspace_grouping`; see :func:`fit_and_score` for the rest. Train
-    predictions are scored against the member's own labels as "corrupted" (for a ``"corrupted@q"`` kind: against
+    ``subspace_labels`` are names of :func:`jaxmem.data.subspace_grouping`; see :func:`fit_and_score` for the rest.
+    Train predictions are scored against the member's own labels as "corrupted" (for a ``"corrupted@q"`` kind: against
     those labels) and the true ones.
     """
     selected = select_probes(probes, variance=variance, sensitivity=sensitivity, precision=precision)

@@ -1,6 +1,8 @@
-"""Relabel and fine-tune (paper 1, docs/methods.md#relabel-and-fine-tune): give the memorised model the labels its best layer's MASC predicts.
+"""Relabel and fine-tune (paper 1, docs/methods.md#relabel-and-fine-tune): give the memorised model the labels its
+best layer's MASC predicts.
 
-For each member and subspace kind: split the test set 80/20 as the reference does (:func:`jaxmem.experiments.finetuning.split_test`); choose the layer whose MASC predictions are
+For each member and subspace labels: split the test set 80/20 as the reference does
+(:func:`jaxmem.experiments.finetuning.split_test`); choose the layer whose MASC predictions are
 most accurate on the 20 % part; relabel the whole training set with that layer's MASC predictions; fine-tune the
 memorised model from its weights with a fresh optimiser of its kind for at most ``max_epochs`` epochs, stopping
 when the 20 % accuracy has not improved for ``patience`` epochs and keeping the best epoch; report on the 80 %.
