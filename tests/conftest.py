@@ -43,3 +43,16 @@ def mnist_dir(data_dir) -> Path:
             return directory
     pytest.skip(f"JAXMEM_DATA_DIR={data_dir} holds no MNIST IDX files (nor its mnist/ subfolder); "
                 "real-MNIST checks need the original IDX files")
+
+
+@pytest.fixture(scope="session")
+def train_digits_run(tmp_path_factory):
+    """``train(name, *flags)``: a small digits run trained by ``jaxmem train`` with these flags; its directory."""
+    from jaxmem.cli import main
+
+    def train(name: str, *flags: str) -> Path:
+        out = tmp_path_factory.mktemp(name) / "run"
+        assert main(["train", "--dataset", "digits", *flags, "--out", str(out), "--quiet"]) == 0
+        return out
+
+    return train

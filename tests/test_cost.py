@@ -106,11 +106,9 @@ def test_subspace_fit_counts_the_problem_each_class_solves():
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cost") / "run"
-    assert main(["train", "--dataset", "digits", "--degrees", "0,0.8", "--max-epochs", "1", "--train-subset", "200",
-                 "--test-subset", "100", "--out", str(out), "--quiet"]) == 0
-    return out
+def digits_run(train_digits_run):
+    return train_digits_run("cost", "--degrees", "0,0.8", "--max-epochs", "1", "--train-subset", "200",
+                            "--test-subset", "100")
 
 
 @pytest.mark.slow

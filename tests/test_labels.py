@@ -177,13 +177,9 @@ def test_score_labels_fits_each_probe_once_per_layer_and_flags_as_a_fit_on_the_c
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    from jaxmem.cli import main
-
-    out = tmp_path_factory.mktemp("labels") / "run"
-    assert main(["train", "--degrees", "0,0.5", "--seeds", "0", "--max-epochs", "6", "--train-subset", "300",
-                 "--out", str(out), "--quiet"]) == 0
-    return out
+def digits_run(train_digits_run):
+    return train_digits_run("labels", "--degrees", "0,0.5", "--seeds", "0", "--max-epochs", "6",
+                            "--train-subset", "300")
 
 
 @pytest.mark.slow

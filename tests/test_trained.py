@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import pytest
 
-from jaxmem.cli import main
 from jaxmem.data import load_dataset, member_train_labels, normalize, subset
 from jaxmem.experiments.cost import load_run_dataset
 from jaxmem.experiments.trained import TrainedRun, open_run
@@ -22,11 +21,9 @@ BASE_LAYER = {"probing", "activations", "distributed", "trained", "finetuning"}
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("trained") / "run"
-    assert main(["train", "--dataset", "digits", "--degrees", "0,0.8", "--max-epochs", "1", "--train-subset", "120",
-                 "--test-subset", "60", "--out", str(out), "--quiet"]) == 0
-    return out
+def digits_run(train_digits_run):
+    return train_digits_run("trained", "--degrees", "0,0.8", "--max-epochs", "1", "--train-subset", "120",
+                            "--test-subset", "60")
 
 
 def test_open_run_reads_the_run_once_and_gives_what_the_stages_built_by_hand(digits_run):
