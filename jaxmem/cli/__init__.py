@@ -131,13 +131,13 @@ def sweep_grid(args):
     from jaxmem.presets import load_data
     from jaxmem.runner import read_grid
 
-    defaults = vars(build_parser().parse_args(["sweep"]))
     if args.config is None:
         grid = grid_of(sweep_cells(args.datasets, args.models), args.degrees, args.seeds, args.out,
                        label_rule=args.label_rule, overrides=spec_overrides(args), relabel=args.relabel,
                        relabel_options={"max_epochs": args.finetune_epochs, "patience": args.patience,
                                         "split_seed": args.split_seed}, probing=probe_spec(args))
         return grid, lambda name, **data: data_loader(args)(name), args.out
+    defaults = vars(build_parser().parse_args(["sweep"]))
     kept = {"config", "out", "dry_run", "shard", "quiet", "data_dir", "source", "run", "command"}
     given = [name for name, value in vars(args).items() if name not in kept and value != defaults.get(name)]
     if given:
