@@ -109,7 +109,7 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
         if isinstance(value, dict) and isinstance(saved[key], dict):
             differing += config_differences(saved[key], value, f"{name}.")
         elif saved[key] != value:
-            shown = (lambda v: f"{len(v)} members" if key == "members" else repr(v))
+            shown = (lambda v: len(v) if key == "members" else repr(v))
             differing.append(f"{name}: {shown(saved[key])} in the run, {shown(value)} now")
     return differing
 

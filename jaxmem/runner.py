@@ -43,7 +43,8 @@ GROUP_KEYS = ("degrees", "seeds", "stages")
 DATA_KEYS = ("train_subset", "test_subset", "source")
 REPORT_KEYS = ("out", "title", "exclude_layers")
 TRAIN_FIELDS = tuple(field.name for field in dataclasses.fields(TrainSpec))
-DONE = ("done", "not needed")  # the states of a stage with nothing left to compute
+DONE = ("done", "not needed")  # the states of a stage whose rows are all there
+LOST = "lost"  # how the state of a stage begins whose missing rows can no longer be computed (parameters gone)
 # what a finished run's copy holds: its tables, pages and plots, never parameters
 COMPLETED_FILES = ("config.json", "members.csv", "results.csv", "summary.md", "layers.png", "labels.csv",
                    "labels.json", "labels.md", "labels_pr.png", "relabel.csv", "cost.csv", "cost.md",
@@ -355,8 +356,8 @@ def _stage_state(stage: str, grid: Grid, run: Run, where: Path, table, stops: di
             return "done"
         parts = [f"{len(missing) - len(lost)} kept epochs to probe"] if len(missing) > len(lost) else []
         if lost:
-            parts.append(f"{len(lost)} lost (parameters gone: epochs {_span(lost)})")
-        return ", ".join(parts)
+            parts.append(f"{LOST}: {_count(len(lost), 'kept epoch')} whose parameters are gone ({_span(lost)})")
+        return "; ".join(parts)
     if stage == "labels":
         noisy = [m for m, member in enumerate(members) if member.degree > 0]
         if not noisy:
@@ -372,7 +373,7 @@ def _stage_state(stage: str, grid: Grid, run: Run, where: Path, table, stops: di
         if max(stops.values()) < spec.edit_epoch:
             return "not needed"
         return "missing" if (where / "epochs" / str(spec.edit_epoch)).exists() else \
-            f"lost (epoch {spec.edit_epoch} not kept here)"
+            f"{LOST}: epoch {spec.edit_epoch} is not kept here"
     if stage == "relabel":
         path = where / RELABEL_FILE
         done = set() if not path.exists() else set(read_rows(path).query("probe == 'relabel'")["subspace_labels"])
@@ -390,6 +391,12 @@ def _stage_state(stage: str, grid: Grid, run: Run, where: Path, table, stops: di
         wanted = {(layer, probe) for layer in chosen_probe_layers(run.model, spec.layers) for probe in spec.probes}
         return "done" if wanted <= have else "missing"
     raise ValueError(f"unknown stage {stage!r}")
+
+
+def settled(state: str) -> bool:
+    """Whether a stage in ``state`` has nothing left to compute: its rows are all there, or those missing can no
+    longer be computed (their parameters are gone; the state says which)."""
+    return state in DONE or state.startswith(LOST)
 
 
 def _count(n: int, noun: str) -> str:
@@ -530,6 +537,15 @@ def run_stages(grid: Grid, run: Run, dataset: Dataset, run_dir: str | Path, *, p
             cost.write_cost_page(table, run_dir, given.repeats)
 
 
+def _stale_copy(run_dir: Path, dest: Path) -> bool:
+    """Whether ``dest`` lacks the finished run's copy or is older than one of its tables, pages or plots."""
+    copied = dest / "results.csv"
+    if not copied.exists():
+        return True
+    return any(path.stat().st_mtime > copied.stat().st_mtime for pattern in COMPLETED_FILES
+               for path in run_dir.glob(pattern))
+
+
 def commit_run(run_dir: str | Path, dest: str | Path) -> Path:
     """Copy a finished run's tables, pages and plots (:data:`COMPLETED_FILES`, no parameters) into ``dest``,
     replacing what was there: its results table up to its last finished append, with every row of its side table
@@ -618,22 +634,22 @@ def run_grid(grid: Grid, load: Callable[..., Dataset], *, out: str | Path | None
     for index, run in enumerate(mine, start=1):
         states = run_states(grid, run, out)
         run_dir, completed = out / run.name, _folder(grid, "completed", run)
-        pending = [stage for stage, state in states.items() if state not in DONE]
+        pending = [stage for stage, state in states.items() if not settled(state)]
         if progress:
             print(f"[{index}/{len(mine)}] {run.name}: " + (", ".join(f"{s} {states[s]}" for s in pending) or "done"),
                   flush=True)
         local = (run_dir / CONFIG_FILE).exists()
-        if not pending or (not local and completed is not None and (completed / RESULTS_FILE).exists()):
-            finished.append(states)
-            continue
         snapshot = _folder(grid, "snapshots", run)
-        if snapshot is not None and not local and restore_snapshot(snapshot, run_dir) and progress:
-            print(f"{run.name}: resumed from the snapshot {snapshot}", flush=True)
-        run_stages(grid, run, get(run.dataset), run_dir, progress=progress, mesh=mesh)
-        barrier("jaxmem-grid-run")
-        states = run_states(grid, run, out)
+        if pending and (local or completed is None or not (completed / RESULTS_FILE).exists()):
+            if snapshot is not None and not local and restore_snapshot(snapshot, run_dir) and progress:
+                print(f"{run.name}: resumed from the snapshot {snapshot}", flush=True)
+            run_stages(grid, run, get(run.dataset), run_dir, progress=progress, mesh=mesh)
+            barrier("jaxmem-grid-run")
+            states = run_states(grid, run, out)
         finished.append(states)
-        if is_writer() and all(state in DONE for state in states.values()):
+        # a run finished here whose copy is missing or older than its tables (a kill before the copy included)
+        if is_writer() and all(map(settled, states.values())) and (run_dir / CONFIG_FILE).exists() and (
+                completed is None or _stale_copy(run_dir, completed)):
             if completed is not None:
                 commit_run(run_dir, completed)
                 if snapshot is not None:
@@ -657,7 +673,7 @@ def combine_grid(grid: Grid, runs: Sequence[Run], out: Path) -> None:
     if grid.layout != "cell":
         return
     with hold(out, wait=True):
-        finished = {run.name for run in runs if all(s in DONE for s in run_states(grid, run, out).values())}
+        finished = {run.name for run in runs if all(map(settled, run_states(grid, run, out).values()))}
         for file_name in (RESULTS_FILE, RELABEL_FILE):
             combine_runs(out, runs, file_name, lambda r: r.name in finished)
 

@@ -181,3 +181,50 @@ def test_a_digits_grid_interrupted_moved_and_resumed_equals_an_uninterrupted_one
     assert not (moved / "snapshots" / run).exists() and (moved / "report" / "report.md").exists()
     finished = _sweep(configs["moved"], None, "--dry-run").stdout
     assert finished.count("done") == len(STAGES) + 3 and "missing" not in finished and "lost" not in finished
+
+
+@pytest.mark.slow
+def test_a_member_grid_adds_a_seed_alone_copies_a_missing_copy_and_finishes_with_lost_epochs(tmp_path):
+    """Members are added as runs of their own (layout ``member``): the rerun trains the new seed only, leaves the
+    first untouched, and both copies equal those of a grid made with both seeds. A copy a kill prevented is made
+    by the next call without recomputing; a kept epoch whose parameters are gone leaves the run finished, lost."""
+    from jaxmem.presets import load_data
+    from jaxmem.results import read_rows, write_table
+    from jaxmem.runner import run_grid, settled
+
+    def grid(seeds, root):
+        return grid_from_dict({"datasets": ["digits"], "models": ["mlp"], "layout": "member",
+                               "out": str(root / "runs"), "completed": str(root / "completed"),
+                               "groups": [{"degrees": [0.8], "seeds": seeds, "stages": ["train", "probe", "dynamics"]}],
+                               "data": {"train_subset": 200, "test_subset": 100},
+                               "train": {"max_epochs": 2, "checkpoint_epochs": [0, 1, 2]},
+                               "probe": {"probes": ["ncm"]}, "dynamics": {"probes": ["masc"]}})
+
+    def files(folder: Path) -> dict:
+        return {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in folder.rglob("*") if path.is_file()}
+
+    grown, fresh, first, added = tmp_path / "grown", tmp_path / "fresh", "digits-mlp/p0.8-s0", "digits-mlp/p0.8-s1"
+    run_grid(grid([0], grown), load_data, progress=False)
+    before = files(grown / "runs" / first) | files(grown / "completed" / first)
+    states = run_grid(grid([0, 1], grown), load_data, progress=False)
+    assert all(state in DONE for run in states for state in run.values())
+    assert files(grown / "runs" / first) | files(grown / "completed" / first) == before
+    run_grid(grid([0, 1], fresh), load_data, progress=False)
+    for name in (first, added):
+        assert (grown / "completed" / name / "results.csv").read_bytes() == \
+            (fresh / "completed" / name / "results.csv").read_bytes()
+
+    copy = (grown / "completed" / added / "results.csv").read_bytes()
+    shutil.rmtree(grown / "completed" / added)  # killed after the last stage, before the copy
+    run_dir = files(grown / "runs" / added)
+    run_grid(grid([0, 1], grown), load_data, progress=False)
+    assert (grown / "completed" / added / "results.csv").read_bytes() == copy and files(grown / "runs" / added) == run_dir
+
+    shutil.rmtree(grown / "runs" / added / "epochs" / "1")  # a kept epoch gone before its dynamics were probed
+    for table in ("results.csv", "dynamics.csv"):
+        rows = read_rows(grown / "runs" / added / table)
+        write_table(rows[(rows["epoch"] != 1) | (rows["probe"] != "masc")], grown / "runs" / added / table)
+    states = run_grid(grid([0, 1], grown), load_data, progress=False)
+    assert states[1]["dynamics"] == "lost: 1 kept epoch whose parameters are gone (1)" and all(map(settled, states[1].values()))
+    masc = read_rows(grown / "completed" / added / "results.csv").query("probe == 'masc'")
+    assert sorted(set(masc["epoch"])) == [0, 2]  # the copy was made again, without the lost epoch

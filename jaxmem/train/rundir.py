@@ -161,8 +161,13 @@ class RunDir:
         current = json.loads(json.dumps(config))
         differing = config_differences(_comparable(saved), _comparable(current))
         if differing:
+            added = (differing == [d for d in differing if d.startswith("members:")]
+                     and all(m in current["members"] for m in saved["members"]))
             raise ValueError(f"{self.path} holds a different run ({'; '.join(differing)}): use a new --out "
-                             f"(out_dir), or --no-resume (resume=False) to delete it and start over")
+                             f"(out_dir), or --no-resume (resume=False) to delete it and start over" +
+                             ("; a run's members train as one program, so members are added as runs of their own: "
+                              "a grid file with layout = \"member\" (jaxmem sweep --config) trains only the new "
+                              "ones" if added else ""))
         return saved
 
     def start(self, config: dict, members: Sequence[MemberSpec], rows: Iterable[Mapping]) -> int:
