@@ -304,6 +304,27 @@ def test_paper_comparison_puts_the_published_figure_beside_ours():
         comparison_markdown(compare(synthetic_table()))
 
 
+def test_run_comparison_puts_each_seed_and_their_spread_beside_the_authors_three_runs():
+    from jaxmem.paper import MASC_CORRUPTED, MLP_MNIST_EPOCHS, MODEL
+    from jaxmem.report import compare_runs, runs_markdown
+
+    table = compare_runs(synthetic_table()).set_index(["degree", "measure"])
+    stop = table.loc[(0.8, "epochs to the stop")]
+    assert stop["ours"] == "9 / 9" and stop["seeds"] == "0 / 1" and stop["paper_runs"] == "130 / 123 / 133"
+    assert stop["paper"] == pytest.approx(round(sum(MLP_MNIST_EPOCHS[0.8]) / 3, 2)) and stop["std"] == 0
+    model = table.loc[(0.8, "model test")]
+    assert model["ours"] == "50.00 / 51.00" and model["mean"] == pytest.approx(50.5)
+    assert model["std"] == pytest.approx(np.std([50, 51], ddof=1), abs=0.01)
+    assert model["paper"] == MODEL[("mnist", "mlp")][0.8] and model["difference"] == pytest.approx(50.5 - 32.10)
+    masc = table.loc[(0.8, "MASC test, corrupted-label subspaces")]  # at fc2, the best layer by the mean
+    assert masc["ours"] == "77.00 / 78.00" and masc["paper"] == MASC_CORRUPTED[("mnist", "mlp")][0.8]
+    assert np.isnan(table.loc[(0.0, "MASC test, corrupted-label subspaces"), "paper"])  # not published at p = 0
+    assert (0.8, "train, full pass after the epoch") not in table.index  # this table has no training rows
+    assert "| 0.8 | model test | 0 / 1 | 50.00 / 51.00 | 50.50 ± 0.71 |  | 32.10 | +18.40 |" in runs_markdown(
+        compare_runs(synthetic_table()))
+    assert compare_runs(synthetic_table().assign(model="cnn")).empty
+
+
 def test_dynamics_comparison_puts_paper_2_beside_ours_at_the_epochs_both_hold(tmp_path):
     from jaxmem.paper import DYNAMICS
     from jaxmem.report import compare_dynamics

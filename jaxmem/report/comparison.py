@@ -2,8 +2,9 @@
 dynamics, as frames and as Markdown."""
 from __future__ import annotations
 
-from jaxmem.paper import CHECKPOINTS, DYNAMICS, paper_entries
+from jaxmem.paper import CHECKPOINTS, DYNAMICS, MASC_CORRUPTED, MASC_TRUE, MLP_MNIST_EPOCHS, MODEL, paper_entries
 from jaxmem.report.tables import summary
+from jaxmem.results import final_model_rows
 
 
 def compare(df, *, exclude_layers=("input",)):
@@ -75,4 +76,75 @@ def comparison_markdown(table) -> str:
     for r in table.itertuples():
         lines.append(f"| {r.table} | {r.dataset} × {r.model} | {r.degree:g} | {r.probe} | {r.subspace_labels} | "
                      f"{r.paper:.2f} | {r.jaxmem:.2f} ({r.layer}) | {r.difference:+.2f} | {r.checkpoints} |")
+    return "\n".join(lines)
+
+
+# measure -> (rows of the final model or of the best layer: split, scored against; probe and subspaces; the
+# authors' mean per (dataset, model)); a measure without a published mean shows ours alone
+RUN_MEASURES = {
+    "epochs to the stop": None,
+    "train, running over the epoch's steps": ("train_running", "corrupted", "model", "none", None),
+    "train, full pass after the epoch": ("train", "corrupted", "model", "none", None),
+    "model test": ("test", "true", "model", "none", MODEL),
+    "MASC test, corrupted-label subspaces": ("test", "true", "masc", "corrupted", MASC_CORRUPTED),
+    "MASC test, true-label subspaces": ("test", "true", "masc", "true", MASC_TRUE),
+}
+
+
+def compare_runs(df, *, exclude_layers=("input",)):
+    """Run to run: every member of MLP-MNIST (the only setting whose per-run figures the authors' files give) at
+    its stop, one row per (degree, measure), ours per seed with mean and std beside the authors' three runs
+    (their stop epochs; their means where published) and the difference of the means. The probes' values are at
+    the best layer by our mean (:func:`summary`). Empty without MLP-MNIST members."""
+    import pandas as pd
+
+    df = df[(df["dataset"] == "mnist") & (df["model"] == "mlp") & ~df["layer"].isin(exclude_layers)]
+    final = final_model_rows(df)
+    best = summary(df) if not final.empty else None
+    rows = []
+    for degree, part in final.groupby("degree"):
+        seeds = part.groupby("member")["seed"].first().sort_values()
+        for measure, source in RUN_MEASURES.items():
+            if source is None:
+                ours = part.groupby("member")["epoch"].max()
+                paper_runs = MLP_MNIST_EPOCHS.get(degree)
+                paper = sum(paper_runs) / len(paper_runs) if paper_runs else float("nan")
+            else:
+                split, against, probe, kind, published = source
+                if probe == "model":
+                    pick = part
+                else:
+                    chosen = best[(best["degree"] == degree) & (best["probe"] == probe)
+                                  & (best["subspace_labels"] == kind)]
+                    if chosen.empty:
+                        continue
+                    pick = df[(df["degree"] == degree) & (df["probe"] == probe) & (df["subspace_labels"] == kind)
+                              & (df["layer"] == chosen["best_layer"].iloc[0])]
+                    pick = pick[pick["epoch"] == pick.groupby("member")["epoch"].transform("max")]
+                pick = pick[(pick["split"] == split) & (pick["scored_against"] == against)]
+                ours = 100 * pick.groupby("member")["accuracy"].first()
+                paper_runs = None
+                paper = (published or {}).get(("mnist", "mlp"), {}).get(degree, float("nan"))
+            ours = ours.reindex(seeds.index).dropna()
+            if ours.empty:
+                continue
+            mean = float(ours.mean())
+            rows.append(dict(degree=degree, measure=measure, seeds=" / ".join(map(str, seeds[ours.index])),
+                             ours=" / ".join(f"{v:g}" if source is None else f"{v:.2f}" for v in ours),
+                             mean=round(mean, 2), std=round(float(ours.std()), 2) if len(ours) > 1 else float("nan"),
+                             paper_runs=" / ".join(map(str, paper_runs)) if paper_runs else "",
+                             paper=round(paper, 2), difference=round(mean - paper, 2)))
+    return pd.DataFrame(rows, columns=["degree", "measure", "seeds", "ours", "mean", "std", "paper_runs", "paper",
+                                       "difference"])
+
+
+def runs_markdown(table) -> str:
+    """A :func:`compare_runs` table as Markdown."""
+    shown = lambda value, fmt: "" if value != value else format(value, fmt)
+    lines = ["| p | measure | our seeds | ours | ours, mean ± std | the authors' runs 1 / 2 / 3 | the authors' mean | "
+             "difference |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.degree:g} | {r.measure} | {r.seeds} | {r.ours} | {r.mean:.2f}"
+                     f"{'' if r.std != r.std else f' ± {r.std:.2f}'} | {r.paper_runs} | {shown(r.paper, '.2f')} | "
+                     f"{shown(r.difference, '+.2f')} |")
     return "\n".join(lines)

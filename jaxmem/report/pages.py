@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmem.report.comparison import compare, compare_dynamics, comparison_markdown, dynamics_comparison_markdown
+from jaxmem.report.comparison import (compare, compare_dynamics, compare_runs, comparison_markdown,
+                                      dynamics_comparison_markdown, runs_markdown)
 from jaxmem.report.plots import (plot_degrees, plot_dynamics, plot_edit_continue, plot_label_pr, plot_layers,
                                  plot_training)
 from jaxmem.report.tables import (_mean_std, _probe_test_rows, best_layer_markdown, is_sensitivity, labels_markdown,
@@ -75,6 +76,14 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relab
                   "ours (mean over seeds, best layer without the input layer); difference in points. "
                   "docs/methods.md lists the remaining differences of protocol.", "", comparison_markdown(comparison),
                   ""]
+    runs = compare_runs(df)
+    if not runs.empty:
+        runs.to_csv(out_dir / "runs_comparison.csv", index=False)
+        parts += ["", "## Run to run: our seeds beside the authors' three runs", "", "MLP-MNIST, each member at its "
+                  "stop: ours per seed (the probes at the best layer by our mean, without the input layer), their "
+                  "mean ± std, beside the authors' three runs (which share one corrupted label vector and differ in "
+                  "initialisation, as our seeds do) and their mean; difference of the means in points (epochs for "
+                  "the stop).", "", runs_markdown(runs), ""]
     dynamics = compare_dynamics(df)
     if not dynamics.empty:
         dynamics.to_csv(out_dir / "dynamics_comparison.csv", index=False)
