@@ -37,9 +37,18 @@ MODEL = {
     ("tiny_imagenet", "alexnet_tiny_imagenet"): _row(15.89, 9.75, 5.45, 2.02, 0.73, 0.44),
     ("cifar10", "resnet18"): _row(NAN, 67.39, 51.53, 34.48, 20.02, NAN),
 }
-# Epochs the authors' three MLP-MNIST runs needed to reach their stop rule, per degree.
+# The authors' three MLP-MNIST runs of paper 1, per degree, at their stop: the epochs to it and the test accuracy
+# (simranketha/MASC_DNN, Compare_experiments/model_accuracy/MNIST_MLP/<p>/Run<r>_Accuracy.csv, the row before the
+# last, which Table_values.ipynb reads; e.g. 0.8/Run1: "129,1.0,0.27873334288597107,0.3172999918460846,130").
 MLP_MNIST_EPOCHS = _row((51, 53, 50), (168, 165, 170), (148, 159, 150), (139, 140, 142), (130, 123, 133),
                         (119, 121, 123))
+MLP_MNIST_RUN_TEST = _row((97.77, 97.90, 97.96), (86.94, 87.40, 87.80), (72.22, 73.36, 74.26), (53.76, 53.78, 54.96),
+                          (31.73, 32.51, 32.05), (9.74, 9.98, 9.72))
+# The public trainer's three runs at p = 0.8 (simranketha/Dynamics_during_training_DNN,
+# MASC_during_training/angle_results/MNIST_MLP/Accuracy_results/0.8/Run_<r>.csv, the last row; e.g. Run_2:
+# "265,266,100.0,30.53"): epochs to the running-accuracy stop and test accuracy.
+PUBLIC_TRAINER_EPOCHS = {0.8: (296, 266, 324)}
+PUBLIC_TRAINER_RUN_TEST = {0.8: (31.26, 30.53, 31.76)}
 
 MASC_CORRUPTED = {
     ("mnist", "mlp"): _row(NAN, 96.93, 96.46, 94.81, 83.43, NAN),

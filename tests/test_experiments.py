@@ -305,8 +305,11 @@ def test_paper_comparison_puts_the_published_figure_beside_ours():
 
 
 def test_run_comparison_puts_each_seed_and_their_spread_beside_the_authors_three_runs():
-    from jaxmem.paper import MASC_CORRUPTED, MLP_MNIST_EPOCHS, MODEL
+    from jaxmem.paper import MASC_CORRUPTED, MLP_MNIST_EPOCHS, MLP_MNIST_RUN_TEST, MODEL
     from jaxmem.report import compare_runs, runs_markdown
+
+    for degree, runs in MLP_MNIST_RUN_TEST.items():  # each degree's three runs give the published mean
+        assert sum(runs) / 3 == pytest.approx(MODEL[("mnist", "mlp")][degree], abs=0.01)
 
     table = compare_runs(synthetic_table()).set_index(["degree", "measure"])
     stop = table.loc[(0.8, "epochs to the stop")]
@@ -320,7 +323,11 @@ def test_run_comparison_puts_each_seed_and_their_spread_beside_the_authors_three
     assert masc["ours"] == "77.00 / 78.00" and masc["paper"] == MASC_CORRUPTED[("mnist", "mlp")][0.8]
     assert np.isnan(table.loc[(0.0, "MASC test, corrupted-label subspaces"), "paper"])  # not published at p = 0
     assert (0.8, "train, full pass after the epoch") not in table.index  # this table has no training rows
-    assert "| 0.8 | model test | 0 / 1 | 50.00 / 51.00 | 50.50 ± 0.71 |  | 32.10 | +18.40 |" in runs_markdown(
+    assert model["paper_runs"] == "31.73 / 32.51 / 32.05"  # paper 1's runs, whose mean is the published 32.10
+    public = table.loc[(0.8, "epochs to the stop, public trainer")]
+    assert public["paper_runs"] == "296 / 266 / 324" and public["paper"] == pytest.approx(295.33)
+    assert (0.0, "model test, public trainer") not in table.index  # the public trainer's runs: p = 0.8 only
+    assert "| 0.8 | model test | 0 / 1 | 50.00 / 51.00 | 50.50 ± 0.71 | 31.73 / 32.51 / 32.05 | 32.10 | +18.40 |" in runs_markdown(
         compare_runs(synthetic_table()))
     assert compare_runs(synthetic_table().assign(model="cnn")).empty
 

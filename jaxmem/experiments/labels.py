@@ -38,6 +38,8 @@ the run's manifest (stage ``labels``) and computes only the rows the table lacks
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -251,7 +253,7 @@ def label_methods(probes: Sequence[str]) -> tuple[str, ...]:
 def score_labels(model, variables, dataset: Dataset, given: np.ndarray, *, layers: Sequence[str],
                  probes: Sequence[str], methods: Sequence[str] | None = None, folds: int = 5, seed: int = 0,
                  split_seed: int = REFERENCE_SPLIT_SEED, variance: float | int = 0.99, precision: str = "fast",
-                 memory_budget: float = 2**31) -> Scoring:
+                 memory_budget: float = 2**31, progress: bool = False) -> Scoring:
     """Verdicts of the model, each probe (its layer chosen on the select part of the test split) and cleanlab,
     for members with parameters ``variables`` (member axis) and given training labels [M, N]; only those of
     ``methods`` (default: every one of :func:`label_methods`), and only the probes among them are fitted (and
@@ -260,7 +262,8 @@ def score_labels(model, variables, dataset: Dataset, given: np.ndarray, *, layer
     One engine pass fits every probe once per layer and keeps its training scores, so a probe's verdict comes from
     the very fit whose test predictions chose its layer; cleanlab's cross-validation reads MASC's chosen layers.
     Each probe is fitted and its layer chosen on its own (its key is ``seed`` whatever else is fitted), so a
-    verdict does not depend on the other methods asked for."""
+    verdict does not depend on the other methods asked for. ``progress``: a line per layer probed and per layer
+    cross-validated, on stderr."""
     methods = label_methods(probes) if methods is None else tuple(methods)
     unknown = sorted(set(methods) - set(label_methods(probes)))
     if unknown:
@@ -283,7 +286,8 @@ def score_labels(model, variables, dataset: Dataset, given: np.ndarray, *, layer
         selected = select_probes(wanted, variance=variance, precision=precision)
         select, _ = split_test(len(dataset.y_test), split_seed)
         fitted = fit_and_score(model, variables, dataset, {"corrupted": given}, layers, probes=selected,
-                               precision=precision, memory_budget=memory_budget, seed=seed, train_scores=True)
+                               precision=precision, memory_budget=memory_budget, seed=seed, train_scores=True,
+                               progress=progress)
         chosen = {name: [layers[b] for b in choose_layers({layer: fitted[layer, "corrupted", name].test
                                                            for layer in layers}, dataset.y_test[select], select)]
                   for name in selected}
@@ -297,7 +301,11 @@ def score_labels(model, variables, dataset: Dataset, given: np.ndarray, *, layer
         for layer in dict.fromkeys(chosen["masc"]):
             at = np.flatnonzero(np.asarray(chosen["masc"]) == layer)
             features = collect_activations(model, variables, x_train, (layer,))[layer]
+            since = time.monotonic()
             probs = cross_validated_probs(features[at], given[at], num_classes, folds=folds, seed=seed)
+            if progress:
+                print(f"cleanlab: {folds}-fold cross-validated probabilities on {layer} in "
+                      f"{time.monotonic() - since:.0f} s", file=sys.stderr, flush=True)
             for i, m in enumerate(at):
                 verdicts["cleanlab_cv"][m] = cleanlab_verdict(probs[i], given[m])
         method_layers["cleanlab_cv"] = chosen["masc"]
@@ -487,7 +495,7 @@ def label_issues(run_dir: str | Path, dataset: Dataset, *, probes: Sequence[str]
         if wanted:
             scoring = score_labels(model, member_variables(*part), dataset, given[pick], layers=layers,
                                    probes=probes, methods=wanted, folds=folds, seed=seed, split_seed=split_seed,
-                                   variance=variance, memory_budget=memory_budget)
+                                   variance=variance, memory_budget=memory_budget, progress=progress)
             rows += scoring_rows(_of_methods(scoring, scored), ids, [members[m] for m in pick], given[pick],
                                  dataset.y_train)
         if fine_tune:

@@ -90,7 +90,7 @@ def run_memorization(
                                   dataset, [members[m] for m in chosen], epoch=final_epoch[index],
                                   member_ids=chosen, subspace_labels=kinds, probes=wanted, variance=probing.variance,
                                   precision=probing.precision, memory_budget=probing.memory_budget,
-                                  seed=probing.seed)
+                                  seed=probing.seed, progress=progress and mesh is None)
         return rows
 
     if mesh is None:  # each pass's rows as soon as they exist: an interrupted rerun probes only what is missing

@@ -116,19 +116,20 @@ def fit_and_score(
     batch_size: int = 1024,
     seed: int = 0,
     train_scores: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Fit every probe on every layer with each grouping ``{kind: labels [M, N]}`` and predict train and test:
     :func:`jaxmem.probes.engine.probe_source` on the members' layers (:func:`jaxmem.features.model_source`).
 
     Returns:
       ``{(layer, kind, probe_name): engine.Scored(size [M], train predictions [M, N], test predictions [M, T])}``, with
-      ``train_scores`` also the class scores [M, N, C] of the training rows.
+      ``train_scores`` also the class scores [M, N, C] of the training rows. ``progress``: a line per layer probed.
     """
     x_train = normalize(dataset.name, dataset.x_train)
     x_test = normalize(dataset.name, dataset.x_test)
     source = model_source(model, variables, x_train, x_test, layers, batch_size=batch_size)
     return probe_source(source, grouping, dataset.num_classes, probes, precision=precision,
-                        memory_budget=memory_budget, seed=seed, train_scores=train_scores).scored
+                        memory_budget=memory_budget, seed=seed, train_scores=train_scores, progress=progress).scored
 
 
 def probe_members(
@@ -149,6 +150,7 @@ def probe_members(
     layers: Sequence[str] | None = None,
     seed: int = 0,
     member_ids: Sequence[int] | None = None,
+    progress: bool = False,
 ) -> list[dict]:
     """Probe rows for every probe layer (or the given ``layers``) of every member (member axis on ``variables``).
 
@@ -156,14 +158,14 @@ def probe_members(
     (:func:`jaxmem.probes.registry.select_probes`: e.g. MASC at each ``sensitivity`` value as ``"masc(n=…)"``);
     ``subspace_labels`` are names of :func:`jaxmem.data.subspace_grouping`; see :func:`fit_and_score` for the rest.
     Train predictions are scored against the member's own labels as "corrupted" (for a ``"corrupted@q"`` kind: against
-    those labels) and the true ones.
+    those labels) and the true ones. ``progress``: a line per layer probed.
     """
     selected = select_probes(probes, variance=variance, sensitivity=sensitivity, precision=precision)
     grouping = subspace_grouping(dataset, members, subspace_labels)
     corrupted = member_train_labels(dataset, members)
     fitted = fit_and_score(model, variables, dataset, grouping, tuple(layers or probe_layers(model_name)),
                            probes=selected, precision=precision, memory_budget=memory_budget, batch_size=batch_size,
-                           seed=seed)
+                           seed=seed, progress=progress)
     rows = []
     for (name, kind, probe_name), scored in fitted.items():
         rows += probe_rows(members, scored.size, layer=name, epoch=epoch, subspace_labels=kind, probe_name=probe_name,

@@ -22,6 +22,8 @@ each probe on its own (tested). Probes that need the activations (kNN, logistic 
 from __future__ import annotations
 
 import functools
+import sys
+import time
 from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import jax
@@ -256,6 +258,7 @@ def probe_source(
     memory_budget: float = 2**31,
     seed: int = 0,
     train_scores: bool = False,
+    progress: bool = False,
 ) -> Probed:
     """Fit every probe on every layer of ``source`` with each grouping ``{kind: labels [M, N]}``; predict train
     and test.
@@ -268,11 +271,13 @@ def probe_source(
       train_scores: also keep each probe's class scores of the training rows (``Scored.train_scores``
         [M, N, C], from the same fit as the predictions; streamed layers too): M·N·C numbers per (layer, grouping,
         probe), so off unless asked.
+      progress: a line on stderr as each layer (or the streamed layers together) is done, with the time it took.
     """
     groupings = {kind: np.asarray(labels) for kind, labels in groupings.items()}
     in_memory, streamed = plan_memory(source, memory_budget)
     dtype = np.float64 if precision == "exact" else np.float32
     scored = {}
+    done = _Done(len(source.widths), f"{len(probes)} probes on {' and '.join(groupings)}-label subspaces", progress)
     if in_memory:
         held = {split: {} for split in SPLITS}
         for split in SPLITS:
@@ -285,15 +290,32 @@ def probe_source(
             layer = _in_memory({split: held[split].pop(name) for split in SPLITS}, groupings, num_classes,
                                probes, seed, train_scores)
             scored.update({(name, kind, probe): result for (kind, probe), result in layer.items()})
+            done([name])
     if streamed:
         scored.update(_streamed(source, streamed, groupings, num_classes, probes, precision, memory_budget,
                                 train_scores))
+        done(streamed)
     order = {name: i for i, name in enumerate(source.widths)}
     kinds, names = list(groupings), list(probes)
     scored = dict(sorted(scored.items(), key=lambda item: (order[item[0][0]], kinds.index(item[0][1]),
                                                              names.index(item[0][2]))))
     skipped = {name: tuple(p for p, probe in probes.items() if not probe.streams) for name in streamed}
     return Probed(scored, streamed, {name: names for name, names in skipped.items() if names})
+
+
+class _Done:
+    """Progress of :func:`probe_source`: ``done(layers)`` prints how many of the layers are probed, and how long
+    the last ones took (nothing when not ``enabled``)."""
+
+    def __init__(self, total: int, what: str, enabled: bool):
+        self.total, self.what, self.enabled, self.count, self.since = total, what, enabled, 0, time.monotonic()
+
+    def __call__(self, layers) -> None:
+        self.count += len(layers)
+        if self.enabled:
+            print(f"probed {', '.join(layers)} ({self.count}/{self.total} layers; {self.what}) in "
+                  f"{time.monotonic() - self.since:.0f} s", file=sys.stderr, flush=True)
+        self.since = time.monotonic()
 
 
 __all__ = ["FeatureSource", "Probed", "Scored", "Statistics", "array_source", "plan_memory", "probe_source",

@@ -2,7 +2,8 @@
 dynamics, as frames and as Markdown."""
 from __future__ import annotations
 
-from jaxmem.paper import CHECKPOINTS, DYNAMICS, MASC_CORRUPTED, MASC_TRUE, MLP_MNIST_EPOCHS, MODEL, paper_entries
+from jaxmem.paper import (CHECKPOINTS, DYNAMICS, MASC_CORRUPTED, MASC_TRUE, MLP_MNIST_EPOCHS, MLP_MNIST_RUN_TEST, MODEL,
+                          PUBLIC_TRAINER_EPOCHS, PUBLIC_TRAINER_RUN_TEST, paper_entries)
 from jaxmem.report.tables import summary
 from jaxmem.results import final_model_rows
 
@@ -79,23 +80,27 @@ def comparison_markdown(table) -> str:
     return "\n".join(lines)
 
 
-# measure -> (rows of the final model or of the best layer: split, scored against; probe and subspaces; the
-# authors' mean per (dataset, model)); a measure without a published mean shows ours alone
-RUN_MEASURES = {
-    "epochs to the stop": None,
-    "train, running over the epoch's steps": ("train_running", "corrupted", "model", "none", None),
-    "train, full pass after the epoch": ("train", "corrupted", "model", "none", None),
-    "model test": ("test", "true", "model", "none", MODEL),
-    "MASC test, corrupted-label subspaces": ("test", "true", "masc", "corrupted", MASC_CORRUPTED),
-    "MASC test, true-label subspaces": ("test", "true", "masc", "true", MASC_TRUE),
-}
+_MODEL, _MASC = ("model", "none"), ("masc",)
+# (measure, (split, scored against, probe, subspaces) of our rows or "epochs", the authors' runs per degree, their
+# published mean per degree or None (then the mean of the runs)); "public trainer" rows only where it has runs
+RUN_MEASURES = (
+    ("epochs to the stop", "epochs", MLP_MNIST_EPOCHS, None),
+    ("epochs to the stop, public trainer", "epochs", PUBLIC_TRAINER_EPOCHS, None),
+    ("train, running over the epoch's steps", ("train_running", "corrupted", *_MODEL), {}, None),
+    ("train, full pass after the epoch", ("train", "corrupted", *_MODEL), {}, None),
+    ("model test", ("test", "true", *_MODEL), MLP_MNIST_RUN_TEST, MODEL[("mnist", "mlp")]),
+    ("model test, public trainer", ("test", "true", *_MODEL), PUBLIC_TRAINER_RUN_TEST, None),
+    ("MASC test, corrupted-label subspaces", ("test", "true", *_MASC, "corrupted"), {}, MASC_CORRUPTED[("mnist", "mlp")]),
+    ("MASC test, true-label subspaces", ("test", "true", *_MASC, "true"), {}, MASC_TRUE[("mnist", "mlp")]),
+)
 
 
 def compare_runs(df, *, exclude_layers=("input",)):
-    """Run to run: every member of MLP-MNIST (the only setting whose per-run figures the authors' files give) at
-    its stop, one row per (degree, measure), ours per seed with mean and std beside the authors' three runs
-    (their stop epochs; their means where published) and the difference of the means. The probes' values are at
-    the best layer by our mean (:func:`summary`). Empty without MLP-MNIST members."""
+    """Run to run: every member of MLP-MNIST (the setting whose per-run figures the authors' files give) at its
+    stop, one row per (degree, measure): ours per seed with mean and std beside the authors' three runs of paper 1
+    (their stop epochs and test accuracies), those of the public trainer where it has runs (p = 0.8), their means
+    (the published one where there is one) and the difference of the means. The probes' values are at the best
+    layer by our mean (:func:`summary`). Empty without MLP-MNIST members."""
     import pandas as pd
 
     df = df[(df["dataset"] == "mnist") & (df["model"] == "mlp") & ~df["layer"].isin(exclude_layers)]
@@ -104,16 +109,16 @@ def compare_runs(df, *, exclude_layers=("input",)):
     rows = []
     for degree, part in final.groupby("degree"):
         seeds = part.groupby("member")["seed"].first().sort_values()
-        for measure, source in RUN_MEASURES.items():
-            if source is None:
+        for measure, source, runs, published in RUN_MEASURES:
+            paper_runs = runs.get(degree)
+            if measure.endswith("public trainer") and not paper_runs:
+                continue
+            if source == "epochs":
                 ours = part.groupby("member")["epoch"].max()
-                paper_runs = MLP_MNIST_EPOCHS.get(degree)
-                paper = sum(paper_runs) / len(paper_runs) if paper_runs else float("nan")
             else:
-                split, against, probe, kind, published = source
-                if probe == "model":
-                    pick = part
-                else:
+                split, against, probe, kind = source
+                pick = part
+                if probe != "model":
                     chosen = best[(best["degree"] == degree) & (best["probe"] == probe)
                                   & (best["subspace_labels"] == kind)]
                     if chosen.empty:
@@ -123,16 +128,16 @@ def compare_runs(df, *, exclude_layers=("input",)):
                     pick = pick[pick["epoch"] == pick.groupby("member")["epoch"].transform("max")]
                 pick = pick[(pick["split"] == split) & (pick["scored_against"] == against)]
                 ours = 100 * pick.groupby("member")["accuracy"].first()
-                paper_runs = None
-                paper = (published or {}).get(("mnist", "mlp"), {}).get(degree, float("nan"))
             ours = ours.reindex(seeds.index).dropna()
             if ours.empty:
                 continue
+            paper = (published or {}).get(degree, sum(paper_runs) / len(paper_runs) if paper_runs else float("nan"))
+            text = (lambda v: f"{v:g}") if source == "epochs" else (lambda v: f"{v:.2f}")
             mean = float(ours.mean())
             rows.append(dict(degree=degree, measure=measure, seeds=" / ".join(map(str, seeds[ours.index])),
-                             ours=" / ".join(f"{v:g}" if source is None else f"{v:.2f}" for v in ours),
-                             mean=round(mean, 2), std=round(float(ours.std()), 2) if len(ours) > 1 else float("nan"),
-                             paper_runs=" / ".join(map(str, paper_runs)) if paper_runs else "",
+                             ours=" / ".join(map(text, ours)), mean=round(mean, 2),
+                             std=round(float(ours.std()), 2) if len(ours) > 1 else float("nan"),
+                             paper_runs=" / ".join(map(text, paper_runs)) if paper_runs else "",
                              paper=round(paper, 2), difference=round(mean - paper, 2)))
     return pd.DataFrame(rows, columns=["degree", "measure", "seeds", "ours", "mean", "std", "paper_runs", "paper",
                                        "difference"])
