@@ -11,7 +11,7 @@ from PIL import Image
 
 from jaxmem.config import MemberSpec
 from jaxmem.data import (DATASETS, Dataset, corrupt_labels, corrupt_labels_per_member, load_dataset,
-                         member_train_labels, normalize, reference_strict)
+                         member_train_labels, normalize, reference_strict, subset)
 
 IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -299,6 +299,17 @@ def test_normalize_tiny_imagenet_is_unit_scaling_only():
     np.testing.assert_allclose(out, x / 255.0, rtol=1e-7)
     with pytest.raises(ValueError, match="unknown dataset"):
         normalize("imagenet", x)
+
+
+def test_a_dataset_carries_its_inputs_normalised_once_and_read_only():
+    ds = subset(load_dataset("digits"), 50, 20)
+    train = ds.inputs("train")
+    np.testing.assert_array_equal(train, normalize("digits", ds.x_train))
+    np.testing.assert_array_equal(ds.inputs("test"), normalize("digits", ds.x_test))
+    assert ds.inputs("train") is train and not train.flags.writeable  # one copy, shared by every stage
+    assert subset(ds, 10, 5).inputs("train").shape[0] == 10  # a new dataset normalises its own images
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        ds.inputs("validation")
 
 
 # ------------------------------------------------------------------------------------------------ reference rule

@@ -61,6 +61,21 @@ class Dataset:
     source: str = "arrays"  # where it was read from: "files:<dir>", "tfds", "embedded" or "arrays"
     train_labels: np.ndarray | None = None  # [N_train] int32 labels the members start from; None: y_train
 
+    def inputs(self, split: str) -> np.ndarray:
+        """The images of ``split`` (``"train"`` or ``"test"``) as the models see them: float32, normalised as the
+        papers do (:func:`jaxmem.data.normalize`); computed once per dataset, read-only, and shared by every stage
+        that is handed this dataset."""
+        from jaxmem.data.normalization import normalize
+
+        images = {"train": self.x_train, "test": self.x_test}
+        if split not in images:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        cache = self.__dict__.setdefault("_inputs", {})  # frozen: the cache bypasses __setattr__
+        if split not in cache:
+            cache[split] = normalize(self.name, images[split])
+            cache[split].flags.writeable = False
+        return cache[split]
+
 
 def dataset_info(name: str) -> DatasetInfo:
     """The :data:`DATASETS` entry for ``name``; a ``ValueError`` listing the known names otherwise."""

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmem.config import REFERENCE_SPLIT_SEED, TrainSpec
-from jaxmem.data import Dataset, normalize
+from jaxmem.data import Dataset
 from jaxmem.features import member_predictions, member_variables
 from jaxmem.train import EpochEnd, Progress, device_data, fresh_states, make_optimizer, train_members
 
@@ -81,7 +81,7 @@ def finetune(model, spec: TrainSpec, params, batch_stats, labels: np.ndarray, ke
     best_select = np.full(num_copies, -1)
     best_epoch = np.zeros(num_copies, int)
     best_state = jax.tree.map(jnp.copy, state)  # the epoch function donates (deletes) its input state
-    x_test = normalize(dataset.name, dataset.x_test)
+    x_test = dataset.inputs("test")
     x_select, x_report = jnp.asarray(x_test[select]), jnp.asarray(x_test[report])
     y_select = dataset.y_test[select]
     history = []

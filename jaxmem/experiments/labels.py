@@ -48,7 +48,7 @@ import jax
 import numpy as np
 
 from jaxmem.config import MemberSpec
-from jaxmem.data import Dataset, normalize
+from jaxmem.data import Dataset
 from jaxmem.experiments.finetuning import REFERENCE_SPLIT_SEED, choose_layers, finetune, split_test
 from jaxmem.experiments.probing import fit_and_score
 from jaxmem.experiments.trained import open_run
@@ -271,7 +271,7 @@ def score_labels(model, variables, dataset: Dataset, given: np.ndarray, *, layer
     wanted = [name for name in label_methods(probes) if name not in (*OUTPUT_METHODS, "cleanlab_cv")
               and (name in methods or (name == "masc" and "cleanlab_cv" in methods))]
     num_members, num_classes = len(given), dataset.num_classes
-    x_train = normalize(dataset.name, dataset.x_train)
+    x_train = dataset.inputs("train")
     verdicts, method_layers = {}, {}
     if any(name in methods for name in OUTPUT_METHODS):
         logits = member_logits(model, variables, x_train)
@@ -344,7 +344,7 @@ def finetune_rows(model, spec, params, batch_stats, scoring: Scoring, given, dat
     methods = list(scoring.verdicts)
     num_members = len(member_ids)
     before = member_logits(model, member_variables(params, batch_stats),
-                           normalize(dataset.name, dataset.x_test[report])).argmax(-1)
+                           dataset.inputs("test")[report]).argmax(-1)
     rows = [accuracy_row(member_id, members[m], epoch=0, probe="model", layer="output", subspace_labels="none",
                          split="test_report", scored_against="true", n_correct=np.sum(before[m] == y_report),
                          n_seen=len(y_report)) for m, member_id in enumerate(member_ids)]

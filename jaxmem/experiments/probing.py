@@ -17,7 +17,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from jaxmem.config import GIVEN_LABELS, MemberSpec, ProbeSpec
-from jaxmem.data import Dataset, member_train_labels, normalize, subspace_grouping
+from jaxmem.data import Dataset, member_train_labels, subspace_grouping
 from jaxmem.experiments.activations import Activations, activations_source, check_finite
 from jaxmem.features import model_source
 from jaxmem.models import probe_layers
@@ -88,8 +88,8 @@ def probe_input_layer(
     each member's labels and score train and test."""
     if subspace_labels not in ("corrupted", "true"):
         raise ValueError(f"subspace_labels must be 'corrupted' or 'true', got {subspace_labels!r}")
-    x_train = normalize(dataset.name, dataset.x_train).reshape(len(dataset.x_train), -1)
-    x_test = normalize(dataset.name, dataset.x_test).reshape(len(dataset.x_test), -1)
+    x_train = dataset.inputs("train").reshape(len(dataset.x_train), -1)
+    x_test = dataset.inputs("test").reshape(len(dataset.x_test), -1)
     corrupted = member_train_labels(dataset, members)
     probed = probe_source(array_source({"input": (x_train, x_test)}), subspace_grouping(dataset, members,
                                                                                        [subspace_labels]),
@@ -125,9 +125,8 @@ def fit_and_score(
       ``{(layer, kind, probe_name): engine.Scored(size [M], train predictions [M, N], test predictions [M, T])}``, with
       ``train_scores`` also the class scores [M, N, C] of the training rows. ``progress``: a line per layer probed.
     """
-    x_train = normalize(dataset.name, dataset.x_train)
-    x_test = normalize(dataset.name, dataset.x_test)
-    source = model_source(model, variables, x_train, x_test, layers, batch_size=batch_size)
+    source = model_source(model, variables, dataset.inputs("train"), dataset.inputs("test"), layers,
+                          batch_size=batch_size)
     return probe_source(source, grouping, dataset.num_classes, probes, precision=precision,
                         memory_budget=memory_budget, seed=seed, train_scores=train_scores, progress=progress).scored
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxmem.config import MemberSpec, TrainSpec
-from jaxmem.data import Dataset, member_train_labels, normalize
+from jaxmem.data import Dataset, member_train_labels
 from jaxmem.features import member_variables
 from jaxmem.models import get_model
 from jaxmem.train import load_member_params, read_run_config, split_member_keys
@@ -58,15 +58,15 @@ class TrainedRun:
         """The members' Flax module (one for all: members share the architecture)."""
         return get_model(self.model_name, self.dataset.num_classes, init=self.spec.init, dropout=self.spec.dropout)
 
-    @functools.cached_property
+    @property
     def x_train(self) -> np.ndarray:
-        """The training inputs as the model sees them (:func:`jaxmem.data.normalize`)."""
-        return normalize(self.dataset.name, self.dataset.x_train)
+        """The training inputs as the model sees them (:meth:`jaxmem.data.Dataset.inputs`)."""
+        return self.dataset.inputs("train")
 
-    @functools.cached_property
+    @property
     def x_test(self) -> np.ndarray:
         """The test inputs as the model sees them."""
-        return normalize(self.dataset.name, self.dataset.x_test)
+        return self.dataset.inputs("test")
 
     @functools.cached_property
     def given(self) -> np.ndarray:

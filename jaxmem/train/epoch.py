@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 
 from jaxmem import sharding
 from jaxmem.config import MemberSpec, TrainSpec, required_correct
-from jaxmem.data import Dataset, normalize
+from jaxmem.data import Dataset
 from jaxmem.members import member_keys
 from jaxmem.train.step import DeviceData, MemberState, evaluate, init_member, train_step
 
@@ -230,9 +230,9 @@ def split_member_keys(members: Sequence[MemberSpec]) -> tuple[jax.Array, jax.Arr
 def device_data(dataset: Dataset) -> DeviceData:
     """The normalised dataset, put on the default device once."""
     return jax.device_put(DeviceData(
-        x_train=normalize(dataset.name, dataset.x_train),
+        x_train=dataset.inputs("train"),
         y_train=np.asarray(dataset.y_train, np.int32),
-        x_test=normalize(dataset.name, dataset.x_test),
+        x_test=dataset.inputs("test"),
         y_test=np.asarray(dataset.y_test, np.int32),
     ))
 
