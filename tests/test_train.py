@@ -436,15 +436,15 @@ def test_progress_shows_the_accuracy_the_stop_rule_watches_and_the_other_one():
     say which one the stop rule watches (running 90 / 70 % here, full pass 40 / 20 %)."""
     from types import SimpleNamespace
 
-    from jaxmem.train.loop import _progress_postfix
+    from jaxmem.train.loop import progress_postfix
 
     metrics = SimpleNamespace(running_correct=np.array([90, 70, 0]), train_correct=np.array([40, 20, 100]),
                               test_correct=np.array([30, 10, 50]))
     trained, active = np.array([True, True, False]), np.array([True, False, False])
-    running = _progress_postfix(metrics, trained, active, 100, 50, "running")
+    running = progress_postfix(metrics, trained, active, 100, 50, "running")
     assert running == {"running min": "0.7000", "running mean": "0.8000", "full pass mean": "0.3000",
                        "test": "0.4000", "active": 1}
-    full = _progress_postfix(metrics, trained, active, 100, 50, "eval")
+    full = progress_postfix(metrics, trained, active, 100, 50, "eval")
     assert (full["full pass min"], full["full pass mean"], full["running mean"]) == ("0.2000", "0.3000", "0.8000")
 
 

@@ -20,7 +20,7 @@ from jaxmem.manifest import holding, is_writer
 from jaxmem.members import check_members
 from jaxmem.models import get_model
 from jaxmem.train.epoch import EVAL_BATCH_SIZE, device_data, init_members, make_eval_fn, split_member_keys
-from jaxmem.train.loop import EpochEnd, Progress, _progress_postfix, model_rows, train_members
+from jaxmem.train.loop import EpochEnd, Progress, progress_postfix, model_rows, train_members
 from jaxmem.train.rundir import (EPOCHS_DIR, RunDir, checkpoint_meta, history_from_meta, run_config, snapshot_run,
                                  stack_metrics)
 from jaxmem.train.step import EvalMetrics, MemberState, make_optimizer
@@ -216,7 +216,7 @@ def fit_members(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec
             if carry is not None and _agreed_seconds_since(last_snapshot) >= carry.seconds:
                 run_dir.wait_until_saved()
                 snapshot(end.epoch)
-        bar.update(end.epoch, _progress_postfix(end.metrics, end.trained, end.active, num_train, num_test,
+        bar.update(end.epoch, progress_postfix(end.metrics, end.trained, end.active, num_train, num_test,
                                                  spec.stop_on))
 
     state, trained_metrics = train_members(model, tx, spec, state, labels, train_keys, data, max_epochs=max_epochs,

@@ -53,8 +53,8 @@ def model_rows(members: Sequence[MemberSpec], epoch: int, metrics: EvalMetrics, 
     return rows
 
 
-def _progress_postfix(metrics: EvalMetrics, trained: np.ndarray, active: np.ndarray, num_train: int,
-                      num_test: int, stop_on: str) -> dict:
+def progress_postfix(metrics: EvalMetrics, trained: np.ndarray, active: np.ndarray, num_train: int,
+                     num_test: int, stop_on: str) -> dict:
     """The accuracy the stop rule watches (min and mean over the trained members), the other one's mean, the test
     accuracy and how many members still train: with a fixed order the two can differ by tens of points."""
     accuracies = {"running": metrics.running_correct[trained] / num_train,
