@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 
 import jax
@@ -555,3 +556,14 @@ def test_a_snapshot_holds_the_committed_table_only_and_refuses_what_cannot_resum
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "snapshot"]
     assert not restore_snapshot(tmp_path / "nothing", tmp_path / "fresh") and not (tmp_path / "fresh").exists()
     assert not restore_snapshot(dest, run)  # run already holds a run
+
+    # killed between the renames: the previous snapshot aside, the new copy (perhaps incomplete) in a temporary one
+    (tmp_path / "snapshot.old.x").mkdir()
+    os.replace(dest, tmp_path / "snapshot.old.x" / "snapshot")
+    (tmp_path / "snapshot.tmp.y" / "checkpoints").mkdir(parents=True)
+    assert restore_snapshot(dest, tmp_path / "moved")  # the previous snapshot is put back and restored
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moved", "run", "snapshot"]
+    assert (tmp_path / "moved" / "results.csv").read_bytes() == committed
+    (tmp_path / "snapshot.tmp.z").mkdir()  # killed while copying: the next snapshot clears it
+    snapshot_run(run, dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moved", "run", "snapshot"]

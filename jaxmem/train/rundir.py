@@ -353,7 +353,8 @@ def snapshot_run(run_dir: str | Path, dest: str | Path, *, epochs: Iterable[int]
     finished append (:func:`jaxmem.results.intact_size`): copied after the checkpoint, it holds every row the
     checkpoint counts, and the rows past it are recomputed on resume, identically. Safe while the run trains.
     The copy is made in a temporary folder beside ``dest`` and renamed to it, so an interruption never leaves
-    part of one at ``dest`` (a previous snapshot is first renamed aside, then deleted). ``ValueError`` when
+    part of one at ``dest`` (a previous snapshot is first renamed aside, then deleted; what a kill leaves beside
+    ``dest`` is settled by the next call here or to :func:`restore_snapshot`). ``ValueError`` when
     ``run_dir`` has no ``config.json``, no checkpoint yet, or not every epoch of ``epochs`` kept.
     """
     run_dir, dest, epochs = Path(run_dir), Path(dest), [int(e) for e in epochs]
@@ -366,6 +367,7 @@ def snapshot_run(run_dir: str | Path, dest: str | Path, *, epochs: Iterable[int]
     if missing:
         raise ValueError(f"{run_dir} has no kept epoch {', '.join(missing)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _settle_leftovers(dest)
     temporary = Path(tempfile.mkdtemp(prefix=f"{dest.name}.tmp.", dir=dest.parent))
     try:
         newest = str(max(checkpoints))
@@ -402,6 +404,20 @@ def _replace_folder(new: Path, dest: Path) -> None:
         shutil.rmtree(previous)
 
 
+def _settle_leftovers(dest: Path) -> None:
+    """Clear what a kill during :func:`snapshot_run` left beside ``dest``: a copy in progress (``dest.tmp.*``,
+    perhaps incomplete) is deleted; the previous snapshot moved aside (``dest.old.*/<name>``, complete) is put back
+    when ``dest`` is missing (the kill fell between the two renames), else deleted."""
+    if not dest.parent.is_dir():
+        return
+    for old in sorted(dest.parent.glob(f"{dest.name}.old.*"), reverse=True):
+        if not dest.exists() and (old / dest.name).is_dir():
+            os.replace(old / dest.name, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    for copy in dest.parent.glob(f"{dest.name}.tmp.*"):
+        shutil.rmtree(copy, ignore_errors=True)
+
+
 def restore_snapshot(src: str | Path, run_dir: str | Path) -> bool:
     """Seed ``run_dir`` from the snapshot ``src`` (:func:`snapshot_run`) when ``run_dir`` holds no run yet (no
     ``config.json``) and ``src`` holds a snapshot (a ``checkpoints`` folder); returns whether it did.
@@ -410,6 +426,7 @@ def restore_snapshot(src: str | Path, run_dir: str | Path) -> bool:
     copied last, so a restore cut short is redone by the next call.
     """
     src, run_dir = Path(src), Path(run_dir)
+    _settle_leftovers(src)
     if (run_dir / CONFIG_FILE).exists() or not (src / CHECKPOINT_DIR).is_dir():
         return False
     with hold(run_dir):
