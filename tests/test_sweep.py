@@ -79,6 +79,25 @@ def test_cli_sweep_dry_run_and_run(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_cli_sweep_with_one_run_per_member_adds_a_degree_alone(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--datasets", "digits", "--models", "mlp", "--layout", "member", "--train-subset", "200",
+            "--test-subset", "100", "--max-epochs", "2", "--out", str(out), "--quiet"]
+    assert main([*argv, "--degrees", "0.8"]) == 0
+    first = out / "digits-mlp" / "p0.8-s0" / "results.csv"
+    before = (first.stat().st_mtime_ns, first.read_bytes())
+    assert f"jaxmem report {out}/*/*/results.csv" in capsys.readouterr().out
+    assert main([*argv, "--degrees", "0,0.8", "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "digits-mlp/p0-s0" in plan and "not trained" in plan and plan.count("done") == 2  # p = 0.8 stays done
+    assert main([*argv, "--degrees", "0,0.8"]) == 0
+    assert (first.stat().st_mtime_ns, first.read_bytes()) == before
+    assert (out / "digits-mlp" / "p0-s0" / "results.csv").exists()
+    assert main(["sweep", "--config", str(out / "grid.json"), "--layout", "member", "--dry-run"]) == 2
+    assert "--layout is set by the grid file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_shards_together_give_the_unsharded_sweep(tmp_path):
     cells = [Cell("digits", "mlp"), Cell("digits", "cnn")]
     load = lambda name: subset(load_dataset(name), 200, 100)

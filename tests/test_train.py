@@ -385,7 +385,7 @@ def test_resume_with_another_config_is_an_error(full_run, digits, spec):
     with pytest.raises(ValueError, match="different run") as fewer:
         fit_members(digits, MEMBERS[:2], spec, full_run.out_dir, progress=False)
     assert f"members: {len(MEMBERS)} in the run, 2 now" in str(fewer.value) and "layout" not in str(fewer.value)
-    with pytest.raises(ValueError, match='added as runs of their own: a grid file with layout = "member"'):
+    with pytest.raises(ValueError, match="added as runs of their own: jaxmem sweep --layout member"):
         fit_members(digits, [*MEMBERS, MemberSpec("digits", "mlp", 0.5, 7)], spec, full_run.out_dir, progress=False)
     assert (full_run.out_dir / "results.csv").read_text() == before
 

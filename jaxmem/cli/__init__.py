@@ -98,16 +98,15 @@ def cmd_run(args) -> None:
 
 @command("a resumable grid: datasets × models × degrees × seeds into one results table, or a grid file's runs",
          ("--config", "--datasets", "--models", *DATA, "--degrees", "--seeds", "--label-rule", *TRAIN_FLAGS, *PROBING,
-          "--relabel", *FINE_TUNING, "--out", "--dry-run", "--shard", "--quiet", *DISTRIBUTED),
+          "--relabel", *FINE_TUNING, "--layout", "--out", "--dry-run", "--shard", "--quiet", *DISTRIBUTED),
          datasets="digits", models="paper", degrees="0,0.4,0.8", out=Path("runs/sweep"))
 def cmd_sweep(args) -> None:
     """Run the main job (train to memorisation, probe every layer) for every (dataset, model) cell, degrees ×
-    seeds as members of one program, in OUT/<dataset>-<model>/; finished cells are skipped, an interrupted one
-    resumes. OUT/results.csv (and OUT/relabel.csv) combines the finished cells; then run 'jaxmem report
-    OUT/results.csv'. With --config the runs, their stages and settings come from a grid file (configs/; default
-    OUT: the file's) and the flags that the file sets are refused."""
-    from jaxmem.report import write_summary
-    from jaxmem.results import read_rows
+    seeds as members of one program, in OUT/<dataset>-<model>/ (--layout member: one run per member, in
+    OUT/<dataset>-<model>/p<p>-s<seed>/); finished runs are skipped, an interrupted one resumes. OUT/results.csv
+    (and OUT/relabel.csv) joins the finished cells. With --config the runs, their stages and settings come from a
+    grid file (configs/; default OUT: the file's) and the flags that the file sets are refused."""
+    from jaxmem.report import sweep_outputs_text
     from jaxmem.runner import grid_shard, grid_text, run_grid, run_states
     from jaxmem.train.rundir import is_writer
 
@@ -119,10 +118,7 @@ def cmd_sweep(args) -> None:
         return
     states = run_grid(grid, load, out=out, shard=args.shard, progress=not args.quiet, mesh=mesh)
     if is_writer():
-        print(grid_text(grid, runs, states, out))
-        if (out / "results.csv").exists():
-            print(f"results: {out / 'results.csv'}; summary: {write_summary(read_rows(out / 'results.csv'), out)}; "
-                  f"report: jaxmem report {out / 'results.csv'}")
+        print("\n".join(filter(None, (grid_text(grid, runs, states, out), sweep_outputs_text(out, grid.layout)))))
 
 
 def sweep_grid(args):
@@ -135,7 +131,8 @@ def sweep_grid(args):
         grid = grid_of(sweep_cells(args.datasets, args.models), args.degrees, args.seeds, args.out,
                        label_rule=args.label_rule, overrides=spec_overrides(args), relabel=args.relabel,
                        relabel_options={"max_epochs": args.finetune_epochs, "patience": args.patience,
-                                        "split_seed": args.split_seed}, probing=probe_spec(args))
+                                        "split_seed": args.split_seed}, probing=probe_spec(args),
+                       layout=args.layout)
         return grid, lambda name, **data: data_loader(args)(name), args.out
     defaults = vars(build_parser().parse_args(["sweep"]))
     kept = {"config", "out", "dry_run", "shard", "quiet", "data_dir", "source", "run", "command"}

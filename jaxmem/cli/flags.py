@@ -165,6 +165,9 @@ ARGUMENTS = {  # flag -> argparse keywords, one meaning in every command; a comm
     "--dry-run": dict(action="store_true", help="print the runs and the state of each stage, run nothing"),
     "--config": dict(type=Path, help="a grid file (TOML or JSON: configs/) naming the runs, their stages and "
                                      "settings; the other grid flags then stay unset"),
+    "--layout": dict(default="cell", choices=["cell", "member"], help=(
+        "run directories: one per dataset × model cell, its members one vmapped program (default), or one per "
+        "member, so that a rerun with more degrees or seeds trains only the new ones")),
     "--shard": dict(type=parse_shard, help="K/N: run every N-th cell from the K-th (0 <= K < N), e.g. one job of "
                                            "a job array (docs/scaling.md)"),
     "--keep-bias": dict(action="store_true", help="keep the last layer's bias (default: zero)"),

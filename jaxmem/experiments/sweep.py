@@ -48,16 +48,18 @@ def sweep_cells(datasets: Sequence[str], models: Sequence[str]) -> list[Cell]:
 
 def sweep_grid(cells: Sequence[Cell], degrees: Sequence[float], seeds: Sequence[int], out_dir: str | Path, *,
                label_rule: str = "reference", overrides: dict[str, dict] | None = None, relabel: bool = False,
-               relabel_options: dict | None = None, probing: ProbeSpec = ProbeSpec()) -> Grid:
-    """The grid of a sweep's arguments: one group (``degrees`` × ``seeds``) in every cell, layout ``cell``."""
+               relabel_options: dict | None = None, probing: ProbeSpec = ProbeSpec(), layout: str = "cell") -> Grid:
+    """The grid of a sweep's arguments: one group (``degrees`` × ``seeds``) in every cell; ``layout`` ``cell`` (one
+    run directory and one vmapped program per cell) or ``member`` (one per member, so that a rerun with more degrees
+    or seeds trains only the new ones)."""
     datasets = tuple(dict.fromkeys(cell.dataset for cell in cells))
     models = tuple(dict.fromkeys(cell.model for cell in cells))
     stages = ("train", "probe", "relabel") if relabel else ("train", "probe")
     specs = {"probe": probing, **({"relabel": RelabelSpec(**(relabel_options or {}))} if relabel else {})}
-    grid = Grid(datasets, models, (Group(tuple(map(float, degrees)), tuple(seeds), stages),), label_rule, "cell",
+    grid = Grid(datasets, models, (Group(tuple(map(float, degrees)), tuple(seeds), stages),), label_rule, layout,
                 {field: value for field, value in (overrides or {}).items() if value is not None}, (), specs,
                 out=str(out_dir))
-    if [run.name for run in grid_runs(grid)] != [cell.name for cell in cells]:
+    if layout == "cell" and [run.name for run in grid_runs(grid)] != [cell.name for cell in cells]:
         raise ValueError(f"a sweep's cells are every dataset × model pair, got {[cell.name for cell in cells]}")
     return grid
 

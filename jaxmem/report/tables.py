@@ -82,6 +82,17 @@ def write_summary(df, out_dir: str | Path) -> Path:
     return path
 
 
+def sweep_outputs_text(out: str | Path, layout: str) -> str:
+    """Where a sweep's results are: its joined table (and its summary, written here) and the report command; with
+    one run directory per member, the report command over their tables; '' when there is nothing yet."""
+    from jaxmem.results import read_rows
+
+    table = Path(out) / "results.csv"
+    if table.exists():
+        return f"results: {table}; summary: {write_summary(read_rows(table), out)}; report: jaxmem report {table}"
+    return f"one table per member: jaxmem report {out}/*/*/results.csv --out {out}" if layout == "member" else ""
+
+
 def is_sensitivity(probe: str) -> bool:
     """MASC at a sensitivity variance (``masc(n=…)``), kept out of the headline tables and plots."""
     return probe.startswith("masc(")

@@ -166,8 +166,8 @@ class RunDir:
             raise ValueError(f"{self.path} holds a different run ({'; '.join(differing)}): use a new --out "
                              f"(out_dir), or --no-resume (resume=False) to delete it and start over" +
                              ("; a run's members train as one program, so members are added as runs of their own: "
-                              "a grid file with layout = \"member\" (jaxmem sweep --config) trains only the new "
-                              "ones" if added else ""))
+                              "jaxmem sweep --layout member (or a grid file's layout = \"member\") trains only the "
+                              "new ones" if added else ""))
         return saved
 
     def start(self, config: dict, members: Sequence[MemberSpec], rows: Iterable[Mapping]) -> int:
