@@ -47,6 +47,24 @@ def test_shared_statistics_equal_each_probe_fitted_on_its_own(digits, precision)
                                        rtol=1e-4, atol=1e-5 * np.abs(expected_scores).max())
 
 
+def test_progress_names_each_layer_as_it_is_probed_and_changes_no_prediction(digits, capsys):
+    train, test, labels = digits
+    source = array_source({"pixels": (train, test), "squares": (train**2, test**2)})
+    probes = select_probes(["masc", "ncm"])
+    quiet = probe_source(source, {"corrupted": labels}, 10, probes)
+    assert capsys.readouterr().err == ""
+    shown = probe_source(source, {"corrupted": labels}, 10, probes, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["probed pixels", "probed squares"]
+    assert "(2/2 layers; 2 probes on corrupted-label subspaces) in" in lines[1]
+    streamed = probe_source(source, {"corrupted": labels}, 10, probes, memory_budget=0, progress=True)
+    assert capsys.readouterr().err.startswith("probed pixels, squares (2/2 layers;")
+    assert _predictions(streamed).keys() == _predictions(quiet).keys()
+    for key, (train_pred, test_pred) in _predictions(shown).items():
+        np.testing.assert_array_equal(train_pred, _predictions(quiet)[key][0])
+        np.testing.assert_array_equal(test_pred, _predictions(quiet)[key][1])
+
+
 def test_every_streaming_probe_streams_to_its_in_memory_predictions(digits):
     train, test, labels = digits
     probes = select_probes(list(PROBES), sensitivity=SENSITIVITY, precision="exact")
