@@ -640,16 +640,17 @@ def run_grid(grid: Grid, load: Callable[..., Dataset], *, out: str | Path | None
                   flush=True)
         local = (run_dir / CONFIG_FILE).exists()
         snapshot = _folder(grid, "snapshots", run)
-        if pending and (local or completed is None or not (completed / RESULTS_FILE).exists()):
+        ran = pending and (local or completed is None or not (completed / RESULTS_FILE).exists())
+        if ran:
             if snapshot is not None and not local and restore_snapshot(snapshot, run_dir) and progress:
                 print(f"{run.name}: resumed from the snapshot {snapshot}", flush=True)
             run_stages(grid, run, get(run.dataset), run_dir, progress=progress, mesh=mesh)
             barrier("jaxmem-grid-run")
             states = run_states(grid, run, out)
         finished.append(states)
-        # a run finished here whose copy is missing or older than its tables (a kill before the copy included)
+        # a run finished now, or earlier with its copy missing or older than its tables (a kill before the copy)
         if is_writer() and all(map(settled, states.values())) and (run_dir / CONFIG_FILE).exists() and (
-                completed is None or _stale_copy(run_dir, completed)):
+                ran or (completed is not None and _stale_copy(run_dir, completed))):
             if completed is not None:
                 commit_run(run_dir, completed)
                 if snapshot is not None:
