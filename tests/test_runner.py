@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jaxmem.cli import main
-from jaxmem.runner import DONE, STAGES, grid_from_dict, grid_runs, read_grid, run_states, settled, train_spec
+from jaxmem.runner import DONE, STAGES, grid_from_dict, grid_runs, read_grid, run_states, train_spec
 
 ROOT = Path(__file__).parents[1]
 BASE = {"datasets": ["digits"], "groups": [{"degrees": [0.8], "seeds": [0]}]}
@@ -94,16 +94,14 @@ def test_the_full_scale_order_member_is_the_shuffled_preset(tmp_path):
 
 def test_the_mlp_mnist_grid_reports_its_committed_members_done(monkeypatch, capsys):
     """The full-scale grid on the committed member tables (docs/paper-mnist-mlp/grid): every stage of p = 0.8,
-    0 and 0.4 (seed 0) done or not needed, p = 0.2 finished, from their tables alone."""
+    0.4 and 0.2 (seed 0) done or not needed, from their tables alone."""
     monkeypatch.chdir(ROOT)
     grid = read_grid("configs/mlp_mnist_grid.toml")
     states = {run.name: run_states(grid, run, "runs/no-such-grid") for run in grid_runs(grid)}
-    for name in ("p0.8-s0", "p0-s0", "p0.4-s0"):
+    # p = 0.2's kept epochs 90-160, lost with a machine, were regained by retraining (the same model rows to 160)
+    for name in ("p0.8-s0", "p0-s0", "p0.4-s0", "p0.2-s0"):
         assert all(state in DONE for state in states[f"mnist-mlp/{name}"].values()), states[f"mnist-mlp/{name}"]
     assert states["mnist-mlp/p0.8-s0"].keys() == set(STAGES) - {"cost"}
-    p02 = states["mnist-mlp/p0.2-s0"]  # finished with the dynamics of kept epochs 90-160 lost (parameters gone)
-    assert p02["dynamics"] == "lost: 15 kept epochs whose parameters are gone (90–160)"
-    assert all(map(settled, p02.values())) and p02["labels"] == "done"
     assert states["mnist-mlp/p0.8-s1"]["train"] == "not trained"
     assert main(["sweep", "--config", "configs/mlp_mnist_grid.toml", "--out", "runs/no-such-grid", "--dry-run"]) == 0
     printed = capsys.readouterr().out
@@ -193,7 +191,7 @@ def test_a_member_grid_adds_a_seed_alone_copies_a_missing_copy_and_finishes_with
     by the next call without recomputing; a kept epoch whose parameters are gone leaves the run finished, lost."""
     from jaxmem.presets import load_data
     from jaxmem.results import read_rows, write_table
-    from jaxmem.runner import run_grid
+    from jaxmem.runner import run_grid, settled
 
     def grid(seeds, root):
         return grid_from_dict({"datasets": ["digits"], "models": ["mlp"], "layout": "member",
