@@ -409,8 +409,9 @@ def _span(epochs: Sequence[int]) -> str:
 
 def run_states(grid: Grid, run: Run, out: str | Path) -> dict[str, str]:
     """``{stage: state}`` of a run, read from its tables: in ``OUT/<name>``, else its completed copy, else its
-    snapshot. States: ``done``, ``not needed``, ``not trained``, ``waits for training``, ``at epoch N``,
-    ``resumes at epoch N from the snapshot``, or what is missing or lost (parameters gone)."""
+    snapshot. States: ``done``, ``not needed``, ``not trained``, ``waits for training``, ``at epoch N`` (its
+    newest checkpoint), ``starts over`` (rows but no checkpoint yet), ``resumes at epoch N from the snapshot``, or
+    what is missing or lost (parameters gone)."""
     from jaxmem.results import read_rows
     from jaxmem.train.rundir import CONFIG_FILE, RESULTS_FILE
 
@@ -428,7 +429,8 @@ def run_states(grid: Grid, run: Run, out: str | Path) -> dict[str, str]:
     stops = stop_epochs(table, train_spec(grid, run)) if len(table) else None
     if stops is None or len(stops) < len(run.members):
         epoch = _latest_checkpoint(where)
-        train = "not trained" if epoch is None else f"at epoch {epoch}"
+        train = f"at epoch {epoch}" if epoch is not None else (
+            f"starts over: rows to epoch {table['epoch'].max()}, no checkpoint yet" if len(table) else "not trained")
         return {stage: train if stage == "train" else "waits for training" for stage in run.stages}
     return {stage: "done" if stage == "train" else _stage_state(stage, grid, run, where, table, stops)
             for stage in run.stages}
@@ -679,11 +681,34 @@ def combine_grid(grid: Grid, runs: Sequence[Run], out: Path) -> None:
             combine_runs(out, runs, file_name, lambda r: r.name in finished)
 
 
-def write_grid_report(grid: Grid, out: str | Path) -> Path:
-    """The grid's report (``[report]``): from the completed runs' copies alone, else from ``OUT/results.csv``."""
+def write_grid_report(grid: Grid, out: str | Path | None = None) -> Path:
+    """The grid's report (``[report]``): from the completed runs' copies alone, else from ``OUT/results.csv``, with
+    the runs not complete (:func:`unfinished_runs`) named."""
     from jaxmem.report import report_runs
 
+    out = Path(out or grid.out)
     tables = (sorted(Path(grid.completed).glob("**/results.csv")) if grid.completed is not None
-              else [Path(out) / "results.csv"])
+              else [out / "results.csv"])
+    if not tables:
+        raise FileNotFoundError(f"no run of the grid is complete yet (none in {grid.completed}); "
+                                "jaxmem sweep --config FILE --dry-run shows where each stands")
     return report_runs(tables, grid.report["out"], title=grid.report.get("title"),
-                       exclude_layers=grid.report.get("exclude_layers", ()))
+                       exclude_layers=grid.report.get("exclude_layers", ()), unfinished=unfinished_runs(grid, out))
+
+
+def unfinished_runs(grid: Grid, out: str | Path) -> list[tuple[str, dict[str, str], object]]:
+    """``[(name, {stage: state}, table or None)]`` of each run of the grid with a stage not settled: those stages'
+    states and its results table so far, from ``OUT/<name>`` or else its snapshot."""
+    from jaxmem.results import read_rows
+    from jaxmem.train.rundir import CONFIG_FILE, RESULTS_FILE
+
+    runs = []
+    for run in grid_runs(grid):
+        states = {stage: state for stage, state in run_states(grid, run, out).items() if not settled(state)}
+        if not states:
+            continue
+        local, snapshot = Path(out) / run.name, _folder(grid, "snapshots", run)
+        where = local if (local / CONFIG_FILE).exists() else snapshot
+        table = where / RESULTS_FILE if where is not None else None
+        runs.append((run.name, states, read_rows(table) if table is not None and table.exists() else None))
+    return runs

@@ -229,3 +229,44 @@ def test_a_member_grid_adds_a_seed_alone_copies_a_missing_copy_and_finishes_with
     assert states[1]["dynamics"] == "lost: 1 kept epoch whose parameters are gone (1)" and all(map(settled, states[1].values()))
     masc = read_rows(grown / "completed" / added / "results.csv").query("probe == 'masc'")
     assert sorted(set(masc["epoch"])) == [0, 2]  # the copy was made again, without the lost epoch
+
+
+@pytest.mark.slow
+def test_the_grid_report_names_the_runs_not_complete_and_where_each_stands(tmp_path, capsys):
+    """A grid killed in its second run: the report (written by the grid when the first completed, and by
+    ``jaxmem report --config``) leaves the others out of its tables and names them, the killed one at the last
+    epoch of its table with the accuracies there, the third not trained; before any run completes, one line."""
+    from jaxmem.results import read_rows
+
+    root = tmp_path / "grid"
+    config = tmp_path / "grid.json"
+    config.write_text(json.dumps({
+        "datasets": ["digits"], "models": ["mlp"], "layout": "member", "out": str(root / "runs"),
+        "completed": str(root / "completed"), "groups": [{"degrees": [0.8], "seeds": [0, 1, 2],
+                                                           "stages": ["train", "probe"]}],
+        "data": {"train_subset": 200, "test_subset": 100},
+        "train": {"max_epochs": 3, "checkpoint_epochs": [0, 1, 2, 3]}, "probe": {"probes": ["ncm"]},
+        "report": {"out": str(root / "report")}}))
+    assert main(["report", "--config", str(config)]) == 2
+    assert "no run of the grid is complete yet" in capsys.readouterr().err
+
+    killed = _sweep(config, "epoch@5")  # the first run's 3 epochs arrive first; the second run dies in its epoch 2
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    written_by_grid = (root / "report" / "report.md").read_text()
+    assert "| digits-mlp/p0.8-s1 | – |" in written_by_grid and "| digits-mlp/p0.8-s2 | – |" in written_by_grid
+
+    assert main(["report", "--config", str(config)]) == 0
+    page = (root / "report" / "report.md").read_text()
+    table = read_rows(root / "runs" / "digits-mlp/p0.8-s1" / "results.csv")
+    model = table[table["probe"] == "model"]
+    last = model[model["epoch"] == model["epoch"].max()]
+    accuracy = {split: 100 * last.query("split == @split and scored_against == @against")["accuracy"].item()
+                for split, against in (("train", "corrupted"), ("test", "true"))}
+    row = next(line for line in page.splitlines() if line.startswith("| digits-mlp/p0.8-s1 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == str(model["epoch"].max()) == "2"
+    assert (cells[2], cells[4]) == (f"{accuracy['train']:.1f}", f"{accuracy['test']:.1f}")
+    # the full state is saved about once a minute: none yet, so these rows are recomputed from epoch 0
+    assert cells[5] == "train: starts over: rows to epoch 2, no checkpoint yet; then probe"
+    assert "| digits-mlp/p0.8-s2 | – | – | – | – | train: not trained; then probe |" in page
+    assert "digits-mlp/p0.8-s0 |" not in page.split("### Runs not complete")[1]

@@ -235,14 +235,27 @@ def cmd_labels(args) -> None:
     print(f"table: {args.run_dir / LABELS_FILE}; section: {args.run_dir / 'labels.md'}")
 
 
-@command("summary table and plots from a results table", ("results", "--out", "--title", "--exclude-layers"))
+@command("summary table and plots from results tables, or a grid file's report",
+         ("results", "--config", "--out", "--title", "--exclude-layers"))
 def cmd_report(args) -> None:
     """report.md with the summary table and PNG plots in --out (default: beside the first table), with the
     sections of relabel.csv, labels.csv and edit_continue_<E>.csv found beside it. Several tables are joined
-    (members numbered apart) and written into --out, so that the page can be rebuilt from that folder alone."""
+    (members numbered apart) and written into --out, so that the page can be rebuilt from that folder alone.
+    With --config, the grid file's report (its [report] settings, its completed runs) naming the runs not
+    complete, as the grid writes it when a run completes."""
     from jaxmem.report import report_runs
+    from jaxmem.runner import read_grid, write_grid_report
 
-    print(f"report: {report_runs(args.results, args.out, title=args.title, exclude_layers=args.exclude_layers)}")
+    if args.config is not None:
+        if args.results or args.out or args.title or args.exclude_layers:
+            raise ValueError(f"the grid file {args.config} sets the tables and the report's settings; give only "
+                             "--config")
+        print(f"report: {write_grid_report(read_grid(args.config))}")
+    elif not args.results:
+        raise ValueError("give results tables or --config")
+    else:
+        page = report_runs(args.results, args.out, title=args.title, exclude_layers=args.exclude_layers)
+        print(f"report: {page}")
 
 
 @command("wall time and FLOPs of fitting and scoring each probe per layer",

@@ -99,7 +99,7 @@ def probe_names(names: list[str]) -> tuple[str, ...]:
 
 
 ARGUMENTS = {  # flag -> argparse keywords, one meaning in every command; a command may give another default
-    "results": dict(type=Path, nargs="+", help="results.csv tables written by jaxmem"),
+    "results": dict(type=Path, nargs="*", help="results.csv tables written by jaxmem"),
     "run_dir": dict(type=Path, help="a run directory written by jaxmem train/run"),
     "--dataset": dict(default="digits", help="mnist, fashion_mnist, cifar10, cifar100, tiny_imagenet or digits"),
     "--datasets": dict(type=split_names, help="comma-separated dataset names (default %(default)s)"),

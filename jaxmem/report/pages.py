@@ -12,7 +12,7 @@ from jaxmem.report.comparison import (compare, compare_dynamics, compare_runs, c
 from jaxmem.report.plots import (plot_degrees, plot_dynamics, plot_edit_continue, plot_label_pr, plot_layers,
                                  plot_training)
 from jaxmem.report.tables import (_mean_std, _probe_test_rows, best_layer_markdown, is_sensitivity, labels_markdown,
-                                  peak_epochs, relabel_markdown, summary, training_markdown)
+                                  peak_epochs, relabel_markdown, summary, training_markdown, unfinished_markdown)
 
 
 def labels_section(df, out_dir: str | Path) -> str:
@@ -29,10 +29,12 @@ def labels_section(df, out_dir: str | Path) -> str:
 
 
 def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relabel=None, labels=None,
-                 edit_continue: dict | None = None) -> Path:
+                 edit_continue: dict | None = None, unfinished=()) -> Path:
     """``out_dir/report.md`` with the summary table and the plots beside it (PNG), the relabel-and-fine-tune
-    table when a ``relabel`` table is given, the wrong-label section when a ``labels`` table is and the
-    edit-then-continue curves of each ``edit_continue`` table (``{file name: table}``); returns the page's path.
+    table when a ``relabel`` table is given, the wrong-label section when a ``labels`` table is, the
+    edit-then-continue curves of each ``edit_continue`` table (``{file name: table}``) and the runs of a grid not
+    complete (``unfinished``: :func:`unfinished_markdown`'s), which the page's tables leave out; returns the
+    page's path.
     A table without probe rows (a training run) gets the training curves and no probe sections."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,6 +47,10 @@ def write_report(df, out_dir: str | Path, *, title: str = "jaxmem report", relab
              "plots).", "", "### Where each member stopped", "", "Accuracy (%) at the last trained epoch: on the "
              "member's own (corrupted) labels counted during the epoch (running, the authors' stop rule) and in a "
              "full pass after it, and on the test set.", "", training_markdown(df), ""]
+    if unfinished:
+        parts += ["### Runs not complete", "", "Left out of every table below: each run's last trained epoch so far "
+                  "with the model's accuracies there (%) and the stages it has still to do.", "",
+                  unfinished_markdown(unfinished), ""]
     sections = [("Probes fitted on the corrupted labels (the headline)", "corrupted", False),
                 ("Probes fitted on the true labels (post-hoc oracle)", "true", False),
                 ("Clean model (trained at p = 0), probes fitted on its labels corrupted at q", "clean", False),
@@ -143,11 +149,12 @@ def write_labels_section(df, run_dir: str | Path) -> str:
 
 
 def report_runs(paths, out_dir: str | Path | None = None, *, title: str | None = None,
-                exclude_layers=()) -> Path:
+                exclude_layers=(), unfinished=()) -> Path:
     """:func:`write_report` of the results tables at ``paths`` with the tables beside them
     (:func:`jaxmem.results.join_run_tables`) into ``out_dir`` (default: beside the first table), leaving out
-    ``exclude_layers``. Several tables are joined, and the joined tables written into ``out_dir`` so that the page
-    can be rebuilt from that folder alone. Returns the page's path."""
+    ``exclude_layers``, with the ``unfinished`` runs of a grid (:func:`write_report`). Several tables are joined,
+    and the joined tables written into ``out_dir`` so that the page can be rebuilt from that folder alone. Returns
+    the page's path."""
     from jaxmem.results import JOINED_RESULTS, join_run_tables, write_table
 
     tables = join_run_tables(paths)
@@ -160,4 +167,4 @@ def report_runs(paths, out_dir: str | Path | None = None, *, title: str | None =
     results = tables.pop(JOINED_RESULTS)
     return write_report(results[~results["layer"].isin(exclude_layers)], out_dir,
                         title=title or f"jaxmem report: {paths[0]}", relabel=tables.pop("relabel.csv"),
-                        labels=tables.pop("labels.csv"), edit_continue=tables)
+                        labels=tables.pop("labels.csv"), edit_continue=tables, unfinished=unfinished)

@@ -166,6 +166,27 @@ def training_markdown(df) -> str:
     return "\n".join(lines)
 
 
+def unfinished_markdown(runs) -> str:
+    """The runs of a grid not complete, ``runs`` as ``[(name, {stage: state}, table or None)]`` with only the
+    stages still to do: per run its last trained epoch, the model's accuracies there (%, as in
+    :func:`training_markdown`; one seed each) and what each stage still waits for."""
+    lines = ["| run | last trained epoch | " + " | ".join(name for _, _, name in TRAINING_CURVES)
+             + " | stages not done |", "|---|---|" + "---|" * len(TRAINING_CURVES) + "---|"]
+    for name, states, table in runs:
+        rows = final_model_rows(table) if table is not None else None
+        cells = ["–"] * (1 + len(TRAINING_CURVES))
+        if rows is not None and len(rows):
+            cells = [str(rows["epoch"].max())]
+            for split, against, _ in TRAINING_CURVES:
+                accuracy = rows[(rows["split"] == split) & (rows["scored_against"] == against)]["accuracy"]
+                cells.append(_mean_std(accuracy.mean(), np.nan) if len(accuracy) else "–")
+        waiting = [stage for stage, state in states.items() if state == "waits for training"]
+        todo = "; ".join(f"{stage}: {state}" for stage, state in states.items() if stage not in waiting)
+        todo += f"; then {', '.join(waiting)}" * bool(waiting)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {todo} |")
+    return "\n".join(lines)
+
+
 def peak_epochs(df):
     """Per (degree, probe, layer) — the model as probe "model" — the epoch of the highest mean test accuracy."""
     rows = df[(df["split"] == "test") & (df["scored_against"] == "true") & (df["subspace_labels"] != "true")]
