@@ -686,6 +686,8 @@ def write_grid_report(grid: Grid, out: str | Path | None = None) -> Path:
     the runs not complete (:func:`unfinished_runs`) named."""
     from jaxmem.report import report_runs
 
+    if grid.report is None:
+        raise ValueError("the grid file has no [report] (its 'out', optionally 'title' and 'exclude_layers')")
     out = Path(out or grid.out)
     tables = (sorted(Path(grid.completed).glob("**/results.csv")) if grid.completed is not None
               else [out / "results.csv"])

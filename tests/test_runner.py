@@ -249,6 +249,12 @@ def test_the_grid_report_names_the_runs_not_complete_and_where_each_stands(tmp_p
         "report": {"out": str(root / "report")}}))
     assert main(["report", "--config", str(config)]) == 2
     assert "no run of the grid is complete yet" in capsys.readouterr().err
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({key: value for key, value in json.loads(config.read_text()).items() if key != "report"}))
+    assert main(["report", "--config", str(bare)]) == 2 and "has no [report]" in capsys.readouterr().err
+    assert main(["report", "--config", str(config), "--out", str(tmp_path)]) == 2
+    assert "give only --config" in capsys.readouterr().err
+    assert main(["report"]) == 2 and "give results tables or --config" in capsys.readouterr().err
 
     killed = _sweep(config, "epoch@5")  # the first run's 3 epochs arrive first; the second run dies in its epoch 2
     assert killed.returncode == 137, killed.stderr[-2000:]
