@@ -1,11 +1,11 @@
 """What a run directory records beyond its training, and who may write it.
 
 * **The manifest** (in ``config.json``, beside the training configuration): for each stage that adds rows to the
-  run (``probing``, ``relabel``, ``labels``, ``cost``), its spec split in two: the ``identity``, settings that change what an existing
-  row means (MASC's variance, a split seed), which every later call must repeat; and the ``requests``, settings
-  that only add rows (probes, layers, subspace kinds), kept as a list. A stage looks up the rows it already has by
-  the columns that tell its rows apart and computes only the missing ones; :func:`record_stage` refuses a changed
-  identity in one line naming the field and the way out.
+  run (``probing``, ``relabel``, ``labels``, ``cost``), its spec split in two: the ``identity``, settings that
+  change what an existing row means (MASC's variance, a split seed), which every later call must repeat; and the
+  ``requests``, settings that only add rows (probes, layers, subspace kinds), kept as a list. A stage looks up the
+  rows it already has by the columns that tell its rows apart and computes only the missing ones;
+  :func:`record_stage` refuses a changed identity in one line naming the field and the way out.
 * **The lock**: :func:`hold` takes an advisory lock on ``<run>/.jaxmem.lock`` for as long as a process writes the
   run (the kernel releases it when the process ends, killed or not); a second writer stops with
   :class:`RunDirBusy` naming the holder. The holder first cuts off what an earlier writer killed mid-append left

@@ -19,7 +19,8 @@ member labels, and at any time either a training step or an evaluation batch per
     training = state + state copy + dataset + labels + max(gradients + train activations, eval activations)
 
 Checked against XLA's own buffer assignment of the compiled epoch (``tests/test_planner.py``: within 25 % on CPU
-for an MLP and a CNN; ResNet-18 comes out 19 % low, see ``docs/scaling.md``). Probing is estimated from the layer widths (not checked against a measurement):
+for an MLP and a CNN; ResNet-18 comes out 19 % low, see ``docs/scaling.md``). Probing is estimated from the layer
+widths (not checked against a measurement):
 activations ``[M, N + T, D]`` of the in-memory layers, or per-class Grams ``C·D²`` of every layer when streaming,
 plus the eigendecomposition of the widest layer. ``total = max(training, probing)``: the two are separate
 programs. Sharded over ``num_devices`` (:mod:`jaxmem.sharding`), every figure is per device, for ``M / n``

@@ -328,7 +328,8 @@ def _stage_state(stage: str, grid: Grid, run: Run, where: Path, table, stops: di
         clean = [m for m, member in enumerate(members) if member.degree == 0]
         plan = missing_probes(table, final, names, {kind: list(range(len(members))) for kind in spec.subspace_labels}
                               | {kind: clean for kind in clean_subspace_kinds(spec.clean_degrees)})
-        return "done" if not plan else f"{sum(len(ids) * len(kinds) * len(names) for (kinds, names), ids in plan.items())} probe rows missing"
+        missing = sum(len(ids) * len(kinds) * len(names) for (kinds, names), ids in plan.items())
+        return "done" if not plan else f"{missing} probe rows missing"
     if stage == "edit":
         rows = table[(table["probe"] == edit_probe_name(spec.keep_bias))
                      & (table["subspace_labels"] == spec.subspace_labels)]

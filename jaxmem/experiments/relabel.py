@@ -72,7 +72,8 @@ def relabel_and_finetune(
     layers = tuple(layers or probe_layers(members[0].model))
     record_stage(out_dir, "relabel", {"layers": layers, "max_epochs": max_epochs, "patience": patience,
                                       "split_seed": split_seed, "variance": variance, "precision": precision},
-                 {"subspace_labels": list(subspace_labels)}, way_out="use a new --out, or delete relabel.csv to start over")
+                 {"subspace_labels": list(subspace_labels)},
+                 way_out="use a new --out, or delete relabel.csv to start over")
     path = Path(out_dir) / RELABEL_FILE
     table = read_rows(path) if path.exists() else None
     done = set() if table is None else set(table.loc[table["probe"] == "relabel", "subspace_labels"])
@@ -90,8 +91,9 @@ def relabel_and_finetune(
 
 
 def _relabel_rows(dataset: Dataset, members: Sequence[MemberSpec], spec: TrainSpec, out_dir: str | Path, *,
-                  subspace_labels: Sequence[str], layers: Sequence[str], max_epochs: int, patience: int, split_seed: int,
-                  variance: float | int, precision: str, memory_budget: float, progress: bool) -> list[dict]:
+                  subspace_labels: Sequence[str], layers: Sequence[str], max_epochs: int, patience: int,
+                  split_seed: int, variance: float | int, precision: str, memory_budget: float,
+                  progress: bool) -> list[dict]:
     """The rows of :func:`relabel_and_finetune` for the subspace labels ``subspace_labels``."""
     run = TrainedRun.of(dataset, members, spec, out_dir)
     model = run.model

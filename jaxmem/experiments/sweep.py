@@ -80,13 +80,14 @@ def run_sweep(
     probing: ProbeSpec = ProbeSpec(),
     shard: tuple[int, int] | None = None,
 ):
-    """Run every unfinished cell (of ``shard``, :func:`jaxmem.runner.shard_runs`), then return the combined results table
-    (DataFrame) of every finished cell.
+    """Run every unfinished cell (of ``shard``, :func:`jaxmem.runner.shard_runs`), then return the combined results
+    table (DataFrame) of every finished cell.
 
     ``load(dataset_name)`` gives each dataset (loaded once per dataset, in cell order); ``overrides`` as in
-    :func:`jaxmem.presets.preset_spec`; ``probing`` is every cell's :class:`~jaxmem.config.ProbeSpec`; with ``relabel`` each cell
-    also relabels and fine-tunes (``relabel_options``: :class:`~jaxmem.config.RelabelSpec` fields). With a
-    ``mesh`` every cell trains and probes split over its devices (all processes run this; process 0 writes).
+    :func:`jaxmem.presets.preset_spec`; ``probing`` is every cell's :class:`~jaxmem.config.ProbeSpec`; with
+    ``relabel`` each cell also relabels and fine-tunes (``relabel_options``: :class:`~jaxmem.config.RelabelSpec`
+    fields). With a ``mesh`` every cell trains and probes split over its devices (all processes run this; process
+    0 writes).
     """
     grid = sweep_grid(cells, degrees, seeds, out_dir, label_rule=label_rule, overrides=overrides, relabel=relabel,
                       relabel_options=relabel_options, probing=probing)

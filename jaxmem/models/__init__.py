@@ -1,8 +1,9 @@
 """The model zoo, chosen by name: every model maps NHWC images to (logits, probe-layer activations).
 
 All models are Flax linen modules, initialised as PyTorch does by default (``init="torch"``) or with Flax's own
-initialisers (``init="flax"``); the framework cross-checks load our weights rather than re-initialising. They are pure: ``model.init`` / ``model.apply`` on a params pytree, so a
-member axis is ``jax.vmap(model.apply)`` over stacked params. ``model.apply(variables, x, train=…)`` returns
+initialisers (``init="flax"``); the framework cross-checks load our weights rather than re-initialising. They
+are pure: ``model.init`` / ``model.apply`` on a params pytree, so a member axis is ``jax.vmap(model.apply)`` over
+stacked params. ``model.apply(variables, x, train=…)`` returns
 ``(logits [B, K], {layer: [B, D]})`` with exactly :func:`probe_layers` as keys, in that order.
 """
 from __future__ import annotations
@@ -95,5 +96,6 @@ def count_params(params) -> int:
 
 
 __all__ = [
-    "AlexNet", "CNN", "DROPOUT_MODELS", "INITS", "MLP", "MODEL_NAMES", "ResNet18", "count_params", "get_model", "probe_layers",
+    "AlexNet", "CNN", "DROPOUT_MODELS", "INITS", "MLP", "MODEL_NAMES", "ResNet18", "count_params", "get_model",
+    "probe_layers",
 ]

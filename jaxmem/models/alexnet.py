@@ -76,7 +76,8 @@ class AlexNet(nn.Module):
         hidden = hidden.reshape((hidden.shape[0], -1))
         activations = {"flat": hidden}
         for name in ("fc1", "fc2"):
-            hidden = nn.relu(nn.Dense(DENSE_WIDTH, name=name, **layer_inits(self.init_scheme, hidden.shape[-1]))(hidden))
+            dense = nn.Dense(DENSE_WIDTH, name=name, **layer_inits(self.init_scheme, hidden.shape[-1]))
+            hidden = nn.relu(dense(hidden))
             activations[name] = hidden
         logits = nn.Dense(self.num_classes, name="out", **layer_inits(self.init_scheme, hidden.shape[-1]))(hidden)
         return logits, activations

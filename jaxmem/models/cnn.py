@@ -76,7 +76,8 @@ class CNN(nn.Module):
         activations["flat"] = hidden
         for index in range(1, 4):
             name = f"fc{index}"
-            hidden = nn.relu(nn.Dense(DENSE_WIDTH, name=name, **layer_inits(self.init_scheme, hidden.shape[-1]))(hidden))
+            dense = nn.Dense(DENSE_WIDTH, name=name, **layer_inits(self.init_scheme, hidden.shape[-1]))
+            hidden = nn.relu(dense(hidden))
             activations[name] = hidden
             if self.dropout > 0:
                 hidden = renorm_units(nn.Dropout(self.dropout, deterministic=not train)(hidden))

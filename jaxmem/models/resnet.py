@@ -1,4 +1,5 @@
-"""ResNet-18 for CIFAR-10 (docs/methods.md#models): 3×3 stem, four stages of two BasicBlocks, global average pool, Dense head.
+"""ResNet-18 for CIFAR-10 (docs/methods.md#models): 3×3 stem, four stages of two BasicBlocks, global average pool,
+Dense head.
 
 Parameter names follow torchvision so a PyTorch state dict maps one-to-one: ``conv1``/``bn1`` (stem),
 ``layer{s}_{b}`` for stage ``s`` in 1..4 and block ``b`` in 0..1 (each with ``conv1``, ``bn1``, ``conv2``, ``bn2`` and,
@@ -57,10 +58,10 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
         impl = conv_impl(train, self.conv_impl)
-        first_relu = nn.relu(_batch_norm(train, "bn1")(_conv3x3(self.features, self.stride, "conv1", impl, self.init_scheme,
-                                                                          x.shape[-1])(x)))
-        residual = _batch_norm(train, "bn2")(_conv3x3(self.features, 1, "conv2", impl, self.init_scheme,
-                                                                self.features)(first_relu))
+        conv1 = _conv3x3(self.features, self.stride, "conv1", impl, self.init_scheme, x.shape[-1])
+        first_relu = nn.relu(_batch_norm(train, "bn1")(conv1(x)))
+        conv2 = _conv3x3(self.features, 1, "conv2", impl, self.init_scheme, self.features)
+        residual = _batch_norm(train, "bn2")(conv2(first_relu))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.features:
             strides = (self.stride, self.stride)

@@ -2,7 +2,8 @@
 
 Importing this module imports TensorFlow and Keras 3 on the TensorFlow backend (an ``ImportError`` naming the
 ``jaxmem[reference]`` extra when they are missing). It never imports jaxmem's models: the layer widths are
-transcribed from docs/methods.md#models, so a wrong width in either implementation shows up as a shape error in the converter.
+transcribed from docs/methods.md#models, so a wrong width in either implementation shows up as a shape error in
+the converter.
 
 Training uses Keras' own compiled ``train_on_batch`` (the function ``model.fit`` runs per batch) with
 ``jit_compile=False``, so TensorFlow's native kernels, not XLA, compute it; TensorFlow op determinism is enabled
@@ -88,7 +89,8 @@ class KerasMLP:
         return [np.asarray(w) for w in self.model.get_weights()]
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """``x [B, H, W, C]`` -> ``(logits [B, K], {layer: [B, D]})`` in jaxmem's feature order (identical for the MLP)."""
+        """``x [B, H, W, C]`` -> ``(logits [B, K], {layer: [B, D]})`` in jaxmem's feature order (identical for the
+        MLP)."""
         logits, activations = self.probe_model(tf.constant(np.asarray(x, self.dtype)), training=False)
         return np.asarray(logits), {name: np.asarray(value) for name, value in activations.items()}
 

@@ -1,8 +1,8 @@
 """The CNN written independently in PyTorch, and its trainer, for the framework cross-checks.
 
 Importing this module imports PyTorch (an ``ImportError`` naming the ``jaxmem[reference]`` extra when it is
-missing). It never imports jaxmem's models: the shapes are transcribed from docs/methods.md#models. The network works in NCHW
-like the original study's PyTorch code; :class:`TorchReference` takes and returns jaxmem's NHWC layouts.
+missing). It never imports jaxmem's models: the shapes are transcribed from docs/methods.md#models. The network
+works in NCHW like the original study's PyTorch code; :class:`TorchReference` takes and returns jaxmem's NHWC layouts.
 Steps and forward passes run with ``torch.use_deterministic_algorithms(True)`` on one thread (both restored
 afterwards), in float32 or float64.
 """

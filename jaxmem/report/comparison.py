@@ -90,7 +90,8 @@ RUN_MEASURES = (
     ("train, full pass after the epoch", ("train", "corrupted", *_MODEL), {}, None),
     ("model test", ("test", "true", *_MODEL), MLP_MNIST_RUN_TEST, MODEL[("mnist", "mlp")]),
     ("model test, public trainer", ("test", "true", *_MODEL), PUBLIC_TRAINER_RUN_TEST, None),
-    ("MASC test, corrupted-label subspaces", ("test", "true", *_MASC, "corrupted"), {}, MASC_CORRUPTED[("mnist", "mlp")]),
+    ("MASC test, corrupted-label subspaces", ("test", "true", *_MASC, "corrupted"), {},
+     MASC_CORRUPTED[("mnist", "mlp")]),
     ("MASC test, true-label subspaces", ("test", "true", *_MASC, "true"), {}, MASC_TRUE[("mnist", "mlp")]),
 )
 

@@ -223,7 +223,7 @@ def relabel_summary(df):
 def relabel_markdown(df) -> str:
     """:func:`relabel_summary` as a Markdown table (accuracies and shares in %)."""
     lines = ["| dataset | model | degree | seeds | subspaces | layers | model (80 %) | fine-tuned (80 %) | "
-             "wrong labels fixed | right labels broken | kept epochs |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "wrong labels fixed | right labels broken | kept epochs |", "|---" * 11 + "|"]
     for r in relabel_summary(df).itertuples():
         lines.append(f"| {r.dataset} | {r.model} | {r.degree:g} | {r.seeds} | {r.subspace_labels} | {r.layers} | "
                      f"{_mean_std(r.model_mean, r.model_std)} | {_mean_std(r.finetuned_mean, r.finetuned_std)} | "

@@ -138,8 +138,8 @@ class RunDir:
         elif self.results_path.exists():
             raise ValueError(f"{self.results_path} exists but {self.path / CONFIG_FILE} does not; not a jaxmem "
                              f"training run directory, choose another out_dir")
-        self._manager = ocp.CheckpointManager(
-            self._absolute / CHECKPOINT_DIR, options=ocp.CheckpointManagerOptions(max_to_keep=KEPT_CHECKPOINTS, create=True))
+        options = ocp.CheckpointManagerOptions(max_to_keep=KEPT_CHECKPOINTS, create=True)
+        self._manager = ocp.CheckpointManager(self._absolute / CHECKPOINT_DIR, options=options)
         self._params = ocp.StandardCheckpointer()
         if saved is not None:
             self._record_resumable_changes(saved, config)
