@@ -6,6 +6,7 @@
 Writes OUT/results.csv.gz (every run's rows with a column ``order``: the one table), OUT/accuracy.png (running
 and full-pass train accuracy on the corrupted labels and test accuracy per epoch, both orders), and prints the
 Markdown tables of the page (curves at chosen epochs, the stop, every probe's best layer) derived from that table.
+A run still in training (a run directory or its committed snapshot) shows its last epoch so far, marked so.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from jaxmem.report import unmemorised_members  # noqa: E402
 from jaxmem.results import read_rows  # noqa: E402
 
 CURVES = (("train_running", "corrupted", "running, corrupted labels"),
@@ -26,14 +28,19 @@ CURVES = (("train_running", "corrupted", "running, corrupted labels"),
           ("test", "true", "test"))
 
 
-def combined_table(runs: dict[str, Path]) -> pd.DataFrame:
-    """Every run's rows, ``order`` (the name given on the command line) and ``stop_on`` in front."""
-    tables = []
+def combined_table(runs: dict[str, Path]) -> tuple[pd.DataFrame, dict[str, bool]]:
+    """Every run's rows, ``order`` (the name given on the command line) and ``stop_on`` in front; and whether each
+    run has stopped (its stop rule met, or its epoch cap reached)."""
+    tables, stopped = [], {}
     for name, run_dir in runs.items():
         train = json.loads((run_dir / "config.json").read_text())["train"]
-        tables.append(read_rows(run_dir / "results.csv").assign(order=name, stop_on=train["stop_on"]))
+        rows = read_rows(run_dir / "results.csv")
+        last = rows.loc[rows["probe"] == "model", "epoch"].max()
+        stopped[name] = last >= train["max_epochs"] or not unmemorised_members(
+            rows, train["target_train_accuracy"], train["stop_on"])
+        tables.append(rows.assign(order=name, stop_on=train["stop_on"]))
     table = pd.concat(tables, ignore_index=True)
-    return table[["order", "stop_on", *[c for c in table.columns if c not in ("order", "stop_on")]]]
+    return table[["order", "stop_on", *[c for c in table.columns if c not in ("order", "stop_on")]]], stopped
 
 
 def model_curves(table: pd.DataFrame) -> pd.DataFrame:
@@ -61,15 +68,15 @@ def plot_curves(curves: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(figure)
 
 
-def curve_markdown(curves: pd.DataFrame, epochs: list[int]) -> str:
-    """The curves at chosen epochs and at each run's stop, one row per (order, epoch)."""
+def curve_markdown(curves: pd.DataFrame, epochs: list[int], stopped: dict[str, bool]) -> str:
+    """The curves at chosen epochs and at each run's stop (or last epoch so far), one row per (order, epoch)."""
     last = curves.reset_index().groupby("order")["epoch"].max()
     rows = []
     for order in curves.index.get_level_values("order").unique():
         wanted = sorted({e for e in epochs if e <= last[order]} | {int(last[order])})
         for epoch in wanted:
             values = curves.loc[(order, epoch)]
-            stop = " (stop)" if epoch == last[order] else ""
+            stop = (" (stop)" if stopped[order] else " (so far, in training)") if epoch == last[order] else ""
             rows.append(f"| {order} | {epoch}{stop} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
     header = "| order | epoch | " + " | ".join(curves.columns) + " |"
     return "\n".join([header, "|---|---:|" + "---:|" * len(curves.columns), *rows])
@@ -102,12 +109,12 @@ def main(argv=None) -> None:
                         help="epochs shown in the curve table (each run's stop is added)")
     args = parser.parse_args(argv)
     runs = dict(item.split("=", 1) for item in args.runs)
-    table = combined_table({name: Path(path) for name, path in runs.items()})
+    table, stopped = combined_table({name: Path(path) for name, path in runs.items()})
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "results.csv.gz", index=False)
     curves = model_curves(table)
     plot_curves(curves, args.out / "accuracy.png", "MNIST MLP, p = 0.8: train accuracy by batch order")
-    print(curve_markdown(curves, [int(e) for e in args.epochs.split(",")]))
+    print(curve_markdown(curves, [int(e) for e in args.epochs.split(",")], stopped))
     print()
     print(probe_markdown(table))
 
