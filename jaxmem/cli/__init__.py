@@ -2,26 +2,12 @@
 call and prints what :mod:`jaxmem.report` renders."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from jaxmem.cli.flags import (DATA, DISTRIBUTED, FINE_TUNING, PROBING, TRAIN_FLAGS, TRAINING, add_arguments,
-                              data_loader, fit, member_mesh, one_value, probe_names, probe_spec, spec_overrides,
-                              training)
-
-
-COMMANDS: dict[str, tuple] = {}
-
-
-def command(summary: str, flags, **defaults):
-    """Register ``cmd_<name>`` as ``jaxmem <name>``: ``summary`` in the command list, its docstring as the
-    description, the shared ``flags`` with these ``defaults``."""
-    def register(run):
-        COMMANDS[run.__name__.removeprefix("cmd_")] = (summary, flags, defaults, run)
-        return run
-
-    return register
+from jaxmem.cli.flags import (DATA, DISTRIBUTED, FINE_TUNING, PROBING, TRAIN_FLAGS, TRAINING, build_parser,
+                              command, data_loader, fit, member_mesh, one_value, probe_names, probe_spec,
+                              spec_overrides, training)
 
 
 @command("probes on the input layer at given corruption degrees, or on activations from any network",
@@ -246,16 +232,13 @@ def cmd_report(args) -> None:
     from jaxmem.report import report_runs
     from jaxmem.runner import read_grid, write_grid_report
 
-    if args.config is not None:
-        if args.results or args.out or args.title or args.exclude_layers:
-            raise ValueError(f"the grid file {args.config} sets the tables and the report's settings; give only "
-                             "--config")
-        print(f"report: {write_grid_report(read_grid(args.config))}")
-    elif not args.results:
+    if args.config is not None and (args.results or args.out or args.title or args.exclude_layers):
+        raise ValueError(f"the grid file {args.config} sets the tables and the report's settings; give only --config")
+    if args.config is None and not args.results:
         raise ValueError("give results tables or --config")
-    else:
-        page = report_runs(args.results, args.out, title=args.title, exclude_layers=args.exclude_layers)
-        print(f"report: {page}")
+    page = (write_grid_report(read_grid(args.config)) if args.config is not None else
+            report_runs(args.results, args.out, title=args.title, exclude_layers=args.exclude_layers))
+    print(f"report: {page}")
 
 
 @command("wall time and FLOPs of fitting and scoring each probe per layer",
@@ -287,16 +270,6 @@ def cmd_verify(args) -> int:
                              models=args.models, datasets=args.datasets)
     print(verify.format_report(results))
     return 1 if any(verify.status(r) == "FAIL" for r in results) else 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxmem", description="Latent generalisation during memorisation, in JAX.")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for name, (summary, flags, defaults, run) in COMMANDS.items():
-        subparser = subparsers.add_parser(name, help=summary, description=run.__doc__)
-        add_arguments(subparser, flags, **defaults)
-        subparser.set_defaults(run=run)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

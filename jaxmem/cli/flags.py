@@ -1,5 +1,6 @@
-"""The flags of every ``jaxmem`` command, each defined once (:data:`ARGUMENTS`) with one meaning everywhere, and
-their translation into the library's specs. The benchmarks share them."""
+"""The flags of every ``jaxmem`` command, each defined once (:data:`ARGUMENTS`) with one meaning everywhere, the
+parser built from them for the registered commands, and their translation into the library's specs. The
+benchmarks share them."""
 from __future__ import annotations
 
 import argparse
@@ -201,6 +202,30 @@ def add_arguments(parser: argparse.ArgumentParser, flags, **defaults) -> None:
     for flag in flags:
         dest = flag.lstrip("-").replace("-", "_")
         parser.add_argument(flag, **{**ARGUMENTS[flag], **({"default": defaults[dest]} if dest in defaults else {})})
+
+
+COMMANDS: dict[str, tuple] = {}  # name -> (summary, flags, defaults, run), filled by :func:`command`
+
+
+def command(summary: str, flags, **defaults):
+    """Register ``cmd_<name>`` as ``jaxmem <name>``: ``summary`` in the command list, its docstring as the
+    description, the shared ``flags`` with these ``defaults``."""
+    def register(run):
+        COMMANDS[run.__name__.removeprefix("cmd_")] = (summary, flags, defaults, run)
+        return run
+
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``jaxmem`` parser: one subcommand per registered command, its flags from :data:`ARGUMENTS`."""
+    parser = argparse.ArgumentParser(prog="jaxmem", description="Latent generalisation during memorisation, in JAX.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (summary, flags, defaults, run) in COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=summary, description=run.__doc__)
+        add_arguments(subparser, flags, **defaults)
+        subparser.set_defaults(run=run)
+    return parser
 
 
 def data_loader(args) -> Callable[[str], object]:
