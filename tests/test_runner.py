@@ -276,3 +276,21 @@ def test_the_grid_report_names_the_runs_not_complete_and_where_each_stands(tmp_p
     assert cells[5] == "train: starts over: rows to epoch 2, no checkpoint yet; then probe"
     assert "| digits-mlp/p0.8-s2 | – | – | – | – | train: not trained; then probe |" in page
     assert "digits-mlp/p0.8-s0 |" not in page.split("### Runs not complete")[1]
+
+
+def test_the_report_names_each_member_of_an_unfinished_run_that_holds_several():
+    """A run of layout ``cell`` holds several members: each gets its row, named by degree and seed, at its own
+    last epoch (the committed p = 0.6 and p = 0.4 members joined as one run)."""
+    import pandas as pd
+
+    from jaxmem.report.tables import unfinished_markdown
+    from jaxmem.results import read_rows
+
+    grid = ROOT / "docs/paper-mnist-mlp/grid/mnist-mlp"
+    parts = [read_rows(grid / name / "results.csv").assign(member=m) for m, name in enumerate(("p0.6-s0", "p0.4-s0"))]
+    page = unfinished_markdown([("cell", {"train": "at epoch 3", "probe": "waits for training"}, pd.concat(parts))])
+    for part, degree in zip(parts, ("0.6", "0.4")):
+        model = part[(part["probe"] == "model") & (part["epoch"] == part["epoch"].max())]
+        test = model.query("split == 'test'")["accuracy"].item()
+        assert f"| cell (p = {degree}, seed 0) | {part['epoch'].max()} | " in page
+        assert f"| {100 * test:.1f} | train: at epoch 3; then probe |" in page

@@ -168,22 +168,27 @@ def training_markdown(df) -> str:
 
 def unfinished_markdown(runs) -> str:
     """The runs of a grid not complete, ``runs`` as ``[(name, {stage: state}, table or None)]`` with only the
-    stages still to do: per run its last trained epoch, the model's accuracies there (%, as in
-    :func:`training_markdown`; one seed each) and what each stage still waits for."""
+    stages still to do: per member of each run (named by degree and seed when the run holds several) its last
+    trained epoch, the model's accuracies there (%, as in :func:`training_markdown`) and what each stage of its run
+    still waits for."""
     lines = ["| run | last trained epoch | " + " | ".join(name for _, _, name in TRAINING_CURVES)
              + " | stages not done |", "|---|---|" + "---|" * len(TRAINING_CURVES) + "---|"]
     for name, states, table in runs:
-        rows = final_model_rows(table) if table is not None else None
-        cells = ["–"] * (1 + len(TRAINING_CURVES))
-        if rows is not None and len(rows):
-            cells = [str(rows["epoch"].max())]
-            for split, against, _ in TRAINING_CURVES:
-                accuracy = rows[(rows["split"] == split) & (rows["scored_against"] == against)]["accuracy"]
-                cells.append(_mean_std(accuracy.mean(), np.nan) if len(accuracy) else "–")
         waiting = [stage for stage, state in states.items() if state == "waits for training"]
         todo = "; ".join(f"{stage}: {state}" for stage, state in states.items() if stage not in waiting)
         todo += f"; then {', '.join(waiting)}" * bool(waiting)
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {todo} |")
+        rows = final_model_rows(table) if table is not None else table
+        members = rows.groupby("member") if rows is not None and len(rows) else [(None, None)]
+        for _, member in members:
+            cells, label = ["–"] * (1 + len(TRAINING_CURVES)), name
+            if member is not None:
+                cells = [str(member["epoch"].max())] + [
+                    _mean_std(part["accuracy"].mean(), np.nan) if len(part) else "–"
+                    for part in (member[(member["split"] == split) & (member["scored_against"] == against)]
+                                 for split, against, _ in TRAINING_CURVES)]
+                if len(members) > 1:
+                    label = f"{name} (p = {member['degree'].iloc[0]:g}, seed {member['seed'].iloc[0]})"
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {todo} |")
     return "\n".join(lines)
 
 
