@@ -425,16 +425,30 @@ def run_states(grid: Grid, run: Run, out: str | Path) -> dict[str, str]:
     else:
         epoch = None if snapshot is None else _latest_checkpoint(snapshot)
         train = "not trained" if epoch is None else f"resumes at epoch {epoch} from the snapshot {snapshot}"
-        return {stage: train if stage == "train" else "waits for training" for stage in run.stages}
+        return _in_training(run, train, snapshot)
     table = read_rows(where / RESULTS_FILE)
     stops = stop_epochs(table, train_spec(grid, run)) if len(table) else None
     if stops is None or len(stops) < len(run.members):
         epoch = _latest_checkpoint(where)
         train = f"at epoch {epoch}" if epoch is not None else (
             f"starts over: rows to epoch {table['epoch'].max()}, no checkpoint yet" if len(table) else "not trained")
-        return {stage: train if stage == "train" else "waits for training" for stage in run.stages}
+        return _in_training(run, train, where)
     return {stage: "done" if stage == "train" else _stage_state(stage, grid, run, where, table, stops)
             for stage in run.stages}
+
+
+def _in_training(run: Run, train: str, where: Path | None) -> dict[str, str]:
+    """The states of a run not trained to its stop: ``train`` for training, the others wait for it; dynamics
+    names the kept epochs it has probed beside the training so far (``where/dynamics.csv``)."""
+    from jaxmem.results import read_rows
+
+    states = {stage: train if stage == "train" else "waits for training" for stage in run.stages}
+    side = None if where is None else where / "dynamics.csv"
+    if "dynamics" in states and side is not None and side.exists():
+        epochs = sorted(set(read_rows(side)["epoch"]))
+        if epochs:
+            states["dynamics"] += f" ({_count(len(epochs), 'kept epoch')} probed so far: {_span(epochs)})"
+    return states
 
 
 def grid_text(grid: Grid, runs: Sequence[Run], states: Sequence[dict[str, str]], out: str | Path) -> str:

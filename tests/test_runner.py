@@ -243,7 +243,7 @@ def test_the_grid_report_names_the_runs_not_complete_and_where_each_stands(tmp_p
     config.write_text(json.dumps({
         "datasets": ["digits"], "models": ["mlp"], "layout": "member", "out": str(root / "runs"),
         "completed": str(root / "completed"), "groups": [{"degrees": [0.8], "seeds": [0, 1, 2],
-                                                           "stages": ["train", "probe"]}],
+                                                           "stages": ["train", "probe", "dynamics"]}],
         "data": {"train_subset": 200, "test_subset": 100},
         "train": {"max_epochs": 3, "checkpoint_epochs": [0, 1, 2, 3]}, "probe": {"probes": ["ncm"]},
         "report": {"out": str(root / "report")}}))
@@ -272,9 +272,13 @@ def test_the_grid_report_names_the_runs_not_complete_and_where_each_stands(tmp_p
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1] == str(model["epoch"].max()) == "2"
     assert (cells[2], cells[4]) == (f"{accuracy['train']:.1f}", f"{accuracy['test']:.1f}")
-    # the full state is saved about once a minute: none yet, so these rows are recomputed from epoch 0
-    assert cells[5] == "train: starts over: rows to epoch 2, no checkpoint yet; then probe"
-    assert "| digits-mlp/p0.8-s2 | – | – | – | – | train: not trained; then probe |" in page
+    # the full state is saved about once a minute: none yet, so these rows are recomputed from epoch 0; the kept
+    # epochs probed beside the training so far are named
+    kept = sorted(set(read_rows(root / "runs" / "digits-mlp/p0.8-s1" / "dynamics.csv")["epoch"]))
+    assert kept and cells[5] == (f"train: starts over: rows to epoch 2, no checkpoint yet; dynamics: waits for "
+                                 f"training ({len(kept)} kept epoch{'s' * (len(kept) > 1)} probed so far: "
+                                 f"{'–'.join(map(str, sorted({kept[0], kept[-1]})))}); then probe")
+    assert "| digits-mlp/p0.8-s2 | – | – | – | – | train: not trained; then probe, dynamics |" in page
     assert "digits-mlp/p0.8-s0 |" not in page.split("### Runs not complete")[1]
 
 
