@@ -298,3 +298,21 @@ def test_the_report_names_each_member_of_an_unfinished_run_that_holds_several():
         test = model.query("split == 'test'")["accuracy"].item()
         assert f"| cell (p = {degree}, seed 0) | {part['epoch'].max()} | " in page
         assert f"| {100 * test:.1f} | train: at epoch 3; then probe |" in page
+
+
+def test_a_run_killed_after_its_epoch_0_rows_has_not_stopped(tmp_path):
+    """Epoch 0 has no steps, so no running accuracy: a run whose table ends there (killed before its first epoch)
+    is in training, not stopped by the running rule (it read 'train done' and the next stages ran on it)."""
+    from jaxmem.report import unmemorised_members
+    from jaxmem.results import read_rows
+    from jaxmem.runner import stop_epochs
+
+    grid = read_grid(ROOT / "configs/mlp_mnist_grid.toml")
+    run = next(run for run in grid_runs(grid) if run.name == "mnist-mlp/p0.6-s0")
+    table = read_rows(ROOT / "docs/paper-mnist-mlp/grid/mnist-mlp/p0.6-s0/results.csv")
+    first = table[(table["epoch"] == 0) & (table["probe"] == "model")]
+    assert "train_running" not in set(first["split"])
+    assert stop_epochs(first, train_spec(grid, run)) is None
+    (epoch, accuracy), = unmemorised_members(first, 1.0, "running").values()
+    assert epoch == 0 and accuracy != accuracy  # NaN: nothing to read
+    assert stop_epochs(table, train_spec(grid, run)) == {0: 304}  # the whole table did stop

@@ -19,13 +19,16 @@ def unmemorised_members(df, target_train_accuracy: float, stop_on: str = "eval")
     """Members whose last recorded epoch is below the stop rule's target: ``{member: (epoch, train accuracy)}``.
 
     ``stop_on`` picks the accuracy the rule reads: ``"eval"`` (the post-epoch pass, rows ``split="train"``) or
-    ``"running"`` (rows ``split="train_running"``). Empty when every member memorised its labels.
+    ``"running"`` (rows ``split="train_running"``). Empty when every member memorised its labels. A member whose
+    last epoch has no such row (epoch 0 has no steps, so no running accuracy) has not: its accuracy reads NaN.
     """
     split = "train_running" if stop_on == "running" else "train"
-    rows = final_model_rows(df)
-    rows = rows[(rows["split"] == split) & (rows["scored_against"] == "corrupted")]
-    return {int(r.member): (int(r.epoch), float(r.accuracy)) for r in rows.itertuples()
-            if r.n_correct < required_correct(target_train_accuracy, int(r.n_seen))}
+    final = final_model_rows(df)
+    rows = final[(final["split"] == split) & (final["scored_against"] == "corrupted")]
+    open_members = {int(r.member): (int(r.epoch), float(r.accuracy)) for r in rows.itertuples()
+                    if r.n_correct < required_correct(target_train_accuracy, int(r.n_seen))}
+    unread = final[~final["member"].isin(rows["member"])].groupby("member")["epoch"].max()
+    return open_members | {int(m): (int(e), float("nan")) for m, e in unread.items()}
 
 
 def _probe_test_rows(df, *, last_epoch: bool = True):
