@@ -13,7 +13,6 @@ still in training (a run directory or its committed snapshot) shows its last epo
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
@@ -22,8 +21,9 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from jaxmem.report import unmemorised_members  # noqa: E402
 from jaxmem.results import read_rows  # noqa: E402
+from jaxmem.runner import stop_epochs  # noqa: E402
+from jaxmem.train import read_run_config  # noqa: E402
 
 CURVES = (("train_running", "corrupted", "running, corrupted labels"),
           ("train", "corrupted", "full pass, corrupted labels"),
@@ -36,14 +36,12 @@ def combined_table(runs: dict[str, Path]) -> tuple[pd.DataFrame, dict[str, bool]
     reached)."""
     tables, stopped = [], {}
     for name, run_dir in runs.items():
-        train = json.loads((run_dir / "config.json").read_text())["train"]
+        spec, _ = read_run_config(run_dir)
         rows = read_rows(run_dir / "results.csv")
         if (run_dir / "dynamics.csv").exists():  # a run in training: its kept epochs' rows beside its table
             rows = pd.concat([rows, read_rows(run_dir / "dynamics.csv")], ignore_index=True).drop_duplicates()
-        last = rows.loc[rows["probe"] == "model", "epoch"].max()
-        stopped[name] = last >= train["max_epochs"] or not unmemorised_members(
-            rows, train["target_train_accuracy"], train["stop_on"])
-        tables.append(rows.assign(order=name, stop_on=train["stop_on"]))
+        stopped[name] = stop_epochs(rows, spec) is not None
+        tables.append(rows.assign(order=name, stop_on=spec.stop_on))
     table = pd.concat(tables, ignore_index=True)
     return table[["order", "stop_on", *[c for c in table.columns if c not in ("order", "stop_on")]]], stopped
 
