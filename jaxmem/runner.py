@@ -411,10 +411,11 @@ def _span(epochs: Sequence[int]) -> str:
 def run_states(grid: Grid, run: Run, out: str | Path) -> dict[str, str]:
     """``{stage: state}`` of a run, read from its tables: in ``OUT/<name>``, else its completed copy, else its
     snapshot. States: ``done``, ``not needed``, ``not trained``, ``waits for training``, ``at epoch N`` (its
-    newest checkpoint), ``starts over`` (rows but no checkpoint yet), ``resumes at epoch N from the snapshot``, or
-    what is missing or lost (parameters gone)."""
+    newest checkpoint; also when the rows reach the stop but the final parameters were not written), ``starts over``
+    (rows but no checkpoint yet), ``resumes at epoch N from the snapshot``, or what is missing or lost (parameters
+    gone)."""
     from jaxmem.results import read_rows
-    from jaxmem.train.rundir import CONFIG_FILE, RESULTS_FILE
+    from jaxmem.train.rundir import CONFIG_FILE, FINAL_DIR, RESULTS_FILE
 
     local, completed = Path(out) / run.name, _folder(grid, "completed", run)
     snapshot = _folder(grid, "snapshots", run)
@@ -428,10 +429,13 @@ def run_states(grid: Grid, run: Run, out: str | Path) -> dict[str, str]:
         return _in_training(run, train, snapshot)
     table = read_rows(where / RESULTS_FILE)
     stops = stop_epochs(table, train_spec(grid, run)) if len(table) else None
-    if stops is None or len(stops) < len(run.members):
+    stopped = stops is not None and len(stops) == len(run.members)
+    if not stopped or (where == local and not (local / FINAL_DIR).exists()):  # killed before the final save
         epoch = _latest_checkpoint(where)
         train = f"at epoch {epoch}" if epoch is not None else (
             f"starts over: rows to epoch {table['epoch'].max()}, no checkpoint yet" if len(table) else "not trained")
+        if stopped:
+            train += f" (rows to the stop at epoch {max(stops.values())}; the final parameters not saved yet)"
         return _in_training(run, train, where)
     return {stage: "done" if stage == "train" else _stage_state(stage, grid, run, where, table, stops)
             for stage in run.stages}

@@ -190,7 +190,8 @@ def test_a_digits_grid_interrupted_moved_and_resumed_equals_an_uninterrupted_one
 def test_a_member_grid_adds_a_seed_alone_copies_a_missing_copy_and_finishes_with_lost_epochs(tmp_path):
     """Members are added as runs of their own (layout ``member``): the rerun trains the new seed only, leaves the
     first untouched, and both copies equal those of a grid made with both seeds. A copy a kill prevented is made
-    by the next call without recomputing; a kept epoch whose parameters are gone leaves the run finished, lost."""
+    by the next call without recomputing; a kept epoch whose parameters are gone leaves the run finished, lost; a
+    run killed before its final parameters were saved is still in training, and the next call saves them."""
     from jaxmem.presets import load_data
     from jaxmem.results import read_rows, write_table
     from jaxmem.runner import run_grid, settled
@@ -231,6 +232,15 @@ def test_a_member_grid_adds_a_seed_alone_copies_a_missing_copy_and_finishes_with
     assert states[1]["dynamics"] == "lost: 1 kept epoch whose parameters are gone (1)" and all(map(settled, states[1].values()))
     masc = read_rows(grown / "completed" / added / "results.csv").query("probe == 'masc'")
     assert sorted(set(masc["epoch"])) == [0, 2]  # the copy was made again, without the lost epoch
+
+    shutil.rmtree(grown / "runs" / added / "final")  # killed after the stop's rows and checkpoint, before the final save
+    states = run_states(grid([0, 1], grown), grid_runs(grid([0, 1], grown))[1], grown / "runs")
+    assert states["train"] == "at epoch 2 (rows to the stop at epoch 2; the final parameters not saved yet)"
+    assert states["probe"] == "waits for training"
+    table = (grown / "runs" / added / "results.csv").read_bytes()
+    states = run_grid(grid([0, 1], grown), load_data, progress=False)
+    assert all(map(settled, states[1].values())) and (grown / "runs" / added / "final").is_dir()
+    assert (grown / "runs" / added / "results.csv").read_bytes() == table
 
 
 @pytest.mark.slow
