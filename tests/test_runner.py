@@ -234,11 +234,12 @@ def test_a_member_grid_adds_a_seed_alone_copies_a_missing_copy_and_finishes_with
     assert sorted(set(masc["epoch"])) == [0, 2]  # the copy was made again, without the lost epoch
 
     shutil.rmtree(grown / "runs" / added / "final")  # killed after the stop's rows and checkpoint, before the final save
-    states = run_states(grid([0, 1], grown), grid_runs(grid([0, 1], grown))[1], grown / "runs")
+    both = grid([0, 1], grown)
+    states = run_states(both, grid_runs(both)[1], grown / "runs")
     assert states["train"] == "at epoch 2 (rows to the stop at epoch 2; the final parameters not saved yet)"
     assert states["probe"] == "waits for training"
     table = (grown / "runs" / added / "results.csv").read_bytes()
-    states = run_grid(grid([0, 1], grown), load_data, progress=False)
+    states = run_grid(both, load_data, progress=False)
     assert all(map(settled, states[1].values())) and (grown / "runs" / added / "final").is_dir()
     assert (grown / "runs" / added / "results.csv").read_bytes() == table
 
