@@ -15,7 +15,8 @@ from jaxmem.features import collect_activations, member_variables, model_source
 from jaxmem.models import get_model
 from jaxmem.probes.engine import probe_source
 from jaxmem.probes.registry import PROBES, masc_probe
-from jaxmem.report import best_layer_markdown, final_model_rows, plot_layers, summary, summary_markdown
+from jaxmem.report import (best_layer_markdown, final_model_rows, peak_epochs, plot_layers, seed_curves, summary,
+                           summary_markdown)
 from jaxmem.results import read_rows
 
 
@@ -248,6 +249,23 @@ def test_report_page_from_a_tiny_table_with_dynamics(tmp_path):
     for name in ("layers_mnist-mlp.png", "degrees_mnist-mlp.png", "dynamics.png"):
         assert f"({name})" in page and (tmp_path / "page" / name).stat().st_size > 1000
     assert main(["report", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_peak_epochs_average_only_points_every_seed_reached_and_align_the_seeds_stops():
+    """Seeds stopping at different epochs: an epoch only one seed reached is not a mean over seeds, and the stops
+    are one point (the model's mean there, shown as the range of the stops)."""
+    table = synthetic_table()
+    late = table[(table["member"] == 3) & (table["epoch"] == 9)].assign(epoch=10)  # seed 1 of p = 0.8 stops later
+    table = pd.concat([table[~((table["member"] == 3) & (table["epoch"] == 9))], late], ignore_index=True)
+    lone = late[late["probe"] == "model"].assign(epoch=5, accuracy=0.99)  # only seed 1 has epoch 5
+    peaks = peak_epochs(pd.concat([table, lone], ignore_index=True)).set_index(["degree", "probe", "layer"])
+    assert peaks.loc[(0.8, "model", "output"), "peak_epoch"] == "9–10"  # not epoch 5: seed 0 never reached it
+    assert peaks.loc[(0.8, "model", "output"), "peak_test"] == pytest.approx(0.505)
+    assert peaks.loc[(0.8, "masc", "fc2"), "peak_epoch"] == "9–10"
+    assert peaks.loc[(0.8, "masc", "fc2"), "peak_test"] == pytest.approx(0.775)
+    assert peaks.loc[(0.0, "masc", "fc2"), "peak_epoch"] == "9"
+    curve = seed_curves(table, table[table["probe"] == "model"], ["degree"])
+    assert curve[curve["degree"] == 0.8]["epoch"].tolist() == [1, 9.5]
 
 
 def test_clean_variant_equals_the_member_trained_at_that_degree_probed_with_the_same_labels(digits, two_mlps):

@@ -22,8 +22,8 @@ from jaxmem.report.plots import (plot_degrees, plot_dynamics, plot_edit_continue
                                  plot_training)
 from jaxmem.report.tables import (GROUP, LABEL_METRICS, TRAINING_CURVES, best_layer_markdown, is_sensitivity,
                                   labels_markdown, labels_summary, peak_epochs, relabel_markdown, relabel_summary,
-                                  summary, summary_markdown, sweep_outputs_text, training_markdown, unmemorised_members,
-                                  write_summary)
+                                  seed_curves, summary, summary_markdown, sweep_outputs_text, training_markdown,
+                                  unmemorised_members, write_summary)
 from jaxmem.report.text import (dynamics_text, edit_continue_text, edit_text, format_table, input_probe_text,
                                 layer_probe_text, run_text, train_text)
 from jaxmem.results import final_model_rows  # offered here before the split; tests import it from jaxmem.report
@@ -34,7 +34,7 @@ __all__ = [
     "edit_continue_text", "edit_text", "final_model_rows", "format_table", "input_probe_text", "is_sensitivity",
     "labels_markdown", "labels_section", "labels_summary", "layer_probe_text", "peak_epochs", "plot_degrees",
     "plot_dynamics", "plot_edit_continue", "plot_label_pr", "plot_layers", "plot_training", "relabel_markdown",
-    "relabel_summary", "report_runs", "run_text", "runs_markdown", "summary", "summary_markdown",
+    "relabel_summary", "report_runs", "run_text", "runs_markdown", "seed_curves", "summary", "summary_markdown",
     "sweep_outputs_text", "train_text", "training_markdown", "unmemorised_members", "write_labels_section",
     "write_report", "write_summary",
 ]

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxmem.config import registry_order
-from jaxmem.report.tables import GROUP, TRAINING_CURVES, _label_method_order, _probe_test_rows, is_sensitivity, summary
+from jaxmem.report.tables import (GROUP, TRAINING_CURVES, _label_method_order, _probe_test_rows, is_sensitivity,
+                                  seed_curves, summary)
 from jaxmem.results import final_model_rows
 
 
@@ -116,16 +117,18 @@ def plot_dynamics(df, path: str | Path) -> Path:
     plt = _pyplot()
     probes = _probe_test_rows(df, last_epoch=False)
     probes = probes[(probes["subspace_labels"] == "corrupted") & (probes["layer"] != "output")]  # not "edited"
-    model = df[(df["probe"] == "model") & (df["split"] == "test")].groupby(["degree", "epoch"])["accuracy"].mean()
+    model = seed_curves(df, df[(df["probe"] == "model") & (df["split"] == "test")], ["degree"])
     panels = list(dict.fromkeys(zip(probes["degree"], probes["probe"])))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False, sharey=True)
     for ax, (degree, probe) in zip(axes[0], panels):
         rows = probes[(probes["degree"] == degree) & (probes["probe"] == probe)]
-        for layer, curve in rows.groupby("layer", sort=False):
-            curve = curve.groupby("epoch")["accuracy"].mean()
-            ax.plot(curve.index, curve.values, "o-", markersize=3, label=layer)
-        if degree in model.index.get_level_values(0):
-            ax.plot(model[degree].index, model[degree].values, "k--", label="model")
+        curves = seed_curves(df, rows, ["layer"])
+        for layer in rows["layer"].unique():
+            curve = curves[curves["layer"] == layer]
+            ax.plot(curve["epoch"], curve["accuracy"], "o-", markersize=3, label=layer)
+        curve = model[model["degree"] == degree]
+        if not curve.empty:
+            ax.plot(curve["epoch"], curve["accuracy"], "k--", label="model")
         ax.set_title(f"p = {degree:g}, {probe} (corrupted labels)")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

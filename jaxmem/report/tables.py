@@ -195,12 +195,35 @@ def unfinished_markdown(runs) -> str:
     return "\n".join(lines)
 
 
+def seed_curves(df, rows, keys: list[str]):
+    """Mean accuracy of ``rows`` (rows of ``df``) over members per ``keys`` and epoch, only at the points every
+    member of the group reached. Each member's last epoch in ``df`` (its stop, which differs between seeds) is one
+    common point. Columns: ``keys``, ``epoch`` (the stop point: the members' mean stop), ``epochs`` (text: the
+    epoch, or the range of the stops) and ``accuracy``, sorted by epoch."""
+    stop = df.groupby("member")["epoch"].max()
+    at_stop = rows["epoch"].to_numpy() == rows["member"].map(stop).to_numpy()
+    rows = rows.assign(point=rows["epoch"].where(~at_stop, -1))
+    members = rows.groupby(keys)["member"].nunique().rename("members")
+    points = (rows.groupby(keys + ["point"])
+              .agg(accuracy=("accuracy", "mean"), reached=("member", "nunique"),
+                   first=("epoch", "min"), last=("epoch", "max"), epoch=("epoch", "mean"))
+              .join(members).reset_index())
+    points = points[points["reached"] == points["members"]]
+    epochs = points["first"].astype(str).where(points["first"] == points["last"],
+                                               points["first"].astype(str) + "–" + points["last"].astype(str))
+    return (points.assign(epochs=epochs)[keys + ["epoch", "epochs", "accuracy"]]
+            .sort_values(keys + ["epoch"]).reset_index(drop=True))
+
+
 def peak_epochs(df):
-    """Per (degree, probe, layer) — the model as probe "model" — the epoch of the highest mean test accuracy."""
+    """Per (degree, probe, layer) — the model as probe "model" — the epoch of the highest mean test accuracy over
+    seeds (:func:`seed_curves`: the seeds' stops count as one epoch, shown as their range)."""
     rows = df[(df["split"] == "test") & (df["scored_against"] == "true") & (df["subspace_labels"] != "true")]
-    curves = rows.groupby(["degree", "probe", "layer", "epoch"])["accuracy"].mean().reset_index()
-    best = curves.loc[curves.groupby(["degree", "probe", "layer"])["accuracy"].idxmax()]
-    return best.rename(columns={"epoch": "peak_epoch", "accuracy": "peak_test"}).reset_index(drop=True)
+    keys = ["degree", "probe", "layer"]
+    curves = seed_curves(df, rows, keys)
+    best = curves.loc[curves.groupby(keys)["accuracy"].idxmax()]
+    return (best.drop(columns="epoch").rename(columns={"epochs": "peak_epoch", "accuracy": "peak_test"})
+            .reset_index(drop=True))
 
 
 def relabel_summary(df):
