@@ -255,15 +255,18 @@ def test_peak_epochs_average_only_points_every_seed_reached_and_align_the_seeds_
     """Seeds stopping at different epochs: an epoch only one seed reached is not a mean over seeds, and the stops
     are one point (the model's mean there, shown as the range of the stops)."""
     table = synthetic_table()
+    early = table[table["probe"] == "masc"].assign(epoch=1, accuracy=0.6)  # masc probed at epoch 1 too
+    table = pd.concat([table, early], ignore_index=True)
     late = table[(table["member"] == 3) & (table["epoch"] == 9)].assign(epoch=10)  # seed 1 of p = 0.8 stops later
     table = pd.concat([table[~((table["member"] == 3) & (table["epoch"] == 9))], late], ignore_index=True)
-    lone = late[late["probe"] == "model"].assign(epoch=5, accuracy=0.99)  # only seed 1 has epoch 5
+    lone = late[late["probe"].isin(["model", "masc"])].assign(epoch=5, accuracy=0.99)  # only seed 1 has epoch 5
     peaks = peak_epochs(pd.concat([table, lone], ignore_index=True)).set_index(["degree", "probe", "layer"])
     assert peaks.loc[(0.8, "model", "output"), "peak_epoch"] == "9–10"  # not epoch 5: seed 0 never reached it
     assert peaks.loc[(0.8, "model", "output"), "peak_test"] == pytest.approx(0.505)
     assert peaks.loc[(0.8, "masc", "fc2"), "peak_epoch"] == "9–10"
     assert peaks.loc[(0.8, "masc", "fc2"), "peak_test"] == pytest.approx(0.775)
     assert peaks.loc[(0.0, "masc", "fc2"), "peak_epoch"] == "9"
+    assert "masc(n=1)" not in peaks.index.get_level_values("probe")  # probed at the stop alone: no curve, no peak
     curve = seed_curves(table, table[table["probe"] == "model"], ["degree"])
     assert curve[curve["degree"] == 0.8]["epoch"].tolist() == [1, 9.5]
 

@@ -113,27 +113,33 @@ def plot_degrees(df, path: str | Path) -> Path:
 
 
 def plot_dynamics(df, path: str | Path) -> Path:
-    """Test accuracy vs epoch: one panel per (degree, probe) with a line per layer, the model's curve dashed."""
+    """Test accuracy vs epoch (mean over seeds, :func:`seed_curves`): a row of panels per degree, a panel per probe
+    probed at more than one epoch, a line per layer (corrupted-label subspaces), the model's curve dashed."""
     plt = _pyplot()
     probes = _probe_test_rows(df, last_epoch=False)
     probes = probes[(probes["subspace_labels"] == "corrupted") & (probes["layer"] != "output")]  # not "edited"
+    curves = seed_curves(df, probes, ["degree", "probe", "layer"])
+    points = curves.groupby(["degree", "probe"])["epoch"].nunique()
+    curves = curves.set_index(["degree", "probe"]).loc[points[points > 1].index].reset_index()
     model = seed_curves(df, df[(df["probe"] == "model") & (df["split"] == "test")], ["degree"])
-    panels = list(dict.fromkeys(zip(probes["degree"], probes["probe"])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False, sharey=True)
-    for ax, (degree, probe) in zip(axes[0], panels):
-        rows = probes[(probes["degree"] == degree) & (probes["probe"] == probe)]
-        curves = seed_curves(df, rows, ["layer"])
-        for layer in rows["layer"].unique():
-            curve = curves[curves["layer"] == layer]
-            ax.plot(curve["epoch"], curve["accuracy"], "o-", markersize=3, label=layer)
-        curve = model[model["degree"] == degree]
-        if not curve.empty:
+    degrees = sorted((model if curves.empty else curves)["degree"].unique())
+    names = sorted(curves["probe"].unique(), key=registry_order) or ["model"]  # no probe curve: the model alone
+    fig, axes = plt.subplots(len(degrees), len(names), figsize=(4.5 * len(names), 3.2 * len(degrees)),
+                             squeeze=False, sharex=True, sharey=True)
+    for row, degree in zip(axes, degrees):
+        for ax, probe in zip(row, names):
+            panel = curves[(curves["degree"] == degree) & (curves["probe"] == probe)]
+            for layer, curve in panel.groupby("layer", sort=False):
+                ax.plot(curve["epoch"], curve["accuracy"], "o-", markersize=2, label=layer)
+            curve = model[model["degree"] == degree]
             ax.plot(curve["epoch"], curve["accuracy"], "k--", label="model")
-        ax.set_title(f"p = {degree:g}, {probe} (corrupted labels)")
+            ax.set_title(f"p = {degree:g}, " + ("the model" if probe == "model" else f"{probe} (corrupted labels)"),
+                         fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        row[0].set_ylabel("test accuracy")
+    for ax in axes[-1]:
         ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("test accuracy")
     return _save(plt, fig, path)
 
 

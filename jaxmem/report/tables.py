@@ -216,11 +216,13 @@ def seed_curves(df, rows, keys: list[str]):
 
 
 def peak_epochs(df):
-    """Per (degree, probe, layer) — the model as probe "model" — the epoch of the highest mean test accuracy over
-    seeds (:func:`seed_curves`: the seeds' stops count as one epoch, shown as their range)."""
+    """Per (degree, probe, layer) probed at more than one epoch — the model as probe "model" — the epoch of the
+    highest mean test accuracy over seeds (:func:`seed_curves`: the seeds' stops count as one epoch, shown as their
+    range)."""
     rows = df[(df["split"] == "test") & (df["scored_against"] == "true") & (df["subspace_labels"] != "true")]
     keys = ["degree", "probe", "layer"]
     curves = seed_curves(df, rows, keys)
+    curves = curves[curves.groupby(keys)["epoch"].transform("nunique") > 1]
     best = curves.loc[curves.groupby(keys)["accuracy"].idxmax()]
     return (best.drop(columns="epoch").rename(columns={"epochs": "peak_epoch", "accuracy": "peak_test"})
             .reset_index(drop=True))
