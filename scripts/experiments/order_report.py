@@ -178,14 +178,16 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "results.csv.gz", index=False)
     curves = model_curves(table)
-    plot_curves(curves, args.out / "accuracy.png", "MNIST MLP, p = 0.8: train accuracy by batch order")
+    degrees = ", ".join(f"{d:g}" for d in sorted(table["degree"].unique()))
+    plot_curves(curves, args.out / "accuracy.png", f"MNIST MLP, p = {degrees}: train accuracy by batch order")
     print(curve_markdown(curves, [int(e) for e in args.epochs.split(",")], stopped))
     print()
     print(probe_markdown(table, stopped))
     dynamics = dynamics_curves(table)
     if dynamics.groupby(level="order").apply(lambda d: d.index.get_level_values("epoch").nunique()).min() > 1:
         plot_dynamics(dynamics, args.out / "dynamics.png",
-                      "MNIST MLP, p = 0.8: probes on corrupted-label subspaces at the kept epochs, by batch order")
+                      f"MNIST MLP, p = {degrees}: probes on corrupted-label subspaces at the kept epochs, "
+                      "by batch order")
         print()
         print(dynamics_markdown(dynamics, [int(e) for e in args.dynamics_epochs.split(",")]))
 
