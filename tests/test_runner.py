@@ -84,14 +84,15 @@ def test_every_paper_config_plans_its_runs(tmp_path):
         assert run_states(grid, run, tmp_path)["train"] == "not trained"
 
 
-def test_the_full_scale_order_member_is_the_shuffled_preset_and_its_committed_copy_is_done(monkeypatch, tmp_path):
+def test_the_full_scale_order_members_are_the_shuffled_preset_and_p08_is_committed_done(monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)  # the grid file's folders are relative to the checkout
     grid = read_grid("configs/order_mnist_mlp.toml")
-    (run,) = grid_runs(grid)
+    run, later = grid_runs(grid)
     spec = train_spec(grid, run)
     assert (spec.order, spec.stop_on, spec.max_epochs, run.members[0].degree) == ("shuffle", "running", 500, 0.8)
     states = run_states(grid, run, tmp_path)  # docs/order-mnist-mlp/full/mnist-mlp/p0.8-s0
     assert states.keys() == {"train", "probe", "edit", "dynamics"} and set(states.values()) == {"done"}
+    assert later.name == "mnist-mlp/p0.4-s0" and run_states(grid, later, tmp_path)["train"] == "not trained"
 
 
 def test_the_mlp_mnist_grid_reports_its_committed_members_done(monkeypatch, capsys):
