@@ -97,15 +97,14 @@ def test_the_full_scale_order_members_are_the_shuffled_preset_and_p08_is_committ
 
 def test_the_mlp_mnist_grid_reports_its_committed_members_done(monkeypatch, capsys):
     """The full-scale grid on the committed member tables (docs/paper-mnist-mlp/grid): every stage of p = 0.8,
-    0, 0.4, 0.2, 0.6 and 1.0 (seed 0) and p = 0.8 seed 1 done or not needed, from their tables alone."""
+    0, 0.4, 0.2, 0.6 and 1.0 (seed 0) and p = 0.8 seeds 1 and 2 done or not needed, from their tables alone."""
     monkeypatch.chdir(ROOT)
     grid = read_grid("configs/mlp_mnist_grid.toml")
     states = {run.name: run_states(grid, run, "runs/no-such-grid") for run in grid_runs(grid)}
     # p = 0.2's kept epochs 90-160, lost with a machine, were regained by retraining (the same model rows to 160)
-    for name in ("p0.8-s0", "p0-s0", "p0.4-s0", "p0.2-s0", "p0.6-s0", "p1-s0", "p0.8-s1"):
+    for name in ("p0.8-s0", "p0-s0", "p0.4-s0", "p0.2-s0", "p0.6-s0", "p1-s0", "p0.8-s1", "p0.8-s2"):
         assert all(state in DONE for state in states[f"mnist-mlp/{name}"].values()), states[f"mnist-mlp/{name}"]
     assert states["mnist-mlp/p0.8-s0"].keys() == set(STAGES) - {"cost"}
-    assert states["mnist-mlp/p0.8-s2"]["train"].startswith("resumes at epoch ")  # its committed snapshot
     assert main(["sweep", "--config", "configs/mlp_mnist_grid.toml", "--out", "runs/no-such-grid", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "8 runs" in printed and "edit_continue  done" in printed
